@@ -1,0 +1,316 @@
+//! JWT authentication: verifying bearer tokens into a [`Caller`], scopes, and minting development tokens.
+//!
+//! Exactly one algorithm is accepted (configured), so `alg: none` and HS/RS confusion fail before any key is
+//! used. `exp` is required; `nbf` is checked when present; `iss`/`aud` are required and checked when
+//! configured. The token itself never appears in errors or logs.
+
+use std::time::Duration;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+use uuid::Uuid;
+
+use crate::config::{AuthArgs, ConfigError, JwtAlgorithm};
+
+mod layer;
+
+pub use layer::AuthLayer;
+
+/// A permission carried in the token's space-separated `scope` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Read any user's data by naming `user_id`.
+    ReadAny,
+    /// Push broker syncs and quotes.
+    SyncWrite,
+}
+
+impl Scope {
+    /// The claim text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::ReadAny => "trading:read:any",
+            Scope::SyncWrite => "trading:sync:write",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Scope> {
+        [Scope::ReadAny, Scope::SyncWrite].into_iter().find(|scope| scope.as_str() == s)
+    }
+}
+
+/// The authenticated caller, available to handlers through the request extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's `sub`.
+    pub user_id: Uuid,
+    /// Known scopes granted (unknown ones are ignored).
+    pub scopes: Vec<Scope>,
+}
+
+impl Caller {
+    /// Whether the caller holds `scope`.
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+/// Why a request was not authenticated. The text is the reason sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `authorization` metadata.
+    #[error("missing authorization metadata: send `authorization: Bearer <JWT>`")]
+    Missing,
+    /// Not `Bearer <token>`.
+    #[error("authorization metadata must be `Bearer <JWT>`")]
+    NotBearer,
+    /// The token is not a well-formed JWT (this includes `alg: none`).
+    #[error("malformed token")]
+    Malformed,
+    /// Signed with an algorithm other than the configured one.
+    #[error("token algorithm not accepted")]
+    Algorithm,
+    /// The signature does not verify with the configured key.
+    #[error("invalid token signature")]
+    Signature,
+    /// `exp` is in the past.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iss` is not the configured issuer.
+    #[error("token issuer not accepted")]
+    Issuer,
+    /// `aud` is not the configured audience.
+    #[error("token audience not accepted")]
+    Audience,
+    /// A required claim is absent.
+    #[error("token lacks the {0} claim")]
+    MissingClaim(String),
+    /// `sub` is not a UUID.
+    #[error("token subject is not a UUID")]
+    Subject,
+}
+
+impl From<AuthError> for Status {
+    fn from(err: AuthError) -> Status {
+        match err {
+            AuthError::Missing
+            | AuthError::NotBearer
+            | AuthError::Malformed
+            | AuthError::Algorithm
+            | AuthError::Signature
+            | AuthError::Expired
+            | AuthError::NotYetValid
+            | AuthError::Issuer
+            | AuthError::Audience
+            | AuthError::MissingClaim(_)
+            | AuthError::Subject => Status::unauthenticated(err.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+}
+
+/// Verifies bearer tokens with the configured key and rules.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("algorithms", &self.validation.algorithms).finish_non_exhaustive()
+    }
+}
+
+/// Minimum HS256 secret length, in bytes (RFC 7518 §3.2: at least the hash size).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl Verifier {
+    /// Builds a verifier from the configuration, reading the public key file if one is configured.
+    pub fn from_args(args: &AuthArgs) -> Result<Verifier, ConfigError> {
+        let (algorithm, key) = match args.jwt_algorithm {
+            JwtAlgorithm::Hs256 => {
+                let secret = args
+                    .jwt_secret
+                    .as_ref()
+                    .ok_or_else(|| ConfigError("HS256 needs --jwt-secret (TM_JWT_SECRET)".into()))?;
+                check_secret(secret)?;
+                (Algorithm::HS256, DecodingKey::from_secret(secret.expose_secret().as_bytes()))
+            }
+            alg @ (JwtAlgorithm::Rs256 | JwtAlgorithm::Es256) => {
+                let path = args.jwt_public_key_file.as_ref().ok_or_else(|| {
+                    ConfigError("RS256/ES256 need --jwt-public-key-file (TM_JWT_PUBLIC_KEY_FILE)".into())
+                })?;
+                let pem =
+                    std::fs::read(path).map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+                let parsed = if alg == JwtAlgorithm::Rs256 {
+                    DecodingKey::from_rsa_pem(&pem).map(|k| (Algorithm::RS256, k))
+                } else {
+                    DecodingKey::from_ec_pem(&pem).map(|k| (Algorithm::ES256, k))
+                };
+                parsed.map_err(|e| ConfigError(format!("{} is not a usable public key: {e}", path.display())))?
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = args.jwt_leeway.as_secs();
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        match &args.jwt_issuer {
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match &args.jwt_audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        Ok(Verifier { key, validation })
+    }
+
+    /// Verifies an `authorization` metadata value.
+    pub fn verify_header(&self, header: Option<&str>) -> Result<Caller, AuthError> {
+        let header = header.ok_or(AuthError::Missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::NotBearer)?;
+        self.verify(token)
+    }
+
+    /// Verifies a bare token.
+    pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::InvalidAlgorithm
+            | ErrorKind::InvalidAlgorithmName
+            | ErrorKind::MissingAlgorithm
+            | ErrorKind::UnsupportedAlgorithm => AuthError::Algorithm,
+            ErrorKind::InvalidSignature => AuthError::Signature,
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidIssuer => AuthError::Issuer,
+            ErrorKind::InvalidAudience => AuthError::Audience,
+            ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim.clone()),
+            // Shape, base64, JSON, claim format, key mismatches: all "malformed" to the client.
+            _ => AuthError::Malformed,
+        })?;
+        let user_id = Uuid::try_parse(&data.claims.sub).map_err(|_| AuthError::Subject)?;
+        let scopes =
+            data.claims.scope.as_deref().unwrap_or_default().split_whitespace().filter_map(Scope::parse).collect();
+        Ok(Caller { user_id, scopes })
+    }
+}
+
+fn check_secret(secret: &SecretString) -> Result<(), ConfigError> {
+    if secret.expose_secret().len() < MIN_SECRET_BYTES {
+        return Err(ConfigError(format!("the JWT secret must be at least {MIN_SECRET_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// What to put in a minted token.
+#[derive(Debug, Clone)]
+pub struct TokenSpec<'a> {
+    /// `sub`.
+    pub user_id: Uuid,
+    /// Scope names, space-joined into `scope`.
+    pub scopes: &'a [String],
+    /// Lifetime from now.
+    pub ttl: Duration,
+    /// `iss`, if any.
+    pub issuer: Option<&'a str>,
+    /// `aud`, if any.
+    pub audience: Option<&'a str>,
+}
+
+/// Signs an HS256 token (for development, tests and the demo).
+pub fn mint_hs256(secret: &SecretString, spec: &TokenSpec<'_>) -> Result<String, ConfigError> {
+    check_secret(secret)?;
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = Claims {
+        sub: spec.user_id.to_string(),
+        exp: now + spec.ttl.as_secs(),
+        nbf: None,
+        scope: (!spec.scopes.is_empty()).then(|| spec.scopes.join(" ")),
+        iss: spec.issuer.map(str::to_owned),
+        aud: spec.audience.map(str::to_owned),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )
+    .map_err(|e| ConfigError(format!("cannot sign token: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> AuthArgs {
+        AuthArgs {
+            jwt_algorithm: JwtAlgorithm::Hs256,
+            jwt_secret: Some(SecretString::from("0123456789abcdef0123456789abcdef")),
+            jwt_public_key_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway: Duration::from_secs(0),
+            reflection_requires_auth: false,
+        }
+    }
+
+    fn spec(user_id: Uuid, scopes: &[String]) -> TokenSpec<'_> {
+        TokenSpec { user_id, scopes, ttl: Duration::from_secs(60), issuer: None, audience: None }
+    }
+
+    #[test]
+    fn a_minted_token_verifies_with_its_scopes() {
+        let a = args();
+        let user = Uuid::new_v4();
+        let scopes = vec!["trading:read:any".to_owned(), "unknown:scope".to_owned()];
+        let token = mint_hs256(a.jwt_secret.as_ref().unwrap(), &spec(user, &scopes)).unwrap();
+        let caller = Verifier::from_args(&a).unwrap().verify_header(Some(&format!("Bearer {token}"))).unwrap();
+        assert_eq!(caller, Caller { user_id: user, scopes: vec![Scope::ReadAny] });
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let a = AuthArgs { jwt_secret: Some(SecretString::from("short")), ..args() };
+        assert!(Verifier::from_args(&a).is_err());
+    }
+
+    #[test]
+    fn headers_must_be_bearer() {
+        let v = Verifier::from_args(&args()).unwrap();
+        assert_eq!(v.verify_header(None), Err(AuthError::Missing));
+        assert_eq!(v.verify_header(Some("Basic abc")), Err(AuthError::NotBearer));
+        assert_eq!(v.verify_header(Some("Bearer ")), Err(AuthError::NotBearer));
+        assert_eq!(v.verify_header(Some("Bearer not.a.jwt")), Err(AuthError::Malformed));
+    }
+}

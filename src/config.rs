@@ -1,0 +1,345 @@
+//! Command line and environment configuration. Every option has a `--long` flag and an environment variable
+//! (`DATABASE_URL`, `REDIS_URL`, the rest `TM_*`); doc comments here are the `--help` text. Parsing never reads
+//! or writes the process environment outside clap, so tests build these structs directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rust_decimal::Decimal;
+use secrecy::SecretString;
+
+use crate::domain::drawdown::DrawdownThresholds;
+use crate::domain::market::{AlertSeverity, MarketThresholds};
+use crate::domain::reconcile::Tolerances;
+
+/// Default database: the local PostgreSQL with trust auth. `sslmode=disable` because TLS on loopback costs ~20 %
+/// throughput for nothing; use `sslmode=require` (or stronger) for a remote server.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/trading_monitor?sslmode=disable";
+
+/// trading-monitor: reconciles broker positions with the platform, values open positions and evaluates the
+/// drawdown and market guards, over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "trading-monitor", version, about, long_about = None)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, env = "TM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` EnvFilter syntax, e.g. `info` or `trading_monitor=debug,sqlx=warn`.
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub log_filter: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server (migrates the database first unless --skip-migrations).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Mint a development JWT signed with the configured HS256 secret and print it.
+    Token(TokenArgs),
+    /// Create the database if missing, migrate, load demo data for a few users, then serve and print a token and
+    /// ready-to-paste grpcurl / buf curl commands.
+    Demo(ServeArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// PostgreSQL connection settings.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// Maximum connections in the pool.
+    #[arg(long, env = "TM_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// How long a request waits for a free connection before failing with UNAVAILABLE.
+    #[arg(long, env = "TM_DB_ACQUIRE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "3s")]
+    pub db_acquire_timeout: Duration,
+    /// Server-side statement timeout applied to every connection.
+    #[arg(long, env = "TM_DB_STATEMENT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub db_statement_timeout: Duration,
+}
+
+/// JWT verification settings. Exactly one key source must match the algorithm: a shared secret for HS256, a PEM
+/// public key for RS256/ES256.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Signature algorithm accepted; tokens signed with any other algorithm (including `none`) are rejected.
+    #[arg(long, env = "TM_JWT_ALGORITHM", value_enum, default_value_t = JwtAlgorithm::Hs256)]
+    pub jwt_algorithm: JwtAlgorithm,
+    /// Shared secret for HS256 (at least 32 bytes).
+    #[arg(long, env = "TM_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+    /// PEM file with the RSA (RS256) or EC P-256 (ES256) public key.
+    #[arg(long, env = "TM_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` claim value; not checked when unset.
+    #[arg(long, env = "TM_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim value; not checked when unset.
+    #[arg(long, env = "TM_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[arg(long, env = "TM_JWT_LEEWAY", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub jwt_leeway: Duration,
+    /// Require a token for server reflection too (health never needs one).
+    #[arg(long, env = "TM_REFLECTION_REQUIRES_AUTH", default_value_t = false)]
+    pub reflection_requires_auth: bool,
+}
+
+/// Accepted JWT algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a shared secret.
+    #[value(name = "HS256")]
+    Hs256,
+    /// RSA PKCS#1 v1.5 SHA-256 with a public key.
+    #[value(name = "RS256")]
+    Rs256,
+    /// ECDSA P-256 SHA-256 with a public key.
+    #[value(name = "ES256")]
+    Es256,
+}
+
+/// Transport and lifecycle settings of the gRPC server.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "TM_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Largest accepted request message, in bytes; larger ones are rejected by tonic's decoder with OUT_OF_RANGE
+    /// before any handler runs.
+    #[arg(long, env = "TM_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Maximum in-flight requests per connection; beyond it requests get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TM_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+    /// Upper bound on one request's processing time.
+    #[arg(long, env = "TM_REQUEST_TIMEOUT", value_parser = humantime::parse_duration, default_value = "15s")]
+    pub request_timeout: Duration,
+    /// After SIGTERM/ctrl-c, how long in-flight requests may take to finish before the server stops anyway.
+    #[arg(long, env = "TM_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub shutdown_grace: Duration,
+    /// How often the health reporter checks PostgreSQL.
+    #[arg(long, env = "TM_HEALTH_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
+    pub health_interval: Duration,
+    /// Skip applying migrations at start-up (use `migrate` separately).
+    #[arg(long, env = "TM_SKIP_MIGRATIONS", default_value_t = false)]
+    pub skip_migrations: bool,
+}
+
+/// Reconciliation and guard rules.
+#[derive(Debug, Clone, Args)]
+pub struct RuleArgs {
+    /// The reconciliation state is STALE when the last successful sync is older than this.
+    #[arg(long, env = "TM_STALE_SYNC_AFTER", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub stale_sync_after: Duration,
+    /// Drawdown WARNING threshold, percent.
+    #[arg(long, env = "TM_DRAWDOWN_WARNING_PCT", default_value = "15")]
+    pub drawdown_warning_pct: Decimal,
+    /// Drawdown CRITICAL threshold, percent.
+    #[arg(long, env = "TM_DRAWDOWN_MAX_PCT", default_value = "20")]
+    pub drawdown_max_pct: Decimal,
+    /// Equity below which the drawdown guard is CRITICAL, in account currency.
+    #[arg(long, env = "TM_MIN_EQUITY", default_value = "100")]
+    pub min_equity: Decimal,
+    /// Hysteresis: a drawdown level is left only this many percentage points below its threshold.
+    #[arg(long, env = "TM_DRAWDOWN_HYSTERESIS_PCT", default_value = "1")]
+    pub drawdown_hysteresis_pct: Decimal,
+    /// Pre-liquidation countdown after entering CRITICAL.
+    #[arg(long, env = "TM_PRE_LIQUIDATION", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub pre_liquidation: Duration,
+    /// Price-gap WARNING threshold, percent.
+    #[arg(long, env = "TM_GAP_WARNING_PCT", default_value = "5")]
+    pub gap_warning_pct: Decimal,
+    /// Price-gap CRITICAL threshold, percent.
+    #[arg(long, env = "TM_GAP_CRITICAL_PCT", default_value = "10")]
+    pub gap_critical_pct: Decimal,
+    /// Spread WARNING threshold (strictly above), percent.
+    #[arg(long, env = "TM_SPREAD_WARNING_PCT", default_value = "0.5")]
+    pub spread_warning_pct: Decimal,
+    /// Spread CRITICAL threshold, percent.
+    #[arg(long, env = "TM_SPREAD_CRITICAL_PCT", default_value = "1")]
+    pub spread_critical_pct: Decimal,
+    /// A symbol with open positions and no quote for longer than this raises a STALE_QUOTE warning.
+    #[arg(long, env = "TM_STALE_QUOTE_AFTER", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub stale_quote_after: Duration,
+    /// A matched pair diverges when |entry difference| / platform entry exceeds this, percent.
+    #[arg(long, env = "TM_ENTRY_TOLERANCE_PCT", default_value = "0.05")]
+    pub entry_tolerance_pct: Decimal,
+    /// A matched pair diverges when |volume difference| / platform volume exceeds this, percent.
+    #[arg(long, env = "TM_VOLUME_TOLERANCE_PCT", default_value = "1")]
+    pub volume_tolerance_pct: Decimal,
+    /// Take-profit / stop-loss levels diverge when their difference relative to the entry price exceeds this,
+    /// percent.
+    #[arg(long, env = "TM_PROTECTION_TOLERANCE_PCT", default_value = "0.05")]
+    pub protection_tolerance_pct: Decimal,
+    /// Market alerts at or above this severity say positions should be closed.
+    #[arg(long, env = "TM_CLOSE_POSITIONS_FROM", value_enum, default_value_t = Severity::Warning)]
+    pub close_positions_from: Severity,
+}
+
+/// Alert severity, for configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Severity {
+    /// WARNING and CRITICAL alerts.
+    Warning,
+    /// CRITICAL alerts only.
+    Critical,
+}
+
+/// Everything `serve` and `demo` need.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub rules: RuleArgs,
+}
+
+/// Options of `token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user the token is for (its `sub`); a random one when omitted.
+    #[arg(long)]
+    pub user_id: Option<uuid::Uuid>,
+    /// Scopes to grant, repeatable: `trading:read:any`, `trading:sync:write`.
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Lifetime of the token.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+    pub ttl: Duration,
+    /// HS256 secret to sign with (the server's `TM_JWT_SECRET`).
+    #[arg(long, env = "TM_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: SecretString,
+    /// `iss` claim to include.
+    #[arg(long, env = "TM_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// `aud` claim to include.
+    #[arg(long, env = "TM_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+/// Settings of the rules as the domain uses them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rules {
+    /// See [`RuleArgs::stale_sync_after`].
+    pub stale_sync_after: chrono::Duration,
+    /// Drawdown guard thresholds.
+    pub drawdown: DrawdownThresholds,
+    /// Market guard thresholds.
+    pub market: MarketThresholds,
+    /// Divergence tolerances of the matcher.
+    pub matching: Tolerances,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            stale_sync_after: chrono::Duration::seconds(30),
+            drawdown: DrawdownThresholds::default(),
+            market: MarketThresholds::default(),
+            matching: Tolerances::default(),
+        }
+    }
+}
+
+/// An invalid combination of settings.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn chrono_duration(d: Duration, name: &str) -> Result<chrono::Duration, ConfigError> {
+    chrono::Duration::from_std(d).map_err(|_| ConfigError(format!("{name} is too large")))
+}
+
+impl RuleArgs {
+    /// Validates the thresholds and converts them for the domain.
+    pub fn to_rules(&self) -> Result<Rules, ConfigError> {
+        let positive = |v: Decimal, name: &str| {
+            if v > Decimal::ZERO { Ok(v) } else { Err(ConfigError(format!("{name} must be positive"))) }
+        };
+        let drawdown = DrawdownThresholds {
+            warning_pct: positive(self.drawdown_warning_pct, "--drawdown-warning-pct")?,
+            max_pct: positive(self.drawdown_max_pct, "--drawdown-max-pct")?,
+            min_equity: self.min_equity.max(Decimal::ZERO),
+            hysteresis_pct: self.drawdown_hysteresis_pct.max(Decimal::ZERO),
+            pre_liquidation: chrono_duration(self.pre_liquidation, "--pre-liquidation")?,
+        };
+        if drawdown.warning_pct > drawdown.max_pct {
+            return Err(ConfigError("--drawdown-warning-pct must not exceed --drawdown-max-pct".into()));
+        }
+        let market = MarketThresholds {
+            gap_warning_pct: positive(self.gap_warning_pct, "--gap-warning-pct")?,
+            gap_critical_pct: positive(self.gap_critical_pct, "--gap-critical-pct")?,
+            spread_warning_pct: positive(self.spread_warning_pct, "--spread-warning-pct")?,
+            spread_critical_pct: positive(self.spread_critical_pct, "--spread-critical-pct")?,
+            stale_after: chrono_duration(self.stale_quote_after, "--stale-quote-after")?,
+            close_from: match self.close_positions_from {
+                Severity::Warning => AlertSeverity::Warning,
+                Severity::Critical => AlertSeverity::Critical,
+            },
+        };
+        if market.gap_warning_pct > market.gap_critical_pct || market.spread_warning_pct > market.spread_critical_pct {
+            return Err(ConfigError("warning thresholds must not exceed critical ones".into()));
+        }
+        let non_negative = |v: Decimal, name: &str| {
+            if v >= Decimal::ZERO { Ok(v) } else { Err(ConfigError(format!("{name} must not be negative"))) }
+        };
+        let matching = Tolerances {
+            entry_pct: non_negative(self.entry_tolerance_pct, "--entry-tolerance-pct")?,
+            volume_pct: non_negative(self.volume_tolerance_pct, "--volume-tolerance-pct")?,
+            protection_pct: non_negative(self.protection_tolerance_pct, "--protection-tolerance-pct")?,
+        };
+        Ok(Rules {
+            stale_sync_after: chrono_duration(self.stale_sync_after, "--stale-sync-after")?,
+            drawdown,
+            market,
+            matching,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn default_rules_match_the_domain_defaults() {
+        let cli = Cli::try_parse_from(["trading-monitor", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert_eq!(args.rules.to_rules().unwrap(), Rules::default());
+    }
+
+    #[test]
+    fn a_warning_above_the_maximum_is_rejected() {
+        let cli = Cli::try_parse_from(["trading-monitor", "serve", "--drawdown-warning-pct", "25"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert!(args.rules.to_rules().is_err());
+    }
+}

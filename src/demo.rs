@@ -1,0 +1,366 @@
+//! `demo`: creates and migrates the database, starts the server, then acts as a trading backend would. It
+//! submits broker syncs and quotes for three users through the public gRPC API (so the real engine computes
+//! every number), prints tokens and ready-to-paste commands, and keeps syncing and quoting every few seconds so
+//! the data stays live.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::auth::{self, TokenSpec};
+use crate::config::{JwtAlgorithm, ServeArgs};
+use crate::pb;
+use crate::pb::guards_service_client::GuardsServiceClient;
+use crate::pb::reconciliation_service_client::ReconciliationServiceClient;
+use crate::server::Application;
+use crate::storage;
+
+/// The development secret used when none is configured. Printed tokens are signed with it.
+pub const DEMO_SECRET: &str = "trading-monitor-demo-secret-change-me-0123456789";
+
+/// Alice: GBP account, a drawdown in WARNING, an entry-slippage divergence, a BTCUSD gap alert.
+pub const ALICE: Uuid = Uuid::from_u128(0xa11ce000_0000_4000_8000_000000000001);
+/// Bob: USD account, a manual (broker-only) trade and a position closed at the broker.
+pub const BOB: Uuid = Uuid::from_u128(0xb0b00000_0000_4000_8000_000000000002);
+/// Carol: EUR account whose last sync failed (MT5 terminal offline).
+pub const CAROL: Uuid = Uuid::from_u128(0xca201000_0000_4000_8000_000000000003);
+
+/// Runs the demo until `shutdown` resolves.
+pub async fn run(mut args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    if args.auth.jwt_algorithm == JwtAlgorithm::Hs256 && args.auth.jwt_secret.is_none() {
+        tracing::warn!("no TM_JWT_SECRET configured: the demo signs tokens with its built-in development secret");
+        args.auth.jwt_secret = Some(SecretString::from(DEMO_SECRET));
+    }
+    let secret = args.auth.jwt_secret.clone().context("the demo mints HS256 tokens: set TM_JWT_SECRET")?;
+    storage::create_database_if_missing(&args.database.database_url)
+        .await
+        .with_context(|| "cannot create the demo database (is PostgreSQL running? see DATABASE_URL)")?;
+    let app = Application::build(args).await?;
+    let addr = app.local_addr();
+    let server = tokio::spawn(app.run_until(shutdown));
+
+    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    let mint = |user_id: Uuid, scopes: &[String]| {
+        auth::mint_hs256(
+            &secret,
+            &TokenSpec { user_id, scopes, ttl: Duration::from_secs(86_400), issuer: None, audience: None },
+        )
+    };
+    let backend = Backend {
+        channel,
+        token: mint(
+            Uuid::from_u128(0x5e41ce00_0000_4000_8000_000000000000),
+            &["trading:sync:write".to_owned(), "trading:read:any".to_owned()],
+        )?,
+    };
+    backend.load_history().await.context("loading demo data")?;
+
+    let user_token = mint(ALICE, &[])?;
+    let service_token = mint(Uuid::new_v4(), &["trading:read:any".to_owned()])?;
+    print_instructions(&addr.to_string(), &user_token, &service_token);
+
+    let feed = tokio::spawn(async move { backend.keep_live().await });
+    let result = server.await.context("server task failed")?;
+    feed.abort();
+    result
+}
+
+fn print_instructions(addr: &str, user_token: &str, service_token: &str) {
+    println!(
+        r#"
+trading-monitor demo is serving on {addr} (ctrl-c to stop). Demo users:
+  alice {ALICE}  GBP: drawdown WARNING, entry-slippage divergence, BTCUSD gap alert
+  bob   {BOB}  USD: manual broker-only trade, a position closed at the broker
+  carol {CAROL}  EUR: last sync failed (state ERROR)
+
+# alice's own token (no scopes) and a service token that may read any user:
+export TOKEN={user_token}
+export SERVICE_TOKEN={service_token}
+
+# with buf (npm i -g @bufbuild/buf), through server reflection:
+buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $TOKEN" -d '{{}}' http://{addr}/trading.v1.PositionsService/ListOpenPositions
+buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $TOKEN" -d '{{}}' http://{addr}/trading.v1.ReconciliationService/GetReconciliationStatus
+buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $TOKEN" -d '{{}}' http://{addr}/trading.v1.GuardsService/GetGuardStatus
+buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $TOKEN" -d '{{"page_size": 10}}' http://{addr}/trading.v1.ReconciliationService/ListReconciliationEvents
+buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $SERVICE_TOKEN" -d '{{"user_id": "{BOB}"}}' http://{addr}/trading.v1.ReconciliationService/GetReconciliationStatus
+
+# with grpcurl:
+grpcurl -plaintext {addr} list
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{}}' {addr} trading.v1.PositionsService/ListOpenPositions
+grpcurl -plaintext -d '{{}}' {addr} grpc.health.v1.Health/Check
+"#
+    );
+}
+
+/// A trading backend talking to the service over gRPC.
+struct Backend {
+    channel: Channel,
+    token: String,
+}
+
+impl Backend {
+    fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
+        let mut request = tonic::Request::new(message);
+        let value: MetadataValue<_> = format!("Bearer {}", self.token).parse()?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+
+    async fn sync(&self, sync: pb::SubmitBrokerSyncRequest) -> anyhow::Result<pb::SubmitBrokerSyncResponse> {
+        let mut client = ReconciliationServiceClient::new(self.channel.clone());
+        Ok(client.submit_broker_sync(self.request(sync)?).await?.into_inner())
+    }
+
+    async fn quotes(&self, batch: pb::SubmitQuotesRequest) -> anyhow::Result<pb::SubmitQuotesResponse> {
+        let mut client = GuardsServiceClient::new(self.channel.clone());
+        Ok(client.submit_quotes(self.request(batch)?).await?.into_inner())
+    }
+
+    /// Three minutes of history, replayed idempotently (deterministic request ids) if the demo ran before.
+    async fn load_history(&self) -> anyhow::Result<()> {
+        let now = Utc::now();
+        let minutes_ago = |m: i64| now - chrono::Duration::minutes(m);
+        for (step, at) in [(1, minutes_ago(3)), (2, minutes_ago(2)), (3, minutes_ago(1))] {
+            for user in [ALICE, BOB, CAROL] {
+                let request_id = Uuid::new_v5(&user, format!("demo-sync-{step}").as_bytes());
+                let response = self.sync(scenario(user, step, at, request_id)).await?;
+                tracing::info!(user_id = %user, step, divergences = response.divergences.len(), "demo sync submitted");
+            }
+        }
+        self.quotes(quotes(now, true)).await?;
+        Ok(())
+    }
+
+    /// Keeps the demo live: quotes every 5 s, a fresh sync of each user's latest state every 10 s.
+    async fn keep_live(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        for n in 1u64.. {
+            tick.tick().await;
+            let now = Utc::now();
+            if let Err(e) = self.quotes(quotes(now, false)).await {
+                tracing::warn!(error = %e, "demo quote feed failed");
+            }
+            if n % 2 == 0 {
+                for user in [ALICE, BOB, CAROL] {
+                    if let Err(e) = self.sync(scenario(user, 3, now, Uuid::new_v4())).await {
+                        tracing::warn!(error = %e, "demo sync failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 })
+}
+
+/// A broker position: identifier, symbol, side, volume, open price, current price, TP, SL, and broker-reported
+/// (swap, commission, profit) when the broker reports them.
+#[allow(clippy::too_many_arguments)]
+fn broker(
+    id: &str,
+    symbol: &str,
+    side: pb::Side,
+    volume: &str,
+    open: &str,
+    current: &str,
+    tp: &str,
+    sl: &str,
+    reported: Option<(&str, &str, &str)>,
+    opened: DateTime<Utc>,
+) -> pb::BrokerPosition {
+    let (swap, commission, profit) = reported.unwrap_or_default();
+    pb::BrokerPosition {
+        position_identifier: id.into(),
+        ticket: format!("{id}01"),
+        symbol: symbol.into(),
+        side: side.into(),
+        volume: volume.into(),
+        open_price: open.into(),
+        current_price: current.into(),
+        take_profit: tp.into(),
+        stop_loss: sl.into(),
+        swap: swap.into(),
+        commission: commission.into(),
+        profit: profit.into(),
+        open_time: ts(opened),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn platform(
+    trade: &str,
+    symbol: &str,
+    side: pb::Side,
+    volume: &str,
+    entry: &str,
+    tp: &str,
+    sl: &str,
+    id: &str,
+) -> pb::PlatformPosition {
+    pb::PlatformPosition {
+        platform_trade_id: trade.into(),
+        symbol: symbol.into(),
+        side: side.into(),
+        volume: volume.into(),
+        entry_price: entry.into(),
+        take_profit: tp.into(),
+        stop_loss: sl.into(),
+        position_identifier: id.into(),
+    }
+}
+
+fn snapshot(
+    request_id: Uuid,
+    user: Uuid,
+    at: DateTime<Utc>,
+    (currency, balance, equity, margin): (&str, &str, &str, &str),
+    broker_positions: Vec<pb::BrokerPosition>,
+    platform_positions: Vec<pb::PlatformPosition>,
+) -> pb::SubmitBrokerSyncRequest {
+    pb::SubmitBrokerSyncRequest {
+        request_id: request_id.to_string(),
+        user_id: user.to_string(),
+        started_time: ts(at - chrono::Duration::milliseconds(850)),
+        finished_time: ts(at),
+        result: Some(pb::submit_broker_sync_request::Result::Snapshot(pb::SyncSnapshot {
+            account: Some(pb::AccountSnapshot {
+                balance: balance.into(),
+                equity: equity.into(),
+                margin: margin.into(),
+                currency: currency.into(),
+                broker_time: ts(at),
+            }),
+            broker_positions,
+            platform_positions,
+        })),
+    }
+}
+
+/// The sync of `user` at `step` (1-3; the live loop repeats step 3).
+fn scenario(user: Uuid, step: u8, at: DateTime<Utc>, request_id: Uuid) -> pb::SubmitBrokerSyncRequest {
+    use pb::Side::{Buy, Sell};
+    let opened = at - chrono::Duration::hours(5);
+    match (user, step) {
+        (u, _) if u == ALICE => {
+            let gold = broker(
+                "1001",
+                "XAUUSD",
+                Buy,
+                "0.50",
+                "2350.00",
+                "2362.40",
+                "2400.00",
+                "2320.00",
+                Some(("-3.10", "-7.00", "516.55")),
+                opened,
+            );
+            let euro = broker(
+                "1002",
+                "EURUSD",
+                Sell,
+                "1.00",
+                "1.08500",
+                "1.08320",
+                "",
+                "1.09000",
+                Some(("-1.20", "-5.00", "142.30")),
+                opened,
+            );
+            let btc = broker("1003", "BTCUSD", Buy, "0.10", "65000.00", "67950.00", "", "", None, opened);
+            let mut brokers = vec![gold, euro];
+            let mut platforms = vec![
+                platform("T-1", "XAUUSD", Buy, "0.50", "2350.00", "2400.00", "2320.00", "1001"),
+                platform("T-2", "EURUSD", Sell, "1.00", "1.08500", "", "1.09000", "1002"),
+            ];
+            if step >= 2 {
+                brokers.push(btc);
+                // The platform's signal entered at 64,900: the broker filled 0.154 % higher.
+                platforms.push(platform("T-3", "BTCUSD", Buy, "0.10", "64900.00", "", "", ""));
+            }
+            let equity = match step {
+                1 => "10000.00",
+                2 => "9200.00",
+                _ => "8400.00",
+            };
+            snapshot(request_id, user, at, ("GBP", "10000.00", equity, "1450.00"), brokers, platforms)
+        }
+        (u, _) if u == BOB => {
+            let gold = broker(
+                "2001",
+                "XAUUSD",
+                Buy,
+                "1.00",
+                "2340.00",
+                "2362.40",
+                "",
+                "2300.00",
+                Some(("-6.40", "-12.00", "2240.00")),
+                opened,
+            );
+            let euro = broker("2002", "EURUSD", Buy, "0.30", "1.08200", "1.08310", "", "1.08000", None, opened);
+            let manual = broker("2003", "GBPUSD", Buy, "0.20", "1.26200", "1.26500", "", "", None, opened);
+            let platforms = vec![
+                platform("T-20", "XAUUSD", Buy, "1.00", "2340.00", "", "2300.00", "2001"),
+                platform("T-21", "EURUSD", Buy, "0.30", "1.08200", "", "1.08000", "2002"),
+            ];
+            // From step 2 the EURUSD position has left the broker (its stop was hit) while the platform still
+            // lists it, and a manual GBPUSD trade appeared.
+            let brokers = if step == 1 { vec![gold, euro] } else { vec![gold, manual] };
+            snapshot(request_id, user, at, ("USD", "25000.00", "27180.00", "2400.00"), brokers, platforms)
+        }
+        _ if step == 1 => {
+            let yen = broker("3001", "USDJPY", Sell, "0.50", "151.800", "151.230", "", "153.000", None, opened);
+            let platforms = vec![platform("T-30", "USDJPY", Sell, "0.50", "151.800", "", "153.000", "3001")];
+            snapshot(request_id, user, at, ("EUR", "5000.00", "5176.00", "300.00"), vec![yen], platforms)
+        }
+        _ => pb::SubmitBrokerSyncRequest {
+            request_id: request_id.to_string(),
+            user_id: user.to_string(),
+            started_time: ts(at - chrono::Duration::seconds(5)),
+            finished_time: ts(at),
+            result: Some(pb::submit_broker_sync_request::Result::Failure(pb::SyncFailure {
+                error_message: "MT5 terminal not connected".into(),
+            })),
+        },
+    }
+}
+
+/// Quotes for every demo symbol and the FX pairs conversion needs; with `gap`, a BTCUSD candle close whose open
+/// gapped 5.38 % above the previous close.
+fn quotes(at: DateTime<Utc>, gap: bool) -> pb::SubmitQuotesRequest {
+    let quote = |symbol: &str, bid: &str, ask: &str| pb::Quote {
+        symbol: symbol.into(),
+        bid: bid.into(),
+        ask: ask.into(),
+        quote_time: ts(at),
+    };
+    pb::SubmitQuotesRequest {
+        quotes: vec![
+            quote("XAUUSD", "2362.40", "2362.70"),
+            quote("EURUSD", "1.08310", "1.08320"),
+            quote("BTCUSD", "67950.00", "67990.00"),
+            quote("GBPUSD", "1.26500", "1.26520"),
+            quote("USDJPY", "151.200", "151.230"),
+            quote("EURJPY", "163.800", "163.850"),
+        ],
+        candle_closes: if gap {
+            vec![pb::CandleClose {
+                symbol: "BTCUSD".into(),
+                previous_close: "65000.00".into(),
+                open: "68500.00".into(),
+                open_time: ts(at),
+            }]
+        } else {
+            Vec::new()
+        },
+    }
+}

@@ -1,0 +1,170 @@
+//! The drawdown guard: equity high-water mark, drawdown percentage, level with hysteresis, and the
+//! pre-liquidation countdown.
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+
+use super::pnl::round_percent;
+use super::types::stored_enum;
+
+stored_enum!(
+    /// Drawdown guard level, ordered by severity.
+    DrawdownLevel, "drawdown level" {
+        /// No equity known yet.
+        Unknown => "unknown",
+        Normal => "normal",
+        Warning => "warning",
+        /// Close everything.
+        Critical => "critical",
+    }
+);
+
+/// Thresholds of the drawdown guard (per account, with service-wide defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrawdownThresholds {
+    /// WARNING at or above this drawdown, in percent (default 15).
+    pub warning_pct: Decimal,
+    /// CRITICAL at or above this drawdown, in percent (default 20).
+    pub max_pct: Decimal,
+    /// CRITICAL below this equity, in account currency (default 100).
+    pub min_equity: Decimal,
+    /// A level is left only when the drawdown is this many percentage points below its threshold (default 1).
+    pub hysteresis_pct: Decimal,
+    /// Countdown from entering CRITICAL to liquidation (default 10 s).
+    pub pre_liquidation: Duration,
+}
+
+impl Default for DrawdownThresholds {
+    fn default() -> Self {
+        DrawdownThresholds {
+            warning_pct: Decimal::from(15),
+            max_pct: Decimal::from(20),
+            min_equity: Decimal::from(100),
+            hysteresis_pct: Decimal::ONE,
+            pre_liquidation: Duration::seconds(10),
+        }
+    }
+}
+
+/// The new high-water mark after observing `equity`: it never decreases.
+pub fn next_peak(peak: Option<Decimal>, equity: Decimal) -> Decimal {
+    peak.map_or(equity, |p| p.max(equity))
+}
+
+/// `(peak - equity) / peak x 100`, rounded to 4 places; 0 when the peak is not positive.
+pub fn drawdown_pct(peak: Decimal, equity: Decimal) -> Decimal {
+    if peak <= Decimal::ZERO {
+        return Decimal::ZERO;
+    }
+    ((peak - equity) * Decimal::ONE_HUNDRED).checked_div(peak).map_or(Decimal::ZERO, round_percent).max(Decimal::ZERO)
+}
+
+/// The level for a drawdown and equity, ignoring history.
+fn raw_level(drawdown: Decimal, equity: Decimal, t: &DrawdownThresholds) -> DrawdownLevel {
+    if equity < t.min_equity || drawdown >= t.max_pct {
+        DrawdownLevel::Critical
+    } else if drawdown >= t.warning_pct {
+        DrawdownLevel::Warning
+    } else {
+        DrawdownLevel::Normal
+    }
+}
+
+/// The level after a sync, given the previous one. Worsening is immediate; improving leaves a level only when
+/// the drawdown is below that level's threshold minus the hysteresis (equity below the minimum stays CRITICAL).
+pub fn next_level(
+    previous: DrawdownLevel,
+    drawdown: Decimal,
+    equity: Decimal,
+    t: &DrawdownThresholds,
+) -> DrawdownLevel {
+    let raw = raw_level(drawdown, equity, t);
+    if raw >= previous {
+        return raw;
+    }
+    if previous == DrawdownLevel::Critical && drawdown >= t.max_pct - t.hysteresis_pct {
+        return DrawdownLevel::Critical;
+    }
+    if previous >= DrawdownLevel::Warning && drawdown >= t.warning_pct - t.hysteresis_pct {
+        return DrawdownLevel::Warning;
+    }
+    raw
+}
+
+/// Time left before liquidation for an account CRITICAL since `since`; zero once the countdown has run out.
+pub fn time_to_liquidation(since: DateTime<Utc>, now: DateTime<Utc>, t: &DrawdownThresholds) -> Duration {
+    (t.pre_liquidation - (now - since)).max(Duration::zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use rust_decimal_macros::dec;
+
+    use super::*;
+
+    fn t() -> DrawdownThresholds {
+        DrawdownThresholds::default()
+    }
+
+    #[test]
+    fn drawdown_is_relative_to_the_peak() {
+        assert_eq!(drawdown_pct(dec!(10000), dec!(8400)), dec!(16));
+        assert_eq!(drawdown_pct(dec!(10000), dec!(10500)), dec!(0));
+        assert_eq!(drawdown_pct(dec!(0), dec!(10)), dec!(0));
+        assert_eq!(drawdown_pct(dec!(3), dec!(2)), dec!(33.3333));
+    }
+
+    #[test]
+    fn levels_follow_the_default_thresholds() {
+        let eq = dec!(5000);
+        assert_eq!(next_level(DrawdownLevel::Unknown, dec!(14.99), eq, &t()), DrawdownLevel::Normal);
+        assert_eq!(next_level(DrawdownLevel::Unknown, dec!(15), eq, &t()), DrawdownLevel::Warning);
+        assert_eq!(next_level(DrawdownLevel::Normal, dec!(20), eq, &t()), DrawdownLevel::Critical);
+        assert_eq!(next_level(DrawdownLevel::Normal, dec!(1), dec!(99.99), &t()), DrawdownLevel::Critical);
+    }
+
+    #[test]
+    fn a_level_is_left_only_one_point_below_its_threshold() {
+        let eq = dec!(5000);
+        assert_eq!(next_level(DrawdownLevel::Warning, dec!(14.5), eq, &t()), DrawdownLevel::Warning);
+        assert_eq!(next_level(DrawdownLevel::Warning, dec!(14), eq, &t()), DrawdownLevel::Warning);
+        assert_eq!(next_level(DrawdownLevel::Warning, dec!(13.99), eq, &t()), DrawdownLevel::Normal);
+        assert_eq!(next_level(DrawdownLevel::Critical, dec!(19.5), eq, &t()), DrawdownLevel::Critical);
+        assert_eq!(next_level(DrawdownLevel::Critical, dec!(18.9), eq, &t()), DrawdownLevel::Warning);
+        assert_eq!(next_level(DrawdownLevel::Critical, dec!(10), eq, &t()), DrawdownLevel::Normal);
+    }
+
+    #[test]
+    fn the_liquidation_countdown_runs_down_to_zero() {
+        let since: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().into();
+        assert_eq!(time_to_liquidation(since, since + Duration::seconds(3), &t()), Duration::seconds(7));
+        assert_eq!(time_to_liquidation(since, since + Duration::seconds(30), &t()), Duration::zero());
+    }
+
+    proptest! {
+        #[test]
+        fn the_peak_never_decreases(start in 0i64..1_000_000, equities in prop::collection::vec(0i64..1_000_000, 1..50)) {
+            let mut peak = Decimal::from(start);
+            for e in equities {
+                let next = next_peak(Some(peak), Decimal::from(e));
+                prop_assert!(next >= peak);
+                prop_assert!(next >= Decimal::from(e));
+                peak = next;
+            }
+        }
+
+        #[test]
+        fn drawdown_stays_between_0_and_100_for_non_negative_equity(peak in 1i64..1_000_000, equity in 0i64..2_000_000) {
+            let d = drawdown_pct(Decimal::from(peak), Decimal::from(equity));
+            prop_assert!(d >= Decimal::ZERO && d <= Decimal::ONE_HUNDRED);
+        }
+
+        #[test]
+        fn hysteresis_never_reports_better_than_the_raw_level(prev in 0usize..4, dd in 0i64..3000, eq in 0i64..10_000) {
+            let prev = DrawdownLevel::ALL[prev];
+            let (dd, eq) = (Decimal::new(dd, 2), Decimal::from(eq));
+            prop_assert!(next_level(prev, dd, eq, &t()) >= raw_level(dd, eq, &t()));
+        }
+    }
+}

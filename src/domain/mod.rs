@@ -1,0 +1,12 @@
+//! Pure domain rules: reconciliation state, P&L, drawdown and market guards. No I/O and no generated types, so
+//! every rule is unit-testable on its own.
+
+pub mod drawdown;
+pub mod events;
+pub mod market;
+pub mod pnl;
+pub mod reconcile;
+pub mod status;
+mod types;
+
+pub use types::{CloseReason, DivergenceKind, ParseEnumError, Side, Symbol, SymbolError};

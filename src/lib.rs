@@ -1,0 +1,17 @@
+//! trading-monitor: a gRPC service that reconciles broker positions with the platform's, values open positions,
+//! and evaluates the drawdown and market guards.
+//!
+//! Layout: `config` (CLI and settings), `telemetry` (logs), `auth` (JWT), `server` (tonic server, layers, health,
+//! reflection, shutdown), `services` (gRPC handlers: decode, call storage/domain, encode), `domain` (pure
+//! rules: no I/O), `storage` (PostgreSQL via sqlx), `demo` (demo data).
+
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod error;
+pub mod pb;
+pub mod server;
+pub mod services;
+pub mod storage;
+pub mod telemetry;

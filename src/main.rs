@@ -1,0 +1,50 @@
+//! The `trading-monitor` binary: parses the command line, starts logging, and runs the chosen command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use trading_monitor::config::{Cli, Command};
+use trading_monitor::server::{Application, shutdown_signal};
+use trading_monitor::{auth, demo, storage, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = telemetry::init(cli.log_format, &cli.log_filter) {
+        eprintln!("error: invalid log settings: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "exiting");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => Application::build(args).await?.run_until(shutdown_signal()).await,
+        Command::Migrate(args) => {
+            let pool = storage::pool(&args)?;
+            storage::migrate(&pool).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Token(args) => {
+            let user_id = args.user_id.unwrap_or_else(uuid::Uuid::new_v4);
+            let spec = auth::TokenSpec {
+                user_id,
+                scopes: &args.scopes,
+                ttl: args.ttl,
+                issuer: args.jwt_issuer.as_deref(),
+                audience: args.jwt_audience.as_deref(),
+            };
+            println!("{}", auth::mint_hs256(&args.jwt_secret, &spec)?);
+            Ok(())
+        }
+        Command::Demo(args) => demo::run(args, shutdown_signal()).await,
+    }
+}

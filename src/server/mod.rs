@@ -1,0 +1,170 @@
+//! The tonic server: services, layers (trace, auth, limits), health, reflection, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::{HealthReporter, HealthService};
+
+use crate::auth::{AuthLayer, Verifier};
+use crate::config::ServeArgs;
+use crate::pb;
+use crate::services::AppState;
+use crate::services::guards::GuardsApi;
+use crate::services::positions::PositionsApi;
+use crate::services::reconciliation::ReconciliationApi;
+use crate::storage;
+
+pub mod health;
+mod trace;
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+    verifier: Arc<Verifier>,
+    args: ServeArgs,
+}
+
+impl Application {
+    /// Validates the configuration, connects the pool, applies migrations (unless skipped) and binds the
+    /// listener (port 0 picks a free one, for tests).
+    pub async fn build(args: ServeArgs) -> anyhow::Result<Application> {
+        let rules = args.rules.to_rules()?;
+        let verifier = Arc::new(Verifier::from_args(&args.auth)?);
+        let pool = storage::pool(&args.database)?;
+        if !args.server.skip_migrations {
+            storage::migrate(&pool).await?;
+        }
+        let listener = TcpListener::bind(args.server.listen).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(Application { listener, local_addr, state: AppState { pool, rules: Arc::new(rules) }, verifier, args })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The database pool (used by `demo` to load data before serving).
+    pub fn pool(&self) -> &PgPool {
+        &self.state.pool
+    }
+
+    /// Serves until `shutdown` completes, then reports NOT_SERVING, stops accepting, and lets in-flight calls
+    /// finish for at most the configured grace period.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Application { listener, local_addr, state, verifier, args } = self;
+        let server_args = &args.server;
+
+        let reporter = HealthReporter::new();
+        health::set_all(&reporter, ServingStatus::NotServing).await;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let watcher = tokio::spawn(health::watch_database(
+            reporter.clone(),
+            state.pool.clone(),
+            server_args.health_interval,
+            stop_rx.clone(),
+        ));
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let limit = server_args.max_request_bytes;
+        let router = Server::builder()
+            .timeout(server_args.request_timeout)
+            .concurrency_limit_per_connection(server_args.max_concurrent_requests)
+            .load_shed(true)
+            .layer(trace::TraceLayer)
+            .layer(AuthLayer::new(verifier, !args.auth.reflection_requires_auth))
+            .add_service(tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(
+                reporter.clone(),
+            )))
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                pb::reconciliation_service_server::ReconciliationServiceServer::new(ReconciliationApi::new(
+                    state.clone(),
+                ))
+                .max_decoding_message_size(limit),
+            )
+            .add_service(
+                pb::positions_service_server::PositionsServiceServer::new(PositionsApi::new(state.clone()))
+                    .max_decoding_message_size(limit),
+            )
+            .add_service(
+                pb::guards_service_server::GuardsServiceServer::new(GuardsApi::new(state.clone()))
+                    .max_decoding_message_size(limit),
+            );
+
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let (draining_tx, mut draining_rx) = watch::channel(false);
+        let shutdown_reporter = reporter.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: NOT_SERVING, draining in-flight calls");
+            let _ = stop_tx.send(true);
+            health::set_all(&shutdown_reporter, ServingStatus::NotServing).await;
+            let _ = draining_tx.send(true);
+        };
+        tracing::info!(address = %local_addr, "serving gRPC");
+        let serve = router.serve_with_incoming_shutdown(incoming, signal);
+        tokio::pin!(serve);
+        let grace = server_args.shutdown_grace;
+        let result = tokio::select! {
+            result = &mut serve => result.map_err(anyhow::Error::from),
+            () = async {
+                let _ = draining_rx.wait_for(|draining| *draining).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight calls did not finish in time; stopping anyway");
+                Ok(())
+            }
+        };
+        watcher.abort();
+        state.pool.close().await;
+        tracing::info!("server stopped");
+        result
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

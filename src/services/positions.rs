@@ -1,0 +1,235 @@
+//! `trading.v1.PositionsService`: open positions with unrealized P&L, and single positions.
+
+use chrono::Utc;
+use rust_decimal::Decimal;
+use tonic::{Request, Response};
+use uuid::Uuid;
+
+use super::decode::{self, caller, target_user};
+use super::encode::{self, dec, opt_ts, text, ts};
+use super::paging::{self, Cursor};
+use super::{AppState, RpcResult};
+use crate::domain::Side;
+use crate::domain::pnl::{self, InstrumentSpec, PnlSource, PositionFigures, Valuation};
+use crate::error::ApiError;
+use crate::pb;
+use crate::pb::positions_service_server::PositionsService;
+use crate::storage::{self, DivergenceRow, MarketSnapshot, PositionRow};
+
+/// Default and maximum of `page_size`.
+const POSITION_PAGE: (u32, u32) = (50, 500);
+
+/// The PositionsService implementation.
+#[derive(Debug, Clone)]
+pub struct PositionsApi {
+    state: AppState,
+}
+
+impl PositionsApi {
+    /// A handler over shared state.
+    pub fn new(state: AppState) -> Self {
+        PositionsApi { state }
+    }
+}
+
+#[tonic::async_trait]
+impl PositionsService for PositionsApi {
+    async fn list_open_positions(
+        &self,
+        request: Request<pb::ListOpenPositionsRequest>,
+    ) -> RpcResult<pb::ListOpenPositionsResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let user_id = target_user(&caller, "user_id", &req.user_id)?;
+        let symbol = decode::optional_symbol("symbol", &req.symbol)?;
+        let size = decode::page_size("page_size", req.page_size, POSITION_PAGE.0, POSITION_PAGE.1)? as usize;
+        let filters = paging::fingerprint(&[&user_id.to_string(), symbol.as_ref().map_or("*", |s| s.as_str())]);
+        let after = paging::decode("page_token", &req.page_token, filters)?
+            .map(|Cursor { time, key }| {
+                Uuid::try_parse(&key)
+                    .map(|id| (time, id))
+                    .map_err(|_| ApiError::invalid("page_token", "is not a page token returned by this service"))
+            })
+            .transpose()?;
+
+        let as_of = Utc::now();
+        let pool = &self.state.pool;
+        let (account, rows, divergences, market) = tokio::try_join!(
+            storage::accounts::get(pool, user_id),
+            storage::positions::list_open(pool, user_id, symbol.as_ref().map(|s| s.as_str())),
+            storage::positions::open_divergences(pool, user_id),
+            storage::market::snapshot(pool),
+        )
+        .map_err(ApiError::from)?;
+
+        let currency = account.as_ref().and_then(|a| a.currency.clone()).unwrap_or_default();
+        let equity = account.as_ref().and_then(|a| a.equity);
+        let valued: Vec<(PositionRow, Valuation)> = rows
+            .into_iter()
+            .map(|row| {
+                let v = valuation(&row, &market, &currency);
+                (row, v)
+            })
+            .collect();
+
+        let unavailable = valued.iter().filter(|(_, v)| matches!(v, Valuation::Unavailable { .. })).count();
+        let (total, total_reason) = if unavailable == 0 {
+            let sum: Decimal = valued
+                .iter()
+                .map(|(_, v)| match v {
+                    Valuation::Known { pnl, .. } => *pnl,
+                    Valuation::Unavailable { .. } => Decimal::ZERO,
+                })
+                .sum();
+            (Some(sum), String::new())
+        } else {
+            (None, format!("P&L unavailable for {unavailable} of {} positions", valued.len()))
+        };
+        let total_percent = total.zip(equity).and_then(|(t, e)| pnl::percent_of(t, e));
+
+        let total_count = valued.len();
+        let mut page: Vec<_> = valued
+            .into_iter()
+            .filter(|(row, _)| after.is_none_or(|cursor| (row.open_time, row.position_id) > cursor))
+            .take(size + 1)
+            .collect();
+        let next_page_token = if page.len() > size {
+            page.truncate(size);
+            page.last()
+                .map(|(row, _)| {
+                    paging::encode(filters, &Cursor { time: row.open_time, key: row.position_id.to_string() })
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+
+        Ok(Response::new(pb::ListOpenPositionsResponse {
+            positions: page.into_iter().map(|(row, v)| position(row, v, &divergences, &market)).collect(),
+            total_unrealized_pnl: dec(total),
+            total_unrealized_pnl_percent: dec(total_percent),
+            account_currency: currency,
+            next_page_token,
+            as_of: Some(ts(as_of)),
+            total_count: i32::try_from(total_count).unwrap_or(i32::MAX),
+            total_unavailable_reason: total_reason,
+            account_equity: dec(equity),
+        }))
+    }
+
+    async fn get_position(&self, request: Request<pb::GetPositionRequest>) -> RpcResult<pb::GetPositionResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let position_id = decode::parse_uuid("position_id", &req.position_id)?;
+        let user_id = target_user(&caller, "user_id", &req.user_id)?;
+
+        let as_of = Utc::now();
+        let pool = &self.state.pool;
+        let (row, account, divergences, market) = tokio::try_join!(
+            storage::positions::get(pool, user_id, position_id),
+            storage::accounts::get(pool, user_id),
+            storage::positions::open_divergences(pool, user_id),
+            storage::market::snapshot(pool),
+        )
+        .map_err(ApiError::from)?;
+        // Another user's position is indistinguishable from a missing one.
+        let row = row.ok_or_else(|| ApiError::NotFound(format!("position {position_id}")))?;
+        let currency = account.and_then(|a| a.currency).unwrap_or_default();
+        let v = if row.closed.is_some() {
+            Valuation::Unavailable { reason: "the position is closed".into() }
+        } else {
+            valuation(&row, &market, &currency)
+        };
+        Ok(Response::new(pb::GetPositionResponse {
+            position: Some(position(row, v, &divergences, &market)),
+            as_of: Some(ts(as_of)),
+        }))
+    }
+}
+
+/// The latest price of a position: the newer of the broker's price at the last sync and the latest quote on
+/// the side that would close it (bid for a buy, ask for a sell).
+fn latest_price(row: &PositionRow, market: &MarketSnapshot) -> (Decimal, chrono::DateTime<Utc>) {
+    match market.quotes.get(&row.symbol) {
+        Some(q) if q.quote_time > row.current_price_time => {
+            let price = match row.side {
+                Side::Buy => q.bid,
+                Side::Sell => q.ask,
+            };
+            (price, q.quote_time)
+        }
+        _ => (row.current_price, row.current_price_time),
+    }
+}
+
+/// Values one open position in the account currency.
+fn valuation(row: &PositionRow, market: &MarketSnapshot, currency: &str) -> Valuation {
+    if currency.is_empty() {
+        return Valuation::Unavailable { reason: "the account currency is not known yet".into() };
+    }
+    let (current_price, _) = latest_price(row, market);
+    let figures = PositionFigures {
+        side: row.side,
+        volume: row.volume,
+        entry_price: row.open_price,
+        current_price,
+        broker_profit: row.profit,
+        swap: row.swap,
+        commission: row.commission,
+    };
+    let instrument = market
+        .instruments
+        .get(&row.symbol)
+        .map(|i| InstrumentSpec { contract_size: i.contract_size, quote_currency: i.quote_currency.clone() });
+    pnl::value_position(&figures, instrument.as_ref(), currency, &market.fx_rates())
+}
+
+/// Encodes a position with its valuation and open divergences.
+fn position(row: PositionRow, v: Valuation, divergences: &[DivergenceRow], market: &MarketSnapshot) -> pb::Position {
+    let (current_price, current_price_time) = latest_price(&row, market);
+    let (unrealized_pnl, pnl_source, reason, percent) = match v {
+        Valuation::Known { pnl, source, percent } => {
+            let source = match source {
+                PnlSource::BrokerReported => pb::PnlSource::BrokerReported,
+                PnlSource::Computed => pb::PnlSource::Computed,
+            };
+            (Some(pnl), source, String::new(), percent)
+        }
+        Valuation::Unavailable { reason } => (None, pb::PnlSource::Unavailable, reason, None),
+    };
+    let open_divergences =
+        divergences.iter().filter(|d| d.position_id == Some(row.position_id)).map(encode::divergence).collect();
+    let (status, closed_time, close_reason) = match row.closed {
+        None => (pb::PositionStatus::Open, None, pb::CloseReason::Unspecified),
+        Some((at, reason)) => (pb::PositionStatus::Closed, Some(ts(at)), encode::close_reason(reason)),
+    };
+    pb::Position {
+        position_id: row.position_id.to_string(),
+        user_id: row.user_id.to_string(),
+        position_identifier: row.position_identifier,
+        ticket: row.ticket,
+        symbol: row.symbol,
+        side: encode::side(row.side).into(),
+        volume: row.volume.to_string(),
+        entry_price: row.open_price.to_string(),
+        entry_time: Some(ts(row.open_time)),
+        current_price: current_price.to_string(),
+        current_price_time: Some(ts(current_price_time)),
+        take_profit: dec(row.take_profit),
+        stop_loss: dec(row.stop_loss),
+        matched: row.matched,
+        platform_trade_id: text(row.platform_trade_id),
+        open_divergences,
+        unrealized_pnl: dec(unrealized_pnl),
+        pnl_source: pnl_source.into(),
+        pnl_unavailable_reason: reason,
+        unrealized_pnl_percent: dec(percent),
+        status: status.into(),
+        closed_time,
+        close_reason: close_reason.into(),
+        swap: dec(row.swap),
+        commission: dec(row.commission),
+        broker_profit: dec(row.profit),
+        last_seen_time: opt_ts(Some(row.last_seen_at)),
+    }
+}

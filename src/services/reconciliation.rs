@@ -1,0 +1,183 @@
+//! `trading.v1.ReconciliationService`: status, event log, and broker sync ingest.
+
+use chrono::{DateTime, Utc};
+use tonic::{Request, Response};
+
+use super::decode::{self, caller, target_user};
+use super::encode::{self, opt_ts, ts};
+use super::paging::{self, Cursor};
+use super::{AppState, RpcResult};
+use crate::domain::events::EventType;
+use crate::domain::status::{SyncFacts, reconciliation_state};
+use crate::error::ApiError;
+use crate::pb;
+use crate::pb::reconciliation_service_server::ReconciliationService;
+use crate::storage::{self, EventQuery};
+
+/// Default and maximum of `recent_events_limit`.
+const RECENT_EVENTS: (u32, u32) = (5, 100);
+/// Default and maximum of `page_size` for events.
+const EVENT_PAGE: (u32, u32) = (50, 500);
+
+/// Earliest and latest times the event window can name (PostgreSQL accepts both; chrono too).
+fn time_floor() -> DateTime<Utc> {
+    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC) // 0001-01-01
+}
+fn time_ceiling() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC) // 9999-12-31
+}
+
+/// The ReconciliationService implementation.
+#[derive(Debug, Clone)]
+pub struct ReconciliationApi {
+    state: AppState,
+}
+
+impl ReconciliationApi {
+    /// A handler over shared state.
+    pub fn new(state: AppState) -> Self {
+        ReconciliationApi { state }
+    }
+}
+
+#[tonic::async_trait]
+impl ReconciliationService for ReconciliationApi {
+    async fn get_reconciliation_status(
+        &self,
+        request: Request<pb::GetReconciliationStatusRequest>,
+    ) -> RpcResult<pb::GetReconciliationStatusResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let user_id = target_user(&caller, "user_id", &req.user_id)?;
+        let limit =
+            decode::page_size("recent_events_limit", req.recent_events_limit, RECENT_EVENTS.0, RECENT_EVENTS.1)?;
+
+        let as_of = Utc::now();
+        let pool = &self.state.pool;
+        let query = EventQuery {
+            user_id,
+            since: time_floor(),
+            before: (time_ceiling(), i64::MAX),
+            types: None,
+            limit: i64::from(limit),
+        };
+        let (summary, events) =
+            tokio::try_join!(storage::summaries::get(pool, user_id), storage::events::list(pool, &query))
+                .map_err(ApiError::from)?;
+
+        let summary = summary.unwrap_or_default();
+        let facts = SyncFacts {
+            total_syncs: summary.total_syncs,
+            last_sync_failed: summary.last_sync_failed,
+            last_success_at: summary.last_success_at,
+            open_positions: summary.open_positions,
+            open_divergences: summary.open_divergences,
+        };
+        let state = reconciliation_state(&facts, as_of, self.state.rules.stale_sync_after);
+        let last_sync_duration = match (summary.last_sync_started_at, summary.last_sync_finished_at) {
+            (Some(start), Some(end)) => Some(encode::duration(end - start)),
+            _ => None,
+        };
+        Ok(Response::new(pb::GetReconciliationStatusResponse {
+            state: encode::reconciliation_state(state).into(),
+            last_sync_time: opt_ts(summary.last_sync_finished_at),
+            last_sync_duration,
+            total_syncs: summary.total_syncs,
+            open_positions_count: summary.open_positions,
+            matched_positions_count: summary.matched_positions,
+            divergences_count: summary.open_divergences,
+            recent_events: events.into_iter().map(|e| encode::event(e, user_id)).collect(),
+            as_of: Some(ts(as_of)),
+            user_id: user_id.to_string(),
+            last_successful_sync_time: opt_ts(summary.last_success_at),
+            last_sync_error: summary.last_sync_error.unwrap_or_default(),
+            failed_syncs: summary.failed_syncs,
+        }))
+    }
+
+    async fn list_reconciliation_events(
+        &self,
+        request: Request<pb::ListReconciliationEventsRequest>,
+    ) -> RpcResult<pb::ListReconciliationEventsResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let user_id = target_user(&caller, "user_id", &req.user_id)?;
+        let size = decode::page_size("page_size", req.page_size, EVENT_PAGE.0, EVENT_PAGE.1)?;
+        let start = decode::optional_timestamp("start_time", req.start_time.as_ref())?;
+        let end = decode::optional_timestamp("end_time", req.end_time.as_ref())?;
+        if let (Some(s), Some(e)) = (start, end)
+            && s >= e
+        {
+            return Err(ApiError::invalid("end_time", "must be after start_time").into());
+        }
+        let types = event_types(&req.event_types)?;
+
+        let type_names = types.as_ref().map(|t| t.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(","));
+        let micros = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_micros().to_string()).unwrap_or_default();
+        let filters = paging::fingerprint(&[
+            &user_id.to_string(),
+            &micros(start),
+            &micros(end),
+            type_names.as_deref().unwrap_or("*"),
+        ]);
+        let end_bound = (end.unwrap_or_else(time_ceiling), i64::MIN);
+        let before = match paging::decode("page_token", &req.page_token, filters)? {
+            None => (end.unwrap_or_else(time_ceiling), if end.is_some() { i64::MIN } else { i64::MAX }),
+            Some(Cursor { time, key }) => {
+                let id = key
+                    .parse::<i64>()
+                    .map_err(|_| ApiError::invalid("page_token", "is not a page token returned by this service"))?;
+                (time, id).min(end_bound)
+            }
+        };
+
+        let as_of = Utc::now();
+        let query =
+            EventQuery { user_id, since: start.unwrap_or_else(time_floor), before, types, limit: i64::from(size) + 1 };
+        let mut rows = storage::events::list(&self.state.pool, &query).await.map_err(ApiError::from)?;
+        let next_page_token = if rows.len() > size as usize {
+            rows.truncate(size as usize);
+            rows.last()
+                .map(|last| paging::encode(filters, &Cursor { time: last.occurred_at, key: last.event_id.to_string() }))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListReconciliationEventsResponse {
+            events: rows.into_iter().map(|e| encode::event(e, user_id)).collect(),
+            next_page_token,
+            as_of: Some(ts(as_of)),
+        }))
+    }
+
+    async fn submit_broker_sync(
+        &self,
+        request: Request<pb::SubmitBrokerSyncRequest>,
+    ) -> RpcResult<pb::SubmitBrokerSyncResponse> {
+        super::ingest::submit_broker_sync(&self.state, request).await
+    }
+}
+
+/// The event-type filter: `None` for all types; sorted and deduplicated otherwise.
+fn event_types(values: &[i32]) -> Result<Option<Vec<EventType>>, ApiError> {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let mut types = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let field = format!("event_types[{i}]");
+            let t = pb::EventType::try_from(*v)
+                .map_err(|_| ApiError::invalid(&field, format!("{v} is not an EventType")))?;
+            EventType::ALL
+                .iter()
+                .copied()
+                .find(|d| encode::event_type(*d) == t)
+                .ok_or_else(|| ApiError::invalid(&field, "EVENT_TYPE_UNSPECIFIED is not a filter"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    types.sort();
+    types.dedup();
+    Ok(Some(types))
+}

@@ -1,0 +1,110 @@
+//! Reads of the append-only event log, newest first, with keyset paging on (occurred_at, event_id).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{StorageError, parse_stored};
+use crate::domain::events::EventType;
+
+/// One event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// Increasing id.
+    pub event_id: i64,
+    /// What happened.
+    pub event_type: EventType,
+    /// When.
+    pub occurred_at: DateTime<Utc>,
+    /// The causing sync, if any.
+    pub sync_id: Option<Uuid>,
+    /// The position concerned, if any.
+    pub position_id: Option<Uuid>,
+    /// The symbol concerned, if any.
+    pub symbol: Option<String>,
+    /// One-line description.
+    pub message: String,
+    /// Structured details (a JSON object).
+    pub details: serde_json::Value,
+}
+
+/// Which events to read. The window is `since <= occurred_at` and `(occurred_at, event_id) < before`, so a
+/// cursor and an end time are one bound: the caller passes the smaller of the two.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventQuery {
+    /// Whose events.
+    pub user_id: Uuid,
+    /// Inclusive lower bound on occurred_at.
+    pub since: DateTime<Utc>,
+    /// Exclusive upper bound on (occurred_at, event_id).
+    pub before: (DateTime<Utc>, i64),
+    /// Only these types; `None` for all.
+    pub types: Option<Vec<EventType>>,
+    /// Maximum rows.
+    pub limit: i64,
+}
+
+/// One page of events, newest first.
+pub type EventPage = Vec<EventRow>;
+
+/// Events matching `q`, newest first. Both variants walk an index in order (no sort, no count).
+#[tracing::instrument(skip_all, fields(user_id = %q.user_id, limit = q.limit))]
+pub async fn list(pool: &PgPool, q: &EventQuery) -> Result<EventPage, StorageError> {
+    let (before_time, before_id) = q.before;
+    macro_rules! to_row {
+        ($r:expr) => {{
+            let r = $r;
+            Ok(EventRow {
+                event_id: r.event_id,
+                event_type: parse_stored(&r.event_type)?,
+                occurred_at: r.occurred_at,
+                sync_id: r.sync_id,
+                position_id: r.position_id,
+                symbol: r.symbol,
+                message: r.message,
+                details: r.details,
+            })
+        }};
+    }
+    match &q.types {
+        None => sqlx::query!(
+            r#"SELECT event_id, event_type, occurred_at, sync_id, position_id, symbol, message, details
+               FROM events
+               WHERE user_id = $1 AND occurred_at >= $2 AND (occurred_at, event_id) < ($3, $4)
+               ORDER BY occurred_at DESC, event_id DESC
+               LIMIT $5"#,
+            q.user_id,
+            q.since,
+            before_time,
+            before_id,
+            q.limit
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| to_row!(r))
+        .collect(),
+        Some(types) => {
+            let types: Vec<String> = types.iter().map(|t| t.as_str().to_owned()).collect();
+            sqlx::query!(
+                r#"SELECT event_id, event_type, occurred_at, sync_id, position_id, symbol, message, details
+                   FROM events
+                   WHERE user_id = $1 AND event_type = ANY($6) AND occurred_at >= $2
+                     AND (occurred_at, event_id) < ($3, $4)
+                   ORDER BY occurred_at DESC, event_id DESC
+                   LIMIT $5"#,
+                q.user_id,
+                q.since,
+                before_time,
+                before_id,
+                q.limit,
+                &types
+            )
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| to_row!(r))
+            .collect()
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! PostgreSQL access through sqlx: the pool, migrations, and every query (compile-checked with `query!`; the
+//! `.sqlx/` cache lets the crate build with `SQLX_OFFLINE=true`). Submodules group queries by table family.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::config::DatabaseArgs;
+use crate::domain::ParseEnumError;
+
+pub mod accounts;
+pub mod events;
+pub mod market;
+pub mod positions;
+pub mod quotes;
+pub mod summaries;
+pub mod syncs;
+
+pub use accounts::AccountRow;
+pub use events::{EventPage, EventQuery, EventRow};
+pub use market::{AlertRow, InstrumentRow, MarketSnapshot, QuoteRow};
+pub use positions::{DivergenceRow, PositionRow};
+pub use summaries::SummaryRow;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Storage failures, split by what a caller can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// PostgreSQL cannot be reached, refused the connection, or the pool is exhausted: retry later.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// A query failed for another reason (a bug, a constraint).
+    #[error("database query failed")]
+    Query(#[source] sqlx::Error),
+    /// A stored value violates an invariant the code relies on.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    /// Applying migrations failed.
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_unavailable(&err) { StorageError::Unavailable(err) } else { StorageError::Query(err) }
+    }
+}
+
+impl From<ParseEnumError> for StorageError {
+    fn from(err: ParseEnumError) -> Self {
+        StorageError::Corrupt(err.to_string())
+    }
+}
+
+/// Whether an error means "the database is not there right now" rather than "this query is wrong".
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 53300 too_many_connections,
+        // 57014 query_canceled (statement timeout), 08xxx connection exceptions.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| matches!(&*c, "57P01" | "57P02" | "57P03" | "53300" | "57014") || c.starts_with("08")),
+        _ => false,
+    }
+}
+
+/// Parses a stored lower-case enumeration value.
+pub(crate) fn parse_stored<T: FromStr<Err = ParseEnumError>>(s: &str) -> Result<T, StorageError> {
+    Ok(s.parse()?)
+}
+
+/// Connection options from the configuration: URL plus a server-side statement timeout.
+pub fn connect_options(args: &DatabaseArgs) -> Result<PgConnectOptions, StorageError> {
+    let timeout_ms = args.db_statement_timeout.as_millis().to_string();
+    Ok(PgConnectOptions::from_str(&args.database_url)
+        .map_err(StorageError::Query)?
+        .options([("statement_timeout", timeout_ms.as_str())])
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500)))
+}
+
+/// A lazily connecting pool: start-up succeeds while PostgreSQL is down, and health reports NOT_SERVING until
+/// it is reachable.
+pub fn pool(args: &DatabaseArgs) -> Result<PgPool, StorageError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(args.db_max_connections)
+        .acquire_timeout(args.db_acquire_timeout)
+        .connect_lazy_with(connect_options(args)?))
+}
+
+/// Creates the database named in the URL if it does not exist (used by `demo` and tests), connecting to the
+/// `postgres` maintenance database of the same server.
+pub async fn create_database_if_missing(url: &str) -> Result<(), StorageError> {
+    let options = PgConnectOptions::from_str(url).map_err(StorageError::Query)?;
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    let mut admin = options.database("postgres").connect().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        // Identifiers cannot be bound as parameters; quote it.
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}"))).execute(&mut admin).await?;
+        tracing::info!(database = %name, "created database");
+    }
+    Ok(())
+}
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// One round trip, for health checks.
+pub async fn ping(pool: &PgPool) -> Result<(), StorageError> {
+    sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(pool).await?;
+    Ok(())
+}

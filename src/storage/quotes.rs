@@ -1,0 +1,293 @@
+//! Recording a batch of quotes and candle closes, and raising or clearing the gap and spread alerts they
+//! imply, all in one transaction. Alert events are appended to the log of every user holding the symbol.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::json;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{AlertRow, StorageError, parse_stored};
+use crate::domain::events::EventType;
+use crate::domain::market::{self, Breach, MarketAlertKind, MarketThresholds};
+
+/// One quote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewQuote {
+    /// Symbol (validated).
+    pub symbol: String,
+    /// Bid (> 0).
+    pub bid: Decimal,
+    /// Ask (>= bid).
+    pub ask: Decimal,
+    /// Quote time.
+    pub quote_time: DateTime<Utc>,
+}
+
+/// One candle close.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCandleClose {
+    /// Symbol (validated).
+    pub symbol: String,
+    /// Close of the finished candle (> 0).
+    pub previous_close: Decimal,
+    /// Open of the new candle (> 0).
+    pub open: Decimal,
+    /// Open time of the new candle.
+    pub open_time: DateTime<Utc>,
+}
+
+/// The outcome of [`record`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum QuotesOutcome {
+    /// Committed.
+    Recorded {
+        /// Alerts raised by the batch.
+        raised: Vec<AlertRow>,
+        /// Alerts cleared by the batch.
+        cleared: usize,
+    },
+    /// A symbol is not a known instrument; nothing was written.
+    UnknownSymbol(String),
+}
+
+/// What the newest data of a batch says about one (symbol, kind).
+struct Evaluation {
+    symbol: String,
+    kind: MarketAlertKind,
+    value_pct: Decimal,
+    breach: Option<Breach>,
+    at: DateTime<Utc>,
+}
+
+/// Records the batch and updates the alerts, atomically.
+#[tracing::instrument(skip_all, fields(quotes = quotes.len(), candles = candles.len()))]
+pub async fn record(
+    pool: &PgPool,
+    quotes: &[NewQuote],
+    candles: &[NewCandleClose],
+    thresholds: &MarketThresholds,
+) -> Result<QuotesOutcome, StorageError> {
+    let mut symbols: Vec<String> =
+        quotes.iter().map(|q| q.symbol.clone()).chain(candles.iter().map(|c| c.symbol.clone())).collect();
+    symbols.sort();
+    symbols.dedup();
+
+    let mut tx = pool.begin().await?;
+    // Locking the instruments serialises batches touching the same symbols, so alert transitions never race.
+    let known: Vec<String> = sqlx::query_scalar!(
+        "SELECT symbol FROM instruments WHERE symbol = ANY($1) ORDER BY symbol FOR UPDATE",
+        &symbols
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if let Some(unknown) = symbols.iter().find(|s| known.binary_search(s).is_err()) {
+        return Ok(QuotesOutcome::UnknownSymbol(unknown.clone()));
+    }
+
+    let mut evaluations = Vec::new();
+    // The newest quote per symbol becomes its latest quote, unless a newer one is already stored.
+    let mut newest: HashMap<&str, &NewQuote> = HashMap::new();
+    for q in quotes {
+        let slot = newest.entry(q.symbol.as_str()).or_insert(q);
+        if q.quote_time > slot.quote_time {
+            *slot = q;
+        }
+    }
+    if !newest.is_empty() {
+        let latest: Vec<&NewQuote> = newest.into_values().collect();
+        let updated: Vec<String> = sqlx::query_scalar!(
+            r#"INSERT INTO latest_quotes (symbol, bid, ask, quote_time)
+               SELECT * FROM UNNEST($1::text[], $2::numeric[], $3::numeric[], $4::timestamptz[])
+               ON CONFLICT (symbol) DO UPDATE SET bid = EXCLUDED.bid, ask = EXCLUDED.ask,
+                    quote_time = EXCLUDED.quote_time, received_at = now()
+               WHERE latest_quotes.quote_time <= EXCLUDED.quote_time
+               RETURNING symbol"#,
+            &latest.iter().map(|q| q.symbol.clone()).collect::<Vec<_>>(),
+            &latest.iter().map(|q| q.bid).collect::<Vec<_>>(),
+            &latest.iter().map(|q| q.ask).collect::<Vec<_>>(),
+            &latest.iter().map(|q| q.quote_time).collect::<Vec<_>>()
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for q in latest.into_iter().filter(|q| updated.contains(&q.symbol)) {
+            let spread = market::spread_pct(q.bid, q.ask);
+            evaluations.push(Evaluation {
+                symbol: q.symbol.clone(),
+                kind: MarketAlertKind::WideSpread,
+                value_pct: spread,
+                breach: market::spread_breach(spread, thresholds),
+                at: q.quote_time,
+            });
+        }
+    }
+
+    if !candles.is_empty() {
+        sqlx::query!(
+            r#"INSERT INTO candle_closes (symbol, open_time, previous_close, open)
+               SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::numeric[], $4::numeric[])
+               ON CONFLICT (symbol, open_time) DO NOTHING"#,
+            &candles.iter().map(|c| c.symbol.clone()).collect::<Vec<_>>(),
+            &candles.iter().map(|c| c.open_time).collect::<Vec<_>>(),
+            &candles.iter().map(|c| c.previous_close).collect::<Vec<_>>(),
+            &candles.iter().map(|c| c.open).collect::<Vec<_>>()
+        )
+        .execute(&mut *tx)
+        .await?;
+        let mut newest: HashMap<&str, &NewCandleClose> = HashMap::new();
+        for c in candles {
+            let slot = newest.entry(c.symbol.as_str()).or_insert(c);
+            if c.open_time > slot.open_time {
+                *slot = c;
+            }
+        }
+        for c in newest.into_values() {
+            let gap = market::gap_pct(c.previous_close, c.open);
+            evaluations.push(Evaluation {
+                symbol: c.symbol.clone(),
+                kind: MarketAlertKind::PriceGap,
+                value_pct: gap,
+                breach: market::gap_breach(gap, thresholds),
+                at: c.open_time,
+            });
+        }
+    }
+
+    let (raised, cleared) = apply_alerts(&mut tx, evaluations).await?;
+    tx.commit().await?;
+    Ok(QuotesOutcome::Recorded { raised, cleared })
+}
+
+/// Raises, re-grades or clears the alert of each evaluated (symbol, kind).
+async fn apply_alerts(
+    tx: &mut Transaction<'_, Postgres>,
+    evaluations: Vec<Evaluation>,
+) -> Result<(Vec<AlertRow>, usize), StorageError> {
+    let symbols: Vec<String> = evaluations.iter().map(|e| e.symbol.clone()).collect();
+    let active = sqlx::query!(
+        r#"SELECT alert_id, symbol, kind, severity FROM market_alerts
+           WHERE cleared_at IS NULL AND symbol = ANY($1)"#,
+        &symbols
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut active: HashMap<(String, String), (Uuid, String)> =
+        active.into_iter().map(|a| ((a.symbol, a.kind), (a.alert_id, a.severity))).collect();
+
+    let (mut raised, mut cleared) = (Vec::new(), 0);
+    for e in evaluations {
+        let current = active.remove(&(e.symbol.clone(), e.kind.as_str().to_owned()));
+        let wanted = e.breach.map(|b| b.severity.as_str());
+        match (current, e.breach) {
+            (Some((_, severity)), Some(_)) if Some(severity.as_str()) == wanted => {
+                // Same alert still applies: refresh its value, no event.
+                sqlx::query!(
+                    "UPDATE market_alerts SET value_pct = $3 WHERE symbol = $1 AND kind = $2 AND cleared_at IS NULL",
+                    e.symbol,
+                    e.kind.as_str(),
+                    e.value_pct
+                )
+                .execute(&mut **tx)
+                .await?;
+            }
+            (current, breach) => {
+                if let Some((alert_id, _)) = current {
+                    clear(tx, alert_id, &e).await?;
+                    cleared += 1;
+                }
+                if let Some(b) = breach {
+                    raised.push(raise(tx, &e, b).await?);
+                }
+            }
+        }
+    }
+    Ok((raised, cleared))
+}
+
+async fn clear(tx: &mut Transaction<'_, Postgres>, alert_id: Uuid, e: &Evaluation) -> Result<(), StorageError> {
+    let message = format!("{} alert on {} cleared ({} %)", e.kind, e.symbol, e.value_pct);
+    sqlx::query!("UPDATE market_alerts SET cleared_at = $2 WHERE alert_id = $1", alert_id, e.at)
+        .execute(&mut **tx)
+        .await?;
+    fan_out(
+        tx,
+        &e.symbol,
+        EventType::MarketAlertCleared,
+        e.at,
+        &message,
+        json!({ "alert_id": alert_id.to_string(), "kind": e.kind.as_str(), "value_percent": e.value_pct.to_string() }),
+    )
+    .await
+}
+
+async fn raise(tx: &mut Transaction<'_, Postgres>, e: &Evaluation, b: Breach) -> Result<AlertRow, StorageError> {
+    let alert_id = Uuid::now_v7();
+    let message =
+        format!("{} {} on {}: {} % (threshold {} %)", b.severity, e.kind, e.symbol, e.value_pct, b.threshold_pct);
+    let row = sqlx::query!(
+        r#"INSERT INTO market_alerts (alert_id, symbol, kind, severity, value_pct, threshold_pct, message, raised_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           RETURNING alert_id, symbol, kind, severity, value_pct, threshold_pct, message, raised_at"#,
+        alert_id,
+        e.symbol,
+        e.kind.as_str(),
+        b.severity.as_str(),
+        e.value_pct,
+        b.threshold_pct,
+        message,
+        e.at
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    fan_out(
+        tx,
+        &e.symbol,
+        EventType::MarketAlertRaised,
+        e.at,
+        &message,
+        json!({
+            "alert_id": alert_id.to_string(),
+            "kind": e.kind.as_str(),
+            "severity": b.severity.as_str(),
+            "value_percent": e.value_pct.to_string(),
+            "threshold_percent": b.threshold_pct.to_string(),
+        }),
+    )
+    .await?;
+    Ok(AlertRow {
+        alert_id: row.alert_id,
+        symbol: row.symbol,
+        kind: parse_stored(&row.kind)?,
+        severity: parse_stored(&row.severity)?,
+        value_pct: row.value_pct,
+        threshold_pct: row.threshold_pct,
+        message: row.message,
+        raised_at: row.raised_at,
+    })
+}
+
+/// Appends an event to the log of every user holding an open position in `symbol`.
+async fn fan_out(
+    tx: &mut Transaction<'_, Postgres>,
+    symbol: &str,
+    event_type: EventType,
+    at: DateTime<Utc>,
+    message: &str,
+    details: serde_json::Value,
+) -> Result<(), StorageError> {
+    sqlx::query!(
+        r#"INSERT INTO events (user_id, event_type, occurred_at, symbol, message, details)
+           SELECT DISTINCT p.user_id, $2, $3::timestamptz, $1, $4, $5::jsonb
+           FROM positions p WHERE p.symbol = $1 AND p.status = 'open'"#,
+        symbol,
+        event_type.as_str(),
+        at,
+        message,
+        details
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
