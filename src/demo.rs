@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use secrecy::SecretString;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -58,6 +58,7 @@ pub async fn run(mut args: ServeArgs, shutdown: impl Future<Output = ()> + Send 
             Uuid::from_u128(0x5e41ce00_0000_4000_8000_000000000000),
             &["trading:sync:write".to_owned(), "trading:read:any".to_owned()],
         )?,
+        opened: Utc::now().duration_trunc(chrono::Duration::hours(1))? - chrono::Duration::hours(5),
     };
     backend.load_history().await.context("loading demo data")?;
 
@@ -102,6 +103,8 @@ grpcurl -plaintext -d '{{}}' {addr} grpc.health.v1.Health/Check
 struct Backend {
     channel: Channel,
     token: String,
+    /// When the demo positions were opened (fixed, so live syncs do not move entry times).
+    opened: DateTime<Utc>,
 }
 
 impl Backend {
@@ -129,8 +132,8 @@ impl Backend {
         for (step, at) in [(1, minutes_ago(3)), (2, minutes_ago(2)), (3, minutes_ago(1))] {
             for user in [ALICE, BOB, CAROL] {
                 let request_id = Uuid::new_v5(&user, format!("demo-sync-{step}").as_bytes());
-                let response = self.sync(scenario(user, step, at, request_id)).await?;
-                tracing::info!(user_id = %user, step, divergences = response.divergences.len(), "demo sync submitted");
+                let response = self.sync(scenario(user, step, at, self.opened, request_id)).await?;
+                tracing::debug!(user_id = %user, step, divergences = response.divergences.len(), "demo sync submitted");
             }
         }
         self.quotes(quotes(now, true)).await?;
@@ -149,7 +152,7 @@ impl Backend {
             }
             if n % 2 == 0 {
                 for user in [ALICE, BOB, CAROL] {
-                    if let Err(e) = self.sync(scenario(user, 3, now, Uuid::new_v4())).await {
+                    if let Err(e) = self.sync(scenario(user, 3, now, self.opened, Uuid::new_v4())).await {
                         tracing::warn!(error = %e, "demo sync failed");
                     }
                 }
@@ -159,7 +162,7 @@ impl Backend {
 }
 
 fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 })
+    Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 })
 }
 
 /// A broker position: identifier, symbol, side, volume, open price, current price, TP, SL, and broker-reported
@@ -246,9 +249,14 @@ fn snapshot(
 }
 
 /// The sync of `user` at `step` (1-3; the live loop repeats step 3).
-fn scenario(user: Uuid, step: u8, at: DateTime<Utc>, request_id: Uuid) -> pb::SubmitBrokerSyncRequest {
+fn scenario(
+    user: Uuid,
+    step: u8,
+    at: DateTime<Utc>,
+    opened: DateTime<Utc>,
+    request_id: Uuid,
+) -> pb::SubmitBrokerSyncRequest {
     use pb::Side::{Buy, Sell};
-    let opened = at - chrono::Duration::hours(5);
     match (user, step) {
         (u, _) if u == ALICE => {
             let gold = broker(

@@ -302,7 +302,7 @@ pub async fn submit_broker_sync(
         .map_err(ApiError::from)?;
     let response = match outcome {
         RecordOutcome::Recorded(record) => {
-            tracing::info!(
+            tracing::debug!(
                 user_id = %sync.user_id,
                 sync_id = %record.sync_id,
                 matched = record.matched,

@@ -1,0 +1,404 @@
+//! Test harness: a real server on 127.0.0.1:0 against a fresh PostgreSQL database per test (cloned from a
+// Each test module uses a different subset of these helpers.
+#![allow(dead_code)]
+//! migrated template), reached through the generated clients like any caller.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::Utc;
+use secrecy::SecretString;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgPool};
+use tokio::sync::{OnceCell, oneshot};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use trading_monitor::auth::{TokenSpec, mint_hs256};
+use trading_monitor::config::{Cli, Command, ServeArgs};
+use trading_monitor::pb;
+use trading_monitor::pb::guards_service_client::GuardsServiceClient;
+use trading_monitor::pb::positions_service_client::PositionsServiceClient;
+use trading_monitor::pb::reconciliation_service_client::ReconciliationServiceClient;
+use trading_monitor::server::Application;
+use trading_monitor::storage;
+use uuid::Uuid;
+
+/// HS256 secret of every test server.
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+/// Scope names.
+pub const READ_ANY: &str = "trading:read:any";
+pub const SYNC_WRITE: &str = "trading:sync:write";
+
+/// The PostgreSQL server tests use (`TM_TEST_DATABASE_URL`, default the local trust-auth server).
+fn admin_options() -> PgConnectOptions {
+    let url = std::env::var("TM_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into());
+    PgConnectOptions::from_str(&url).expect("TM_TEST_DATABASE_URL is a PostgreSQL URL")
+}
+
+fn url_for(database: &str) -> String {
+    let o = admin_options();
+    format!("postgres://{}@{}:{}/{database}?sslmode=disable", o.get_username(), o.get_host(), o.get_port())
+}
+
+/// A migrated template database, created once per test process; its name changes with the migrations.
+async fn template() -> &'static str {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for m in storage::MIGRATOR.iter() {
+                for b in m.checksum.iter() {
+                    hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+            let name = format!("tm_test_template_{hash:016x}");
+            let mut admin = admin_options().connect().await.expect("PostgreSQL is reachable");
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+            if !exists {
+                let building = format!("{name}_building_{}", std::process::id());
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{building}\"")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                let pool = PgPool::connect(&url_for(&building)).await.unwrap();
+                storage::migrate(&pool).await.expect("migrations apply");
+                pool.close().await;
+                // Another test process may have won the race; either way a complete template exists afterwards.
+                let renamed =
+                    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"")))
+                        .execute(&mut admin)
+                        .await;
+                if renamed.is_err() {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{building}\"")))
+                        .execute(&mut admin)
+                        .await;
+                }
+            }
+            name
+        })
+        .await
+}
+
+/// Creates a fresh, migrated database for one test.
+pub async fn fresh_database() -> String {
+    let template = template().await;
+    let name = format!("tm_test_{}", Uuid::new_v4().simple());
+    let mut admin = admin_options().connect().await.unwrap();
+    for attempt in 0.. {
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"")))
+            .execute(&mut admin)
+            .await;
+        match created {
+            Ok(_) => break,
+            // Cloning fails while another session briefly touches the template; retry.
+            Err(e) if attempt < 50 => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot create test database: {e}"),
+        }
+    }
+    name
+}
+
+/// Server arguments for a test: port 0, the given database, the test secret, fast health checks.
+pub fn serve_args(database: &str) -> ServeArgs {
+    let cli = <Cli as clap::Parser>::try_parse_from([
+        "trading-monitor",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &url_for(database),
+        "--jwt-secret",
+        SECRET,
+        "--health-interval",
+        "200ms",
+        "--shutdown-grace",
+        "2s",
+    ])
+    .expect("valid test arguments");
+    match cli.command {
+        Command::Serve(args) => args,
+        _ => unreachable!(),
+    }
+}
+
+/// A running server and a direct pool on its database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub pool: PgPool,
+    pub database: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts a server with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server after `configure` adjusted its arguments.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
+    let database = fresh_database().await;
+    let mut args = serve_args(&database);
+    configure(&mut args);
+    spawn_with_args(args, database).await
+}
+
+/// Starts a server with exactly these arguments (the database must exist).
+pub async fn spawn_with_args(args: ServeArgs, database: String) -> TestApp {
+    let pool = PgPool::connect_lazy(&args.database.database_url).unwrap();
+    let app = Application::build(args).await.expect("server builds");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    TestApp { addr, channel, pool, database, shutdown: Some(tx), server: Some(server) }
+}
+
+impl TestApp {
+    pub fn recon(&self) -> ReconciliationServiceClient<Channel> {
+        ReconciliationServiceClient::new(self.channel.clone())
+    }
+
+    pub fn positions(&self) -> PositionsServiceClient<Channel> {
+        PositionsServiceClient::new(self.channel.clone())
+    }
+
+    pub fn guards(&self) -> GuardsServiceClient<Channel> {
+        GuardsServiceClient::new(self.channel.clone())
+    }
+
+    /// Stops the server as SIGTERM would and waits for it.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.server.take() {
+            Some(handle) => handle.await?,
+            None => Ok(()),
+        }
+    }
+
+    /// Submits a sync with a writer token.
+    pub async fn submit(
+        &self,
+        sync: pb::SubmitBrokerSyncRequest,
+    ) -> Result<pb::SubmitBrokerSyncResponse, tonic::Status> {
+        self.recon().submit_broker_sync(authed(sync, &writer())).await.map(|r| r.into_inner())
+    }
+
+    /// Submits quotes with a writer token.
+    pub async fn quote(&self, batch: pb::SubmitQuotesRequest) -> Result<pb::SubmitQuotesResponse, tonic::Status> {
+        self.guards().submit_quotes(authed(batch, &writer())).await.map(|r| r.into_inner())
+    }
+
+    pub async fn status(&self, user: Uuid) -> pb::GetReconciliationStatusResponse {
+        let request = pb::GetReconciliationStatusRequest { user_id: String::new(), recent_events_limit: 100 };
+        self.recon().get_reconciliation_status(authed(request, &token(user, &[]))).await.unwrap().into_inner()
+    }
+
+    pub async fn open_positions(&self, user: Uuid) -> pb::ListOpenPositionsResponse {
+        let request = pb::ListOpenPositionsRequest::default();
+        self.positions().list_open_positions(authed(request, &token(user, &[]))).await.unwrap().into_inner()
+    }
+
+    pub async fn guard_status(&self, user: Uuid) -> pb::GetGuardStatusResponse {
+        let request = pb::GetGuardStatusRequest::default();
+        self.guards().get_guard_status(authed(request, &token(user, &[]))).await.unwrap().into_inner()
+    }
+
+    /// Every event of `user`, walking all pages.
+    pub async fn all_events(&self, user: Uuid) -> Vec<pb::ReconciliationEvent> {
+        let mut events = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListReconciliationEventsRequest { page_size: 500, page_token, ..Default::default() };
+            let page =
+                self.recon().list_reconciliation_events(authed(request, &token(user, &[]))).await.unwrap().into_inner();
+            events.extend(page.events);
+            if page.next_page_token.is_empty() {
+                return events;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        let database = self.database.clone();
+        // Drop the database from a separate thread with its own runtime: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok(mut admin) = admin_options().connect().await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A user token with `scopes`, valid for an hour.
+pub fn token(user: Uuid, scopes: &[&str]) -> String {
+    let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+    let spec =
+        TokenSpec { user_id: user, scopes: &scopes, ttl: Duration::from_secs(3600), issuer: None, audience: None };
+    mint_hs256(&SecretString::from(SECRET), &spec).unwrap()
+}
+
+/// A trading-backend token: may write syncs and quotes and read anyone.
+pub fn writer() -> String {
+    token(Uuid::new_v4(), &[SYNC_WRITE, READ_ANY])
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    with_header(message, &format!("Bearer {token}"))
+}
+
+/// A request carrying this exact `authorization` value.
+pub fn with_header<T>(message: T, value: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value: MetadataValue<_> = value.parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+pub fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 })
+}
+
+/// A broker position with no TP/SL and no broker-reported P&L.
+pub fn broker(id: &str, symbol: &str, side: pb::Side, volume: &str, open: &str, current: &str) -> pb::BrokerPosition {
+    pb::BrokerPosition {
+        position_identifier: id.into(),
+        ticket: format!("T{id}"),
+        symbol: symbol.into(),
+        side: side.into(),
+        volume: volume.into(),
+        open_price: open.into(),
+        current_price: current.into(),
+        open_time: ts(Utc::now() - chrono::Duration::hours(1)),
+        ..Default::default()
+    }
+}
+
+/// A platform position (knowing the broker identifier when `id` is not empty).
+pub fn platform(
+    trade: &str,
+    symbol: &str,
+    side: pb::Side,
+    volume: &str,
+    entry: &str,
+    id: &str,
+) -> pb::PlatformPosition {
+    pb::PlatformPosition {
+        platform_trade_id: trade.into(),
+        symbol: symbol.into(),
+        side: side.into(),
+        volume: volume.into(),
+        entry_price: entry.into(),
+        position_identifier: id.into(),
+        ..Default::default()
+    }
+}
+
+/// A successful sync for `user` with this equity (balance = equity, GBP), finished just now.
+pub fn sync(
+    user: Uuid,
+    equity: &str,
+    brokers: Vec<pb::BrokerPosition>,
+    platforms: Vec<pb::PlatformPosition>,
+) -> pb::SubmitBrokerSyncRequest {
+    sync_in(user, "GBP", equity, brokers, platforms)
+}
+
+/// A successful sync in a given account currency.
+pub fn sync_in(
+    user: Uuid,
+    currency: &str,
+    equity: &str,
+    brokers: Vec<pb::BrokerPosition>,
+    platforms: Vec<pb::PlatformPosition>,
+) -> pb::SubmitBrokerSyncRequest {
+    let now = Utc::now();
+    pb::SubmitBrokerSyncRequest {
+        request_id: Uuid::new_v4().to_string(),
+        user_id: user.to_string(),
+        started_time: ts(now - chrono::Duration::milliseconds(400)),
+        finished_time: ts(now),
+        result: Some(pb::submit_broker_sync_request::Result::Snapshot(pb::SyncSnapshot {
+            account: Some(pb::AccountSnapshot {
+                balance: equity.into(),
+                equity: equity.into(),
+                margin: "0".into(),
+                currency: currency.into(),
+                broker_time: ts(now),
+            }),
+            broker_positions: brokers,
+            platform_positions: platforms,
+        })),
+    }
+}
+
+/// A failed sync for `user`.
+pub fn failed_sync(user: Uuid, message: &str) -> pb::SubmitBrokerSyncRequest {
+    let now = Utc::now();
+    pb::SubmitBrokerSyncRequest {
+        request_id: Uuid::new_v4().to_string(),
+        user_id: user.to_string(),
+        started_time: ts(now - chrono::Duration::seconds(2)),
+        finished_time: ts(now),
+        result: Some(pb::submit_broker_sync_request::Result::Failure(pb::SyncFailure {
+            error_message: message.into(),
+        })),
+    }
+}
+
+/// A quote stamped now.
+pub fn quote(symbol: &str, bid: &str, ask: &str) -> pb::Quote {
+    pb::Quote { symbol: symbol.into(), bid: bid.into(), ask: ask.into(), quote_time: ts(Utc::now()) }
+}
+
+/// A candle close stamped now.
+pub fn candle(symbol: &str, previous_close: &str, open: &str) -> pb::CandleClose {
+    pb::CandleClose {
+        symbol: symbol.into(),
+        previous_close: previous_close.into(),
+        open: open.into(),
+        open_time: ts(Utc::now()),
+    }
+}
+
+/// The `google.rpc.BadRequest` field names of an INVALID_ARGUMENT status.
+pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,1 @@
+//! Ingest: SubmitBrokerSync through the engine.

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on 127.0.0.1:0, a fresh PostgreSQL database per test, called through the
+//! generated clients.
+
+mod auth;
+mod helpers;
+mod ingest;
+mod market;
+mod operations;
+mod reads;

@@ -1,0 +1,1 @@
+//! Quotes and the market/drawdown guards.
