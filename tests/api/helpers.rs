@@ -1,7 +1,8 @@
 //! Test harness: a real server on 127.0.0.1:0 against a fresh PostgreSQL database per test (cloned from a
+//! migrated template), reached through the generated clients like any caller.
+
 // Each test module uses a different subset of these helpers.
 #![allow(dead_code)]
-//! migrated template), reached through the generated clients like any caller.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
