@@ -1,1 +1,127 @@
+//! Operations: health per service (and NOT_SERVING without PostgreSQL), reflection, the decode limit,
+//! graceful shutdown.
 
+use std::time::Duration;
+
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_reflection::pb::{v1, v1alpha};
+use tonic_types::StatusExt;
+use trading_monitor::pb;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+const SERVICES: [&str; 4] =
+    ["", "trading.v1.ReconciliationService", "trading.v1.PositionsService", "trading.v1.GuardsService"];
+
+async fn health(app: &TestApp, service: &str) -> ServingStatus {
+    let mut client = HealthClient::new(app.channel.clone());
+    let response = client.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+    response.status()
+}
+
+/// Polls until every service reports `expected` (the watcher checks every 200 ms in tests).
+async fn wait_for(app: &TestApp, expected: ServingStatus) {
+    for _ in 0..50 {
+        let mut all = true;
+        for service in SERVICES {
+            all &= health(app, service).await == expected;
+        }
+        if all {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("health never became {expected:?}");
+}
+
+#[tokio::test]
+async fn every_service_is_serving_while_postgres_answers() {
+    let app = spawn_app().await;
+    wait_for(&app, ServingStatus::Serving).await;
+}
+
+#[tokio::test]
+async fn without_postgres_health_is_not_serving_and_reads_are_unavailable_with_a_retry_hint() {
+    let mut args = serve_args("unused");
+    args.database.database_url = "postgres://postgres@127.0.0.1:1/nothing?sslmode=disable".into();
+    args.database.db_acquire_timeout = Duration::from_millis(300);
+    args.server.skip_migrations = true;
+    // No database was created, so the harness's cleanup has nothing to drop.
+    let app = spawn_with_args(args, format!("tm_test_absent_{}", Uuid::new_v4().simple())).await;
+
+    for service in SERVICES {
+        assert_eq!(health(&app, service).await, ServingStatus::NotServing, "{service}");
+    }
+    let request = pb::GetReconciliationStatusRequest::default();
+    let status = app.recon().get_reconciliation_status(authed(request, &token(Uuid::new_v4(), &[]))).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.get_details_retry_info().is_some(), "UNAVAILABLE carries google.rpc.RetryInfo");
+    assert!(!status.message().contains("127.0.0.1:1"), "no connection details leak: {}", status.message());
+}
+
+async fn reflected_services_v1(app: &TestApp) -> Vec<String> {
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let response = stream.message().await.unwrap().unwrap();
+    match response.message_response {
+        Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection response {other:?}"),
+    }
+}
+
+async fn reflected_services_v1alpha(app: &TestApp) -> Vec<String> {
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let response = stream.message().await.unwrap().unwrap();
+    match response.message_response {
+        Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection response {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_the_three_services_without_a_token() {
+    let app = spawn_app().await;
+    for services in [reflected_services_v1(&app).await, reflected_services_v1alpha(&app).await] {
+        for expected in ["trading.v1.ReconciliationService", "trading.v1.PositionsService", "trading.v1.GuardsService"] {
+            assert!(services.iter().any(|s| s == expected), "{expected} missing from {services:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_over_the_decode_limit_is_rejected_before_the_handler() {
+    let app = spawn_app_with(|args| args.server.max_request_bytes = 1024).await;
+    let batch = pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2001"); 100], candle_closes: vec![] };
+    let status = app.quote(batch).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM latest_quotes").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(count, 0);
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_server_within_the_grace_period() {
+    let mut app = spawn_app().await;
+    wait_for(&app, ServingStatus::Serving).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), app.stop()).await.expect("stops in time").expect("clean stop");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let after = HealthClient::new(app.channel.clone()).check(HealthCheckRequest { service: String::new() }).await;
+    assert!(after.is_err(), "no longer accepting calls");
+}
