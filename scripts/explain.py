@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""EXPLAIN every read query of the service on a large data set, and fail on sequential scans of user tables.
+
+The queries come verbatim from .sqlx/ (sqlx's compile-time cache), so this checks exactly what the binary runs.
+It builds a scratch database from migrations/, seeds 100,000 accounts, 1,000,000 events (100 users x 10,000,
+interleaved in time like concurrent sync workers write them), 50,000 positions, 10,000 divergences, 200,000 syncs
+and 20,000 market alerts, runs
+EXPLAIN (ANALYZE, BUFFERS) for each SELECT with representative parameters, prints the plans, and exits 1 if a
+user-facing table is read with a Seq Scan.
+
+    scripts/explain.py [--events N] [--keep]
+
+Needs psql and a local PostgreSQL (PGHOST/PGPORT/PGUSER, default 127.0.0.1:5432 postgres).
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+# Tables every user read touches; small global tables (instruments, latest_quotes) are fine to scan.
+USER_TABLES = {"events", "positions", "divergences", "syncs", "platform_positions", "accounts",
+               "reconciliation_summaries", "market_alerts", "candle_closes"}
+HEAVY_USER = "00000000-0000-4000-8000-000000000007"
+
+
+def psql(db, sql, capture=True):
+    env = dict(os.environ)
+    env.setdefault("PGHOST", "127.0.0.1")
+    env.setdefault("PGPORT", "5432")
+    env.setdefault("PGUSER", "postgres")
+    result = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d", db, "-c", sql],
+                            env=env, capture_output=capture, text=True)
+    if result.returncode != 0:
+        sys.exit(f"psql failed: {result.stderr}")
+    return result.stdout
+
+
+def seed(db, events):
+    psql("postgres", f'CREATE DATABASE "{db}"')
+    for path in sorted(glob.glob("migrations/*.sql")):
+        with open(path) as f:
+            psql(db, f.read())
+    # 100,000 accounts; the first 100 own all events, positions and divergences.
+    users = "(SELECT ('00000000-0000-4000-8000-' || lpad(u::text, 12, '0'))::uuid AS id, u FROM generate_series(0, 99999) u)"
+    psql(db, f"""
+        INSERT INTO accounts (user_id, currency, equity, peak_equity, drawdown_level)
+        SELECT id, 'GBP', 9000, 10000, 'normal' FROM {users} x;
+        INSERT INTO reconciliation_summaries (user_id, total_syncs) SELECT id, 1000 FROM {users} x;
+        INSERT INTO events (user_id, event_type, occurred_at, message, details)
+        SELECT ('00000000-0000-4000-8000-' || lpad((g % 100)::text, 12, '0'))::uuid,
+               (ARRAY['sync_completed','sync_completed','sync_completed','position_opened','divergence_detected',
+                      'sync_failed'])[1 + (g / 100) % 6],
+               now() - make_interval(secs => ({events} - g) * 0.1), 'seeded', '{{}}'::jsonb
+        FROM generate_series(1, {events}) g;
+        INSERT INTO positions (position_id, user_id, position_identifier, ticket, symbol, side, volume, open_price,
+                               open_time, current_price, current_price_time, status, closed_at, close_reason,
+                               last_seen_at)
+        SELECT gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad((g % 100)::text, 12, '0'))::uuid, g::text,
+               g::text, (ARRAY['XAUUSD','EURUSD','BTCUSD'])[1 + g % 3], 'buy', 1, 100, now(), 100, now(),
+               CASE WHEN g % 10 = 0 THEN 'open' ELSE 'closed' END,
+               CASE WHEN g % 10 = 0 THEN NULL ELSE now() END,
+               CASE WHEN g % 10 = 0 THEN NULL ELSE 'closed_by_platform' END, now()
+        FROM generate_series(1, 50000) g;
+        INSERT INTO divergences (divergence_id, user_id, kind, symbol, position_identifier, message, detected_at,
+                                 resolved_at)
+        SELECT gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad((g % 100)::text, 12, '0'))::uuid,
+               'broker_only', 'XAUUSD', g::text, 'seeded', now(), CASE WHEN g % 20 = 0 THEN NULL ELSE now() END
+        FROM generate_series(1, 10000) g;
+        INSERT INTO syncs (sync_id, request_id, user_id, status, started_at, finished_at)
+        SELECT gen_random_uuid(), gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad((g % 100)::text, 12, '0'))::uuid,
+               'completed', now(), now()
+        FROM generate_series(1, 200000) g;
+        INSERT INTO market_alerts (alert_id, symbol, kind, severity, value_pct, threshold_pct, message, raised_at,
+                                   cleared_at)
+        SELECT gen_random_uuid(), (ARRAY['XAUUSD','EURUSD','BTCUSD','GBPUSD'])[1 + g % 4], 'price_gap', 'warning', 6, 5,
+               'seeded', now(), CASE WHEN g <= 4 THEN NULL ELSE now() END
+        FROM generate_series(1, 20000) g;
+        ANALYZE;
+    """)
+
+
+def value(kind, counters, query):
+    """A representative literal for a parameter of sqlx type `kind` (the n-th of its type in the query)."""
+    n = counters.get(kind, 0)
+    counters[kind] = n + 1
+    if kind == "Uuid":
+        return f"'{HEAVY_USER}'::uuid"
+    if kind == "UuidArray":
+        return f"ARRAY['{HEAVY_USER}']::uuid[]"
+    if kind == "Timestamptz":
+        # Event windows: lower bound first, then the keyset/upper bound.
+        return ["'0001-01-01'::timestamptz", "'9999-12-31'::timestamptz"][min(n, 1)]
+    if kind == "Int8":
+        return ["9223372036854775807", "51"][min(n, 1)] if "event_id" in query else "51"
+    if kind == "Text":
+        return "'XAUUSD'"
+    if kind == "TextArray":
+        return "ARRAY['sync_failed']" if "event_type" in query else "ARRAY['XAUUSD','EURUSD']"
+    sys.exit(f"no sample value for parameter type {kind}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    args = parser.parse_args()
+    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    db = f"tm_explain_{os.getpid()}"
+    seed(db, args.events)
+    failures = []
+    try:
+        for path in sorted(glob.glob(".sqlx/query-*.json")):
+            with open(path) as f:
+                entry = json.load(f)
+            query = entry["query"]
+            if not query.lstrip().upper().startswith("SELECT"):
+                continue
+            counters = {}
+            params = [value(k, counters, query) for k in entry["describe"]["parameters"]["Left"]]
+            sql = re.sub(r"\$(\d+)", lambda m: params[int(m.group(1)) - 1], query)
+            plan = psql(db, f"BEGIN; EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}; ROLLBACK;")
+            print("=" * 100)
+            print(" ".join(query.split())[:300])
+            print("-" * 100)
+            print(plan.rstrip())
+            for table in re.findall(r"Seq Scan on (\w+)", plan):
+                if table in USER_TABLES:
+                    failures.append((" ".join(query.split())[:120], table))
+    finally:
+        if not args.keep:
+            psql("postgres", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    print("=" * 100)
+    if failures:
+        for query, table in failures:
+            print(f"SEQ SCAN on {table}: {query}")
+        sys.exit(1)
+    print(f"no sequential scans of user tables ({args.events} events)")
+
+
+if __name__ == "__main__":
+    main()
