@@ -156,7 +156,13 @@ async fn ingest(args: &Args, channels: &[Channel], users: usize, positions: usiz
     let scopes = vec!["trading:sync:write".to_owned()];
     let token = mint_hs256(
         &args.jwt_secret,
-        &TokenSpec { user_id: Uuid::new_v4(), scopes: &scopes, ttl: Duration::from_secs(3600), issuer: None, audience: None },
+        &TokenSpec {
+            user_id: Uuid::new_v4(),
+            scopes: &scopes,
+            ttl: Duration::from_secs(3600),
+            issuer: None,
+            audience: None,
+        },
     )?;
     let auth: MetadataValue<_> = format!("Bearer {token}").parse()?;
     let users: Vec<Uuid> = (0..users).map(|_| Uuid::new_v4()).collect();

@@ -125,12 +125,10 @@ pub fn event(row: EventRow, user_id: uuid::Uuid) -> pb::ReconciliationEvent {
     let details = match row.details {
         serde_json::Value::Object(map) => map
             .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, v)
+            .filter_map(|(k, v)| match v {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(s) => Some((k, s)),
+                other => Some((k, other.to_string())),
             })
             .collect(),
         _ => Default::default(),

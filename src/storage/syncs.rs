@@ -153,8 +153,8 @@ pub async fn record(
     .execute(&mut *tx)
     .await?;
     let account = sqlx::query!(
-        r#"SELECT currency, peak_equity, drawdown_level, warning_drawdown_pct, max_drawdown_pct, min_equity,
-                  now() AS "now!"
+        r#"SELECT currency, equity, equity_time, peak_equity, drawdown_level, warning_drawdown_pct,
+                  max_drawdown_pct, min_equity, now() AS "now!"
            FROM accounts WHERE user_id = $1 FOR UPDATE"#,
         user_id
     )
@@ -224,9 +224,22 @@ pub async fn record(
                 ..drawdown_defaults.clone()
             };
             let previous_level: DrawdownLevel = parse_stored(&account.drawdown_level)?;
-            let positions = apply_positions(&mut tx, sync, sync_id, c, &mut events).await?;
-            let divergences = apply_divergences(&mut tx, sync, sync_id, c, &positions, &mut events).await?;
-            apply_account(&mut tx, sync, c, account.peak_equity, previous_level, &thresholds, &mut events).await?;
+            // A snapshot older than the one already applied (late delivery, concurrent workers) must not roll
+            // positions back: it is recorded and its equity still counts for the peak, but state stays.
+            let superseded = account.equity_time.is_some_and(|applied| sync.finished_at < applied);
+            let divergences = if superseded {
+                let current = Snapshot { equity: account.equity.unwrap_or(c.equity), at: account.equity_time };
+                apply_account(&mut tx, sync, c, current, account.peak_equity, previous_level, &thresholds, &mut events)
+                    .await?;
+                Vec::new()
+            } else {
+                let positions = apply_positions(&mut tx, sync, sync_id, c, &mut events).await?;
+                let divergences = apply_divergences(&mut tx, sync, sync_id, c, &positions, &mut events).await?;
+                let current = Snapshot { equity: c.equity, at: Some(sync.finished_at) };
+                apply_account(&mut tx, sync, c, current, account.peak_equity, previous_level, &thresholds, &mut events)
+                    .await?;
+                divergences
+            };
             let r = &c.reconciliation;
             let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
             events.push(NewEvent {
@@ -234,7 +247,8 @@ pub async fn record(
                 position_id: None,
                 symbol: None,
                 message: format!(
-                    "sync reconciled: {} matched, {} divergences, {} broker-only, {} missing at broker",
+                    "sync {}: {} matched, {} divergences, {} broker-only, {} missing at broker",
+                    if superseded { "superseded by a newer one (recorded, state unchanged)" } else { "reconciled" },
                     r.pairs.len(),
                     r.pair_divergence_count(),
                     r.broker_only.len(),
@@ -246,6 +260,7 @@ pub async fn record(
                     "broker_only": r.broker_only.len().to_string(),
                     "missing_at_broker": r.missing_at_broker.len().to_string(),
                     "equity": c.equity.to_string(),
+                    "superseded": superseded.to_string(),
                 }),
             });
             SyncRecord {
@@ -618,38 +633,53 @@ async fn apply_divergences(
     Ok(rows)
 }
 
-/// Stores the account snapshot, raises the high-water mark, and moves the drawdown level.
+/// The equity the drawdown level is judged on, and when it was reported.
+struct Snapshot {
+    equity: Decimal,
+    at: Option<DateTime<Utc>>,
+}
+
+/// Raises the high-water mark with the sync's equity and moves the drawdown level judged on `current` (the
+/// sync's own snapshot, or the newer one already applied when this sync is superseded). Stores the sync's
+/// balance/equity only when it is the current snapshot.
 #[allow(clippy::too_many_arguments)]
 async fn apply_account(
     tx: &mut Transaction<'_, Postgres>,
     sync: &NewSync,
     c: &CompletedSync,
+    current: Snapshot,
     peak: Option<Decimal>,
     previous: DrawdownLevel,
     thresholds: &DrawdownThresholds,
     events: &mut Vec<NewEvent>,
 ) -> Result<(), StorageError> {
     let peak = drawdown::next_peak(peak, c.equity);
-    let dd = drawdown::drawdown_pct(peak, c.equity);
-    let level = drawdown::next_level(previous, dd, c.equity, thresholds);
+    let dd = drawdown::drawdown_pct(peak, current.equity);
+    let level = drawdown::next_level(previous, dd, current.equity, thresholds);
     if level != previous {
         events.push(NewEvent {
             event_type: EventType::DrawdownLevelChanged,
             position_id: None,
             symbol: None,
-            message: format!("drawdown level {previous} -> {level} at {dd} % (equity {}, peak {peak})", c.equity),
+            message: format!("drawdown level {previous} -> {level} at {dd} % (equity {}, peak {peak})", current.equity),
             details: json!({
                 "from": previous.as_str(),
                 "to": level.as_str(),
                 "drawdown_percent": dd.to_string(),
-                "equity": c.equity.to_string(),
+                "equity": current.equity.to_string(),
                 "peak_equity": peak.to_string(),
             }),
         });
     }
+    let is_current = current.at == Some(sync.finished_at);
     // GREATEST keeps the peak monotonic even if this code ever ran without the row lock.
     sqlx::query!(
-        r#"UPDATE accounts SET currency = $2, balance = $3, equity = $4, margin = $5, equity_time = $6,
+        r#"UPDATE accounts SET
+                  currency = $2,
+                  balance = CASE WHEN $9 THEN $3 ELSE balance END,
+                  equity = CASE WHEN $9 THEN $4 ELSE equity END,
+                  margin = CASE WHEN $9 THEN $5 ELSE margin END,
+                  equity_time = CASE WHEN $9 THEN $6 ELSE equity_time END,
                   peak_equity = GREATEST(COALESCE(peak_equity, $7), $7),
                   drawdown_level = $8,
                   drawdown_level_since = CASE WHEN drawdown_level = $8 THEN drawdown_level_since ELSE $6 END,
@@ -662,7 +692,8 @@ async fn apply_account(
         c.margin,
         sync.finished_at,
         peak,
-        level.as_str()
+        level.as_str(),
+        is_current
     )
     .execute(&mut **tx)
     .await?;
@@ -686,7 +717,7 @@ async fn insert_events(
         positions.push(e.position_id);
         symbols.push(e.symbol);
         messages.push(e.message);
-        details.push(e.details);
+        details.push(without_nulls(e.details));
     }
     sqlx::query!(
         r#"INSERT INTO events (user_id, event_type, occurred_at, sync_id, position_id, symbol, message, details)
@@ -708,7 +739,18 @@ async fn insert_events(
     Ok(())
 }
 
-/// Moves the per-user counters. Open/matched/divergence counts are recomputed from the user's *open* rows
+/// Drops absent (`null`) values: an absent detail is a missing key, never the text "null".
+fn without_nulls(details: serde_json::Value) -> serde_json::Value {
+    match details {
+        serde_json::Value::Object(map) => {
+            serde_json::Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
+        other => other,
+    }
+}
+
+/// Moves the per-user counters. "Last sync" fields only move forward in time (a late, older sync is counted but
+/// does not become the last one). Open/matched/divergence counts are recomputed from the user's *open* rows
 /// (tens, via partial indexes), never from history.
 async fn update_summary(
     tx: &mut Transaction<'_, Postgres>,
@@ -724,12 +766,13 @@ async fn update_summary(
         r#"UPDATE reconciliation_summaries s SET
                 total_syncs = s.total_syncs + 1,
                 failed_syncs = s.failed_syncs + CASE WHEN $3 THEN 0 ELSE 1 END,
-                last_sync_id = $2,
-                last_sync_status = CASE WHEN $3 THEN 'completed' ELSE 'failed' END,
-                last_sync_started_at = $4,
-                last_sync_finished_at = $5,
-                last_sync_error = $6,
-                last_success_at = CASE WHEN $3 THEN $5 ELSE s.last_success_at END,
+                last_sync_id = CASE WHEN s.last_sync_finished_at > $5 THEN s.last_sync_id ELSE $2 END,
+                last_sync_status = CASE WHEN s.last_sync_finished_at > $5 THEN s.last_sync_status
+                                        WHEN $3 THEN 'completed' ELSE 'failed' END,
+                last_sync_started_at = CASE WHEN s.last_sync_finished_at > $5 THEN s.last_sync_started_at ELSE $4 END,
+                last_sync_error = CASE WHEN s.last_sync_finished_at > $5 THEN s.last_sync_error ELSE $6 END,
+                last_sync_finished_at = GREATEST(s.last_sync_finished_at, $5),
+                last_success_at = CASE WHEN $3 THEN GREATEST(s.last_success_at, $5) ELSE s.last_success_at END,
                 open_positions_count = CASE WHEN $3 THEN
                     (SELECT count(*) FROM positions p WHERE p.user_id = $1 AND p.status = 'open')::int
                     ELSE s.open_positions_count END,

@@ -96,8 +96,10 @@ async fn an_expired_token_is_unauthenticated() {
 #[tokio::test]
 async fn a_token_not_yet_valid_is_unauthenticated() {
     let app = spawn_app().await;
-    let early =
-        hs256(&json!({ "sub": Uuid::new_v4().to_string(), "exp": now() + 7200, "nbf": now() + 3600 }), SECRET.as_bytes());
+    let early = hs256(
+        &json!({ "sub": Uuid::new_v4().to_string(), "exp": now() + 7200, "nbf": now() + 3600 }),
+        SECRET.as_bytes(),
+    );
     assert_eq!(rejected(&app, &early).await, "token not yet valid");
 }
 

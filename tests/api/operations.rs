@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_reflection::pb::{v1, v1alpha};
 use tonic_types::StatusExt;
 use trading_monitor::pb;
@@ -99,7 +99,8 @@ async fn reflected_services_v1alpha(app: &TestApp) -> Vec<String> {
 async fn reflection_v1_and_v1alpha_list_the_three_services_without_a_token() {
     let app = spawn_app().await;
     for services in [reflected_services_v1(&app).await, reflected_services_v1alpha(&app).await] {
-        for expected in ["trading.v1.ReconciliationService", "trading.v1.PositionsService", "trading.v1.GuardsService"] {
+        for expected in ["trading.v1.ReconciliationService", "trading.v1.PositionsService", "trading.v1.GuardsService"]
+        {
             assert!(services.iter().any(|s| s == expected), "{expected} missing from {services:?}");
         }
     }

@@ -79,7 +79,11 @@ async fn seed_events(app: &TestApp, user: Uuid, n: i64) {
     .unwrap();
 }
 
-async fn walk(app: &TestApp, user: Uuid, mut request: pb::ListReconciliationEventsRequest) -> Vec<pb::ReconciliationEvent> {
+async fn walk(
+    app: &TestApp,
+    user: Uuid,
+    mut request: pb::ListReconciliationEventsRequest,
+) -> Vec<pb::ReconciliationEvent> {
     let me = token(user, &[]);
     let mut events = Vec::new();
     loop {
@@ -179,7 +183,8 @@ async fn bad_paging_input_is_invalid_argument_naming_the_field() {
         .await
         .unwrap_err();
     assert_eq!(bad_fields(&err), ["page_token"]);
-    let err = list(pb::ListReconciliationEventsRequest { event_types: vec![0], ..Default::default() }).await.unwrap_err();
+    let err =
+        list(pb::ListReconciliationEventsRequest { event_types: vec![0], ..Default::default() }).await.unwrap_err();
     assert_eq!(bad_fields(&err), ["event_types[0]"]);
 
     // A token is bound to the filters that produced it.
@@ -258,7 +263,10 @@ async fn a_position_of_another_user_is_not_found() {
     assert!(ok.is_ok());
 
     let missing = pb::GetPositionRequest { position_id: Uuid::new_v4().to_string(), user_id: String::new() };
-    assert_eq!(app.positions().get_position(authed(missing, &token(owner, &[]))).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        app.positions().get_position(authed(missing, &token(owner, &[]))).await.unwrap_err().code(),
+        Code::NotFound
+    );
     let malformed = pb::GetPositionRequest { position_id: "42".into(), user_id: String::new() };
     let err = app.positions().get_position(authed(malformed, &token(owner, &[]))).await.unwrap_err();
     assert_eq!(bad_fields(&err), ["position_id"]);
