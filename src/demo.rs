@@ -162,7 +162,7 @@ impl Backend {
 }
 
 fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 })
+    Some(pb::timestamp(t))
 }
 
 /// A broker position: identifier, symbol, side, volume, open price, current price, TP, SL, and broker-reported

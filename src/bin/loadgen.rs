@@ -96,7 +96,7 @@ fn report(name: &str, mut tally: Tally, elapsed: Duration) {
 }
 
 fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 })
+    Some(pb::timestamp(t))
 }
 
 /// One user's sync: `n` broker positions, each matched by identifier with a platform position.

@@ -13,7 +13,7 @@ use crate::storage::{DivergenceRow, EventRow};
 
 /// UTC time as a protobuf timestamp.
 pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+    pb::timestamp(t)
 }
 
 /// Optional time as an optional timestamp.

@@ -28,17 +28,26 @@ impl GuardsApi {
         GuardsApi { state }
     }
 
-    async fn drawdown(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<pb::DrawdownStatus, ApiError> {
+    /// The drawdown block, with its level as a domain value for the combined verdict.
+    async fn drawdown(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(DrawdownLevel, pb::DrawdownStatus), ApiError> {
         let account = storage::accounts::get(&self.state.pool, user_id).await?;
-        Ok(drawdown_status(account.as_ref(), &self.state.rules, now))
+        let level =
+            account.as_ref().filter(|a| a.equity.is_some()).map_or(DrawdownLevel::Unknown, |a| a.drawdown_level);
+        Ok((level, drawdown_status(account.as_ref(), &self.state.rules, now)))
     }
 
+    /// Active alerts for held symbols (stored gap/spread alerts plus stale quotes), most severe first, each with
+    /// its severity as a domain value.
     async fn alerts(
         &self,
         user_id: Uuid,
         only: Option<&Symbol>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<pb::MarketAlert>, ApiError> {
+    ) -> Result<Vec<(AlertSeverity, pb::MarketAlert)>, ApiError> {
         let pool = &self.state.pool;
         let mut held = storage::market::held_symbols(pool, user_id).await?;
         if let Some(symbol) = only {
@@ -77,7 +86,7 @@ impl GuardsApi {
         }
         // Most severe first, then by symbol for a stable order.
         alerts.sort_by(|(sa, a), (sb, b)| sb.cmp(sa).then_with(|| a.symbol.cmp(&b.symbol)).then(a.kind.cmp(&b.kind)));
-        Ok(alerts.into_iter().map(|(_, a)| a).collect())
+        Ok(alerts)
     }
 }
 
@@ -91,17 +100,13 @@ impl GuardsService for GuardsApi {
         let user_id = target_user(&caller, "user_id", &request.get_ref().user_id)?;
         let now = Utc::now();
         let (drawdown, alerts) = tokio::try_join!(self.drawdown(user_id, now), self.alerts(user_id, None, now))?;
-        let level = drawdown_level(drawdown.level());
-        let severities = alerts.iter().map(|a| match a.severity() {
-            pb::AlertSeverity::Critical => AlertSeverity::Critical,
-            _ => AlertSeverity::Warning,
-        });
-        let status = market::system_status(level, severities);
-        let any_close = drawdown.should_close_all || alerts.iter().any(|a| a.should_close_positions);
+        let ((level, drawdown), alerts) = (drawdown, alerts);
+        let status = market::system_status(level, alerts.iter().map(|(severity, _)| *severity));
+        let any_close = drawdown.should_close_all || alerts.iter().any(|(_, a)| a.should_close_positions);
         Ok(Response::new(pb::GetGuardStatusResponse {
             system_status: encode::system_status(status).into(),
             drawdown: Some(drawdown),
-            market_alerts: alerts,
+            market_alerts: alerts.into_iter().map(|(_, a)| a).collect(),
             any_positions_should_close: any_close,
             evaluated_time: Some(ts(now)),
             as_of: Some(ts(now)),
@@ -115,7 +120,7 @@ impl GuardsService for GuardsApi {
         let caller = caller(&request)?;
         let user_id = target_user(&caller, "user_id", &request.get_ref().user_id)?;
         let now = Utc::now();
-        let drawdown = self.drawdown(user_id, now).await?;
+        let (_, drawdown) = self.drawdown(user_id, now).await?;
         Ok(Response::new(pb::GetDrawdownStatusResponse { drawdown: Some(drawdown), as_of: Some(ts(now)) }))
     }
 
@@ -130,23 +135,14 @@ impl GuardsService for GuardsApi {
         let now = Utc::now();
         let alerts = self.alerts(user_id, symbol.as_ref(), now).await?;
         Ok(Response::new(pb::ListMarketAlertsResponse {
-            any_positions_should_close: alerts.iter().any(|a| a.should_close_positions),
-            alerts,
+            any_positions_should_close: alerts.iter().any(|(_, a)| a.should_close_positions),
+            alerts: alerts.into_iter().map(|(_, a)| a).collect(),
             as_of: Some(ts(now)),
         }))
     }
 
     async fn submit_quotes(&self, request: Request<pb::SubmitQuotesRequest>) -> RpcResult<pb::SubmitQuotesResponse> {
         super::ingest::submit_quotes(&self.state, request).await
-    }
-}
-
-fn drawdown_level(l: pb::DrawdownLevel) -> DrawdownLevel {
-    match l {
-        pb::DrawdownLevel::Normal => DrawdownLevel::Normal,
-        pb::DrawdownLevel::Warning => DrawdownLevel::Warning,
-        pb::DrawdownLevel::Critical => DrawdownLevel::Critical,
-        pb::DrawdownLevel::Unknown | pb::DrawdownLevel::Unspecified => DrawdownLevel::Unknown,
     }
 }
 

@@ -289,7 +289,7 @@ pub fn with_header<T>(message: T, value: &str) -> tonic::Request<T> {
 }
 
 pub fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 })
+    Some(pb::timestamp(t))
 }
 
 /// A broker position with no TP/SL and no broker-reported P&L.
