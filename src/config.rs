@@ -202,11 +202,77 @@ pub enum Severity {
     Critical,
 }
 
+/// Redis cache settings. Redis is an optimisation: when it is down, slow or disabled, reads go to PostgreSQL.
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    /// Redis URL (`redis://host:port/db`; `redis-cluster://host:port` for a cluster).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Turn the cache off: every read goes to PostgreSQL (`x-cache: bypass`).
+    #[arg(long, env = "TM_CACHE_DISABLED", default_value_t = false)]
+    pub cache_disabled: bool,
+    /// How long a cached response is fresh.
+    #[arg(long, env = "TM_CACHE_TTL", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub cache_ttl: Duration,
+    /// Random extra freshness per entry, percent of the TTL, so entries do not all expire together.
+    #[arg(long, env = "TM_CACHE_TTL_JITTER_PCT", default_value_t = 10)]
+    pub cache_ttl_jitter_pct: u8,
+    /// While PostgreSQL is down, cached responses up to this old are served (marked `x-cache: stale`).
+    #[arg(long, env = "TM_CACHE_STALE_MAX_AGE", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub cache_stale_max_age: Duration,
+    /// TTL of the in-process L1 in front of Redis; bounds how long another replica's write can go unseen here.
+    #[arg(long, env = "TM_CACHE_L1_TTL", value_parser = humantime::parse_duration, default_value = "500ms")]
+    pub cache_l1_ttl: Duration,
+    /// Maximum entries in the in-process L1.
+    #[arg(long, env = "TM_CACHE_L1_CAPACITY", default_value_t = 20_000)]
+    pub cache_l1_capacity: u64,
+    /// Key namespace in Redis.
+    #[arg(long, env = "TM_CACHE_KEY_PREFIX", default_value = "trading:v1")]
+    pub cache_key_prefix: String,
+    /// Upper bound on one Redis call; slower calls count as failures.
+    #[arg(long, env = "TM_REDIS_TIMEOUT", value_parser = humantime::parse_duration, default_value = "100ms")]
+    pub redis_timeout: Duration,
+    /// Connections to Redis.
+    #[arg(long, env = "TM_REDIS_POOL_SIZE", default_value_t = 4)]
+    pub redis_pool_size: usize,
+    /// Consecutive Redis failures after which the cache stops calling Redis for a while.
+    #[arg(long, env = "TM_REDIS_BREAKER_FAILURES", default_value_t = 3)]
+    pub redis_breaker_failures: u32,
+    /// How long the cache leaves Redis alone after the breaker opens, before one probe.
+    #[arg(long, env = "TM_REDIS_BREAKER_COOLDOWN", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub redis_breaker_cooldown: Duration,
+    /// Serve Prometheus metrics (cache counters) over HTTP at this address, e.g. 127.0.0.1:9100; off if unset.
+    #[arg(long, env = "TM_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl CacheArgs {
+    /// The cache settings these arguments describe.
+    pub fn to_settings(&self) -> crate::cache::CacheSettings {
+        crate::cache::CacheSettings {
+            enabled: !self.cache_disabled,
+            redis_url: self.redis_url.clone(),
+            pool_size: self.redis_pool_size,
+            key_prefix: self.cache_key_prefix.clone(),
+            ttl: self.cache_ttl,
+            ttl_jitter: f64::from(self.cache_ttl_jitter_pct.min(100)) / 100.0,
+            stale_max_age: self.cache_stale_max_age.max(self.cache_ttl),
+            l1_ttl: self.cache_l1_ttl,
+            l1_capacity: self.cache_l1_capacity,
+            redis_timeout: self.redis_timeout,
+            breaker_failures: self.redis_breaker_failures,
+            breaker_cooldown: self.redis_breaker_cooldown,
+        }
+    }
+}
+
 /// Everything `serve` and `demo` need.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]

@@ -3,9 +3,11 @@
 //!
 //! Layout: `config` (CLI and settings), `telemetry` (logs), `auth` (JWT), `server` (tonic server, layers, health,
 //! reflection, shutdown), `services` (gRPC handlers: decode, call storage/domain, encode), `domain` (pure
-//! rules: no I/O), `storage` (PostgreSQL via sqlx), `demo` (demo data).
+//! rules: no I/O), `storage` (PostgreSQL via sqlx), `cache` (Redis + in-process cache-aside), `demo` (demo
+//! data).
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod domain;

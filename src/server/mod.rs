@@ -13,6 +13,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::auth::{AuthLayer, Verifier};
+use crate::cache::Cache;
 use crate::config::ServeArgs;
 use crate::pb;
 use crate::services::AppState;
@@ -28,6 +29,7 @@ mod trace;
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     verifier: Arc<Verifier>,
     args: ServeArgs,
@@ -43,9 +45,21 @@ impl Application {
         if !args.server.skip_migrations {
             storage::migrate(&pool).await?;
         }
+        let cache = Cache::new(args.cache.to_settings())?;
         let listener = TcpListener::bind(args.server.listen).await?;
         let local_addr = listener.local_addr()?;
-        Ok(Application { listener, local_addr, state: AppState { pool, rules: Arc::new(rules) }, verifier, args })
+        let metrics_listener = match args.cache.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Application {
+            listener,
+            local_addr,
+            metrics_listener,
+            state: AppState { pool, rules: Arc::new(rules), cache },
+            verifier,
+            args,
+        })
     }
 
     /// The address actually bound.
@@ -58,11 +72,22 @@ impl Application {
         &self.state.pool
     }
 
+    /// The cache (its counters are what the metrics endpoint serves; tests and loadgen read them too).
+    pub fn cache(&self) -> Cache {
+        self.state.cache.clone()
+    }
+
+    /// The address of the metrics endpoint, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then reports NOT_SERVING, stops accepting, and lets in-flight calls
     /// finish for at most the configured grace period.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, local_addr, state, verifier, args } = self;
+        let Application { listener, local_addr, metrics_listener, state, verifier, args } = self;
         let server_args = &args.server;
+        let metrics_task = metrics_listener.map(|l| tokio::spawn(serve_metrics(l, state.cache.clone())));
 
         let reporter = HealthReporter::new();
         health::set_all(&reporter, ServingStatus::NotServing).await;
@@ -135,9 +160,28 @@ impl Application {
             }
         };
         watcher.abort();
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
         state.pool.close().await;
         tracing::info!("server stopped");
         result
+    }
+}
+
+/// Serves the cache counters as Prometheus text at `/metrics`.
+async fn serve_metrics(listener: TcpListener, cache: Cache) {
+    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let cache = cache.clone();
+            async move { cache.metrics().render() }
+        }),
+    );
+    tracing::info!(%address, "serving metrics at /metrics");
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(error = %e, "metrics endpoint stopped");
     }
 }
 

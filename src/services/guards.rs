@@ -1,12 +1,13 @@
 //! `trading.v1.GuardsService`: drawdown and market guards, and quote ingest.
 
 use chrono::{DateTime, Utc};
-use tonic::{Request, Response};
+use tonic::Request;
 use uuid::Uuid;
 
 use super::decode::{self, caller, target_user};
 use super::encode::{self, dec, opt_ts, ts};
-use super::{AppState, RpcResult};
+use super::{AppState, RpcResult, cached};
+use crate::cache::Rpc;
 use crate::config::Rules;
 use crate::domain::Symbol;
 use crate::domain::drawdown::{self, DrawdownLevel};
@@ -38,6 +39,23 @@ impl GuardsApi {
         let level =
             account.as_ref().filter(|a| a.equity.is_some()).map_or(DrawdownLevel::Unknown, |a| a.drawdown_level);
         Ok((level, drawdown_status(account.as_ref(), &self.state.rules, now)))
+    }
+
+    /// Both guards from PostgreSQL, with the combined verdict.
+    async fn load_guard_status(&self, user_id: Uuid) -> Result<pb::GetGuardStatusResponse, ApiError> {
+        let now = Utc::now();
+        let ((level, drawdown), alerts) =
+            tokio::try_join!(self.drawdown(user_id, now), self.alerts(user_id, None, now))?;
+        let status = market::system_status(level, alerts.iter().map(|(severity, _)| *severity));
+        let any_close = drawdown.should_close_all || alerts.iter().any(|(_, a)| a.should_close_positions);
+        Ok(pb::GetGuardStatusResponse {
+            system_status: encode::system_status(status).into(),
+            drawdown: Some(drawdown),
+            market_alerts: alerts.into_iter().map(|(_, a)| a).collect(),
+            any_positions_should_close: any_close,
+            evaluated_time: Some(ts(now)),
+            as_of: Some(ts(now)),
+        })
     }
 
     /// Active alerts for held symbols (stored gap/spread alerts plus stale quotes), most severe first, each with
@@ -98,19 +116,9 @@ impl GuardsService for GuardsApi {
     ) -> RpcResult<pb::GetGuardStatusResponse> {
         let caller = caller(&request)?;
         let user_id = target_user(&caller, "user_id", &request.get_ref().user_id)?;
-        let now = Utc::now();
-        let (drawdown, alerts) = tokio::try_join!(self.drawdown(user_id, now), self.alerts(user_id, None, now))?;
-        let ((level, drawdown), alerts) = (drawdown, alerts);
-        let status = market::system_status(level, alerts.iter().map(|(severity, _)| *severity));
-        let any_close = drawdown.should_close_all || alerts.iter().any(|(_, a)| a.should_close_positions);
-        Ok(Response::new(pb::GetGuardStatusResponse {
-            system_status: encode::system_status(status).into(),
-            drawdown: Some(drawdown),
-            market_alerts: alerts.into_iter().map(|(_, a)| a).collect(),
-            any_positions_should_close: any_close,
-            evaluated_time: Some(ts(now)),
-            as_of: Some(ts(now)),
-        }))
+        let (response, freshness) =
+            self.state.cache.get_or_load(Rpc::GetGuardStatus, user_id, "", || self.load_guard_status(user_id)).await?;
+        Ok(cached(response, freshness))
     }
 
     async fn get_drawdown_status(
@@ -119,9 +127,13 @@ impl GuardsService for GuardsApi {
     ) -> RpcResult<pb::GetDrawdownStatusResponse> {
         let caller = caller(&request)?;
         let user_id = target_user(&caller, "user_id", &request.get_ref().user_id)?;
-        let now = Utc::now();
-        let (_, drawdown) = self.drawdown(user_id, now).await?;
-        Ok(Response::new(pb::GetDrawdownStatusResponse { drawdown: Some(drawdown), as_of: Some(ts(now)) }))
+        let load = || async move {
+            let now = Utc::now();
+            let (_, drawdown) = self.drawdown(user_id, now).await?;
+            Ok(pb::GetDrawdownStatusResponse { drawdown: Some(drawdown), as_of: Some(ts(now)) })
+        };
+        let (response, freshness) = self.state.cache.get_or_load(Rpc::GetDrawdownStatus, user_id, "", load).await?;
+        Ok(cached(response, freshness))
     }
 
     async fn list_market_alerts(
@@ -132,13 +144,18 @@ impl GuardsService for GuardsApi {
         let req = request.get_ref();
         let user_id = target_user(&caller, "user_id", &req.user_id)?;
         let symbol = decode::optional_symbol("symbol", &req.symbol)?;
-        let now = Utc::now();
-        let alerts = self.alerts(user_id, symbol.as_ref(), now).await?;
-        Ok(Response::new(pb::ListMarketAlertsResponse {
-            any_positions_should_close: alerts.iter().any(|(_, a)| a.should_close_positions),
-            alerts: alerts.into_iter().map(|(_, a)| a).collect(),
-            as_of: Some(ts(now)),
-        }))
+        let load = || async {
+            let now = Utc::now();
+            let alerts = self.alerts(user_id, symbol.as_ref(), now).await?;
+            Ok(pb::ListMarketAlertsResponse {
+                any_positions_should_close: alerts.iter().any(|(_, a)| a.should_close_positions),
+                alerts: alerts.into_iter().map(|(_, a)| a).collect(),
+                as_of: Some(ts(now)),
+            })
+        };
+        let shape = symbol.as_ref().map_or("", |s| s.as_str()).to_owned();
+        let (response, freshness) = self.state.cache.get_or_load(Rpc::ListMarketAlerts, user_id, &shape, load).await?;
+        Ok(cached(response, freshness))
     }
 
     async fn submit_quotes(&self, request: Request<pb::SubmitQuotesRequest>) -> RpcResult<pb::SubmitQuotesResponse> {

@@ -300,6 +300,11 @@ pub async fn submit_broker_sync(
     let outcome = syncs::record(&state.pool, &sync, &state.rules.drawdown, |r| sync_response(r).encode_to_vec())
         .await
         .map_err(ApiError::from)?;
+    if matches!(outcome, RecordOutcome::Recorded(_) | RecordOutcome::Replayed(_)) {
+        // Before acknowledging: no read through this service may return data older than this sync. (A replay
+        // invalidates again in case the original call died between commit and invalidation.)
+        state.cache.invalidate(&[sync.user_id]).await;
+    }
     let response = match outcome {
         RecordOutcome::Recorded(record) => {
             tracing::debug!(
@@ -389,7 +394,14 @@ pub async fn submit_quotes(
 
     let outcome = quotes::record(&state.pool, &quotes, &candles, &state.rules.market).await.map_err(ApiError::from)?;
     let (raised, cleared) = match outcome {
-        QuotesOutcome::Recorded { raised, cleared } => (raised, cleared),
+        QuotesOutcome::Recorded { raised, cleared, holders } => {
+            // New prices change P&L and alerts of the holders and of every account converting through a quoted
+            // pair: price-dependent reads go (market generation), and the holders' other reads too (alert
+            // events), before we acknowledge.
+            state.cache.invalidate_market().await;
+            state.cache.invalidate(&holders).await;
+            (raised, cleared)
+        }
         QuotesOutcome::UnknownSymbol(symbol) => {
             let field = quotes
                 .iter()

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use crate::cache::Cache;
 use crate::config::Rules;
 
 mod decode;
@@ -22,7 +23,16 @@ pub struct AppState {
     pub pool: PgPool,
     /// Reconciliation and guard rules.
     pub rules: Arc<Rules>,
+    /// Cache-aside for the read RPCs.
+    pub cache: Cache,
 }
 
 /// Result type of every RPC.
 pub type RpcResult<T> = Result<tonic::Response<T>, tonic::Status>;
+
+/// A response with its `x-cache` metadata (`hit`, `miss`, `stale` or `bypass`).
+fn cached<M>(message: M, freshness: crate::cache::Freshness) -> tonic::Response<M> {
+    let mut response = tonic::Response::new(message);
+    response.metadata_mut().insert("x-cache", tonic::metadata::MetadataValue::from_static(freshness.as_str()));
+    response
+}

@@ -2,15 +2,16 @@
 
 use chrono::Utc;
 use rust_decimal::Decimal;
-use tonic::{Request, Response};
+use tonic::Request;
 use uuid::Uuid;
 
 use super::decode::{self, caller, target_user};
 use super::encode::{self, dec, opt_ts, text, ts};
 use super::paging::{self, Cursor};
-use super::{AppState, RpcResult};
-use crate::domain::Side;
+use super::{AppState, RpcResult, cached};
+use crate::cache::Rpc;
 use crate::domain::pnl::{self, InstrumentSpec, PnlSource, PositionFigures, Valuation};
+use crate::domain::{Side, Symbol};
 use crate::error::ApiError;
 use crate::pb;
 use crate::pb::positions_service_server::PositionsService;
@@ -30,28 +31,16 @@ impl PositionsApi {
     pub fn new(state: AppState) -> Self {
         PositionsApi { state }
     }
-}
 
-#[tonic::async_trait]
-impl PositionsService for PositionsApi {
-    async fn list_open_positions(
+    /// Reads and values the open positions from PostgreSQL: one consistent read for the page and the totals.
+    async fn load_open_positions(
         &self,
-        request: Request<pb::ListOpenPositionsRequest>,
-    ) -> RpcResult<pb::ListOpenPositionsResponse> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
-        let user_id = target_user(&caller, "user_id", &req.user_id)?;
-        let symbol = decode::optional_symbol("symbol", &req.symbol)?;
-        let size = decode::page_size("page_size", req.page_size, POSITION_PAGE.0, POSITION_PAGE.1)? as usize;
-        let filters = paging::fingerprint(&[&user_id.to_string(), symbol.as_ref().map_or("*", |s| s.as_str())]);
-        let after = paging::decode("page_token", &req.page_token, filters)?
-            .map(|Cursor { time, key }| {
-                Uuid::try_parse(&key)
-                    .map(|id| (time, id))
-                    .map_err(|_| ApiError::invalid("page_token", "is not a page token returned by this service"))
-            })
-            .transpose()?;
-
+        user_id: Uuid,
+        symbol: Option<&Symbol>,
+        size: usize,
+        filters: u64,
+        after: Option<(chrono::DateTime<Utc>, Uuid)>,
+    ) -> Result<pb::ListOpenPositionsResponse, ApiError> {
         let as_of = Utc::now();
         let pool = &self.state.pool;
         let (account, rows, divergences, market) = tokio::try_join!(
@@ -59,8 +48,7 @@ impl PositionsService for PositionsApi {
             storage::positions::list_open(pool, user_id, symbol.as_ref().map(|s| s.as_str())),
             storage::positions::open_divergences(pool, user_id),
             storage::market::snapshot(pool),
-        )
-        .map_err(ApiError::from)?;
+        )?;
 
         let currency = account.as_ref().and_then(|a| a.currency.clone()).unwrap_or_default();
         let equity = account.as_ref().and_then(|a| a.equity);
@@ -104,7 +92,7 @@ impl PositionsService for PositionsApi {
             String::new()
         };
 
-        Ok(Response::new(pb::ListOpenPositionsResponse {
+        Ok(pb::ListOpenPositionsResponse {
             positions: page.into_iter().map(|(row, v)| position(row, v, &divergences, &market)).collect(),
             total_unrealized_pnl: dec(total),
             total_unrealized_pnl_percent: dec(total_percent),
@@ -114,15 +102,11 @@ impl PositionsService for PositionsApi {
             total_count: i32::try_from(total_count).unwrap_or(i32::MAX),
             total_unavailable_reason: total_reason,
             account_equity: dec(equity),
-        }))
+        })
     }
 
-    async fn get_position(&self, request: Request<pb::GetPositionRequest>) -> RpcResult<pb::GetPositionResponse> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
-        let position_id = decode::parse_uuid("position_id", &req.position_id)?;
-        let user_id = target_user(&caller, "user_id", &req.user_id)?;
-
+    /// Reads one position of `user_id` from PostgreSQL (NOT_FOUND for anyone else's).
+    async fn load_position(&self, user_id: Uuid, position_id: Uuid) -> Result<pb::GetPositionResponse, ApiError> {
         let as_of = Utc::now();
         let pool = &self.state.pool;
         let (row, account, divergences, market) = tokio::try_join!(
@@ -130,8 +114,7 @@ impl PositionsService for PositionsApi {
             storage::accounts::get(pool, user_id),
             storage::positions::open_divergences(pool, user_id),
             storage::market::snapshot(pool),
-        )
-        .map_err(ApiError::from)?;
+        )?;
         // Another user's position is indistinguishable from a missing one.
         let row = row.ok_or_else(|| ApiError::NotFound(format!("position {position_id}")))?;
         let currency = account.and_then(|a| a.currency).unwrap_or_default();
@@ -140,10 +123,55 @@ impl PositionsService for PositionsApi {
         } else {
             valuation(&row, &market, &currency)
         };
-        Ok(Response::new(pb::GetPositionResponse {
-            position: Some(position(row, v, &divergences, &market)),
-            as_of: Some(ts(as_of)),
-        }))
+        Ok(pb::GetPositionResponse { position: Some(position(row, v, &divergences, &market)), as_of: Some(ts(as_of)) })
+    }
+}
+
+#[tonic::async_trait]
+impl PositionsService for PositionsApi {
+    async fn list_open_positions(
+        &self,
+        request: Request<pb::ListOpenPositionsRequest>,
+    ) -> RpcResult<pb::ListOpenPositionsResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let user_id = target_user(&caller, "user_id", &req.user_id)?;
+        let symbol = decode::optional_symbol("symbol", &req.symbol)?;
+        let size = decode::page_size("page_size", req.page_size, POSITION_PAGE.0, POSITION_PAGE.1)? as usize;
+        let filters = paging::fingerprint(&[&user_id.to_string(), symbol.as_ref().map_or("*", |s| s.as_str())]);
+        let after = paging::decode("page_token", &req.page_token, filters)?
+            .map(|Cursor { time, key }| {
+                Uuid::try_parse(&key)
+                    .map(|id| (time, id))
+                    .map_err(|_| ApiError::invalid("page_token", "is not a page token returned by this service"))
+            })
+            .transpose()?;
+
+        let shape = format!("s={}|n={size}|t={}", symbol.as_ref().map_or("", |s| s.as_str()), req.page_token);
+        let (response, freshness) = self
+            .state
+            .cache
+            .get_or_load(Rpc::ListOpenPositions, user_id, &shape, || {
+                self.load_open_positions(user_id, symbol.as_ref(), size, filters, after)
+            })
+            .await?;
+        Ok(cached(response, freshness))
+    }
+
+    async fn get_position(&self, request: Request<pb::GetPositionRequest>) -> RpcResult<pb::GetPositionResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let position_id = decode::parse_uuid("position_id", &req.position_id)?;
+        let user_id = target_user(&caller, "user_id", &req.user_id)?;
+
+        let (response, freshness) = self
+            .state
+            .cache
+            .get_or_load(Rpc::GetPosition, user_id, &position_id.to_string(), || {
+                self.load_position(user_id, position_id)
+            })
+            .await?;
+        Ok(cached(response, freshness))
     }
 }
 

@@ -2,11 +2,13 @@
 
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response};
+use uuid::Uuid;
 
 use super::decode::{self, caller, target_user};
 use super::encode::{self, opt_ts, ts};
 use super::paging::{self, Cursor};
-use super::{AppState, RpcResult};
+use super::{AppState, RpcResult, cached};
+use crate::cache::Rpc;
 use crate::domain::events::EventType;
 use crate::domain::status::{SyncFacts, reconciliation_state};
 use crate::error::ApiError;
@@ -38,20 +40,9 @@ impl ReconciliationApi {
     pub fn new(state: AppState) -> Self {
         ReconciliationApi { state }
     }
-}
 
-#[tonic::async_trait]
-impl ReconciliationService for ReconciliationApi {
-    async fn get_reconciliation_status(
-        &self,
-        request: Request<pb::GetReconciliationStatusRequest>,
-    ) -> RpcResult<pb::GetReconciliationStatusResponse> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
-        let user_id = target_user(&caller, "user_id", &req.user_id)?;
-        let limit =
-            decode::page_size("recent_events_limit", req.recent_events_limit, RECENT_EVENTS.0, RECENT_EVENTS.1)?;
-
+    /// Reads the status from PostgreSQL: the summary row and the latest events (O(1) in history).
+    async fn load_status(&self, user_id: Uuid, limit: u32) -> Result<pb::GetReconciliationStatusResponse, ApiError> {
         let as_of = Utc::now();
         let pool = &self.state.pool;
         let query = EventQuery {
@@ -62,8 +53,7 @@ impl ReconciliationService for ReconciliationApi {
             limit: i64::from(limit),
         };
         let (summary, events) =
-            tokio::try_join!(storage::summaries::get(pool, user_id), storage::events::list(pool, &query))
-                .map_err(ApiError::from)?;
+            tokio::try_join!(storage::summaries::get(pool, user_id), storage::events::list(pool, &query))?;
 
         let summary = summary.unwrap_or_default();
         let facts = SyncFacts {
@@ -78,7 +68,7 @@ impl ReconciliationService for ReconciliationApi {
             (Some(start), Some(end)) => Some(encode::duration(end - start)),
             _ => None,
         };
-        Ok(Response::new(pb::GetReconciliationStatusResponse {
+        Ok(pb::GetReconciliationStatusResponse {
             state: encode::reconciliation_state(state).into(),
             last_sync_time: opt_ts(summary.last_sync_finished_at),
             last_sync_duration,
@@ -92,7 +82,30 @@ impl ReconciliationService for ReconciliationApi {
             last_successful_sync_time: opt_ts(summary.last_success_at),
             last_sync_error: summary.last_sync_error.unwrap_or_default(),
             failed_syncs: summary.failed_syncs,
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl ReconciliationService for ReconciliationApi {
+    async fn get_reconciliation_status(
+        &self,
+        request: Request<pb::GetReconciliationStatusRequest>,
+    ) -> RpcResult<pb::GetReconciliationStatusResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let user_id = target_user(&caller, "user_id", &req.user_id)?;
+        let limit =
+            decode::page_size("recent_events_limit", req.recent_events_limit, RECENT_EVENTS.0, RECENT_EVENTS.1)?;
+
+        let (response, freshness) = self
+            .state
+            .cache
+            .get_or_load(Rpc::GetReconciliationStatus, user_id, &format!("n={limit}"), || {
+                self.load_status(user_id, limit)
+            })
+            .await?;
+        Ok(cached(response, freshness))
     }
 
     async fn list_reconciliation_events(

@@ -48,6 +48,8 @@ pub enum QuotesOutcome {
         raised: Vec<AlertRow>,
         /// Alerts cleared by the batch.
         cleared: usize,
+        /// Users holding open positions in the batch's symbols (whose cached reads the batch changes).
+        holders: Vec<Uuid>,
     },
     /// A symbol is not a known instrument; nothing was written.
     UnknownSymbol(String),
@@ -156,8 +158,14 @@ pub async fn record(
     }
 
     let (raised, cleared) = apply_alerts(&mut tx, evaluations).await?;
+    let holders = sqlx::query_scalar!(
+        "SELECT DISTINCT user_id FROM positions WHERE symbol = ANY($1) AND status = 'open'",
+        &symbols
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(QuotesOutcome::Recorded { raised, cleared })
+    Ok(QuotesOutcome::Recorded { raised, cleared, holders })
 }
 
 /// Raises, re-grades or clears the alert of each evaluated (symbol, kind).

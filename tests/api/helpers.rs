@@ -108,8 +108,10 @@ pub async fn fresh_database() -> String {
     name
 }
 
-/// Server arguments for a test: port 0, the given database, the test secret, fast health checks.
+/// Server arguments for a test: port 0, the given database, the test secret, fast health checks, and a Redis key
+/// prefix of its own (tests share the local Redis and run in parallel).
 pub fn serve_args(database: &str) -> ServeArgs {
+    let prefix = format!("trading:v1:test-{}", Uuid::new_v4().simple());
     let cli = <Cli as clap::Parser>::try_parse_from([
         "trading-monitor",
         "serve",
@@ -123,6 +125,8 @@ pub fn serve_args(database: &str) -> ServeArgs {
         "200ms",
         "--shutdown-grace",
         "2s",
+        "--cache-key-prefix",
+        &prefix,
     ])
     .expect("valid test arguments");
     match cli.command {
@@ -134,6 +138,8 @@ pub fn serve_args(database: &str) -> ServeArgs {
 /// A running server and a direct pool on its database.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The server's cache: its counters tell how many PostgreSQL loads were issued.
+    pub cache: trading_monitor::cache::Cache,
     pub channel: Channel,
     pub pool: PgPool,
     pub database: String,
@@ -159,12 +165,13 @@ pub async fn spawn_with_args(args: ServeArgs, database: String) -> TestApp {
     let pool = PgPool::connect_lazy(&args.database.database_url).unwrap();
     let app = Application::build(args).await.expect("server builds");
     let addr = app.local_addr();
+    let cache = app.cache();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-    TestApp { addr, channel, pool, database, shutdown: Some(tx), server: Some(server) }
+    TestApp { addr, cache, channel, pool, database, shutdown: Some(tx), server: Some(server) }
 }
 
 impl TestApp {

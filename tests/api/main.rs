@@ -2,6 +2,7 @@
 //! generated clients.
 
 mod auth;
+mod cache;
 mod helpers;
 mod ingest;
 mod market;

@@ -1,0 +1,548 @@
+//! Cache-aside for the read RPCs: an in-process L1 (moka) in front of Redis (fred), with single-flight loads,
+//! O(1) invalidation, a circuit breaker, and stale serving while PostgreSQL is down.
+//!
+//! **Keys.** Every key of a user shares the hash tag `{u:<user_id>}`, so the pair read together lives in one
+//! Redis Cluster slot:
+//! - `<prefix>:{u:<user>}:gen`: the user's generation counter; invalidation is `INCR` (never `KEYS`/`SCAN`).
+//! - `<prefix>:{u:<user>}:<rpc>:<request shape>`: the encoded protobuf response, prefixed by the generation it
+//!   was loaded under, when it was read from PostgreSQL, and until when it is fresh (TTL with jitter). It lives
+//!   `stale_max_age` in Redis so it can be served stale if PostgreSQL goes down.
+//!
+//! - `<prefix>:market:gen`: the market generation. A quote moves P&L and alerts not only for the holders of the
+//!   quoted symbol but for every account that converts through it (a GBPUSD quote revalues a GBP account's
+//!   gold), so quote ingest bumps this one counter, and responses that depend on prices also carry it.
+//!
+//! One round trip (a pipeline: `MGET` of the user's two keys, plus `GET` of the market generation for
+//! price-dependent RPCs) answers a lookup; a value whose generations differ from the counters is a miss, so an
+//! acknowledged write (which bumps a counter before the RPC returns) is never followed by older data from
+//! Redis. A load that raced with a write stores its value under the old generation, where nobody reads it.
+//!
+//! **L1** entries carry this replica's per-user invalidation epoch, so this replica's own invalidations hide
+//! them at once; other replicas' invalidations reach L1 within its short TTL. L1 is cleared when Redis recovers.
+//!
+//! **Faults.** Every Redis call has a short timeout (fred's per-command options plus an outer timeout); a
+//! breaker stops calling Redis while it fails and lets one probe through after a cooldown. Reads then go to
+//! PostgreSQL ("bypass"), with no error to the caller. If an invalidation cannot reach Redis, this replica stops
+//! trusting that user's Redis values for `stale_max_age`.
+
+mod breaker;
+mod metrics;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fred::clients::Pool;
+use fred::interfaces::{ClientLike, EventInterface, KeysInterface};
+use fred::prelude::{Builder, Config, Expiration, Options, ReconnectPolicy};
+use fred::types::Value;
+use prost::Message;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+pub use breaker::{Breaker, Transition};
+pub use metrics::{Event, Freshness, Metrics, Rpc, Snapshot};
+
+use crate::error::ApiError;
+
+/// Cache settings (see `config::CacheArgs` for the meaning and defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    /// When false every read goes to PostgreSQL (`x-cache: bypass`).
+    pub enabled: bool,
+    /// Redis URL (`redis://host:port`, `redis-cluster://...`).
+    pub redis_url: String,
+    /// Connections in the fred pool.
+    pub pool_size: usize,
+    /// Key namespace, e.g. `trading:v1`.
+    pub key_prefix: String,
+    /// Freshness of a cached response.
+    pub ttl: Duration,
+    /// Random extra TTL, as a fraction of `ttl` (0.1 = up to +10 %), so keys do not expire together.
+    pub ttl_jitter: f64,
+    /// How old a cached response may be and still be served (marked stale) while PostgreSQL is down.
+    pub stale_max_age: Duration,
+    /// TTL of the in-process L1.
+    pub l1_ttl: Duration,
+    /// Maximum L1 entries.
+    pub l1_capacity: u64,
+    /// Upper bound on one Redis call.
+    pub redis_timeout: Duration,
+    /// Consecutive Redis failures that open the breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before probing.
+    pub breaker_cooldown: Duration,
+}
+
+/// This replica's invalidation epochs when a load started: the user's and the market's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Epochs {
+    user: u64,
+    market: u64,
+}
+
+/// A response in L1.
+#[derive(Debug)]
+struct L1Entry {
+    payload: Vec<u8>,
+    epochs: Epochs,
+}
+
+/// A value as stored in Redis: header (user generation, market generation, read time, fresh-until; big-endian
+/// i64s) + payload.
+struct Stored {
+    generation: i64,
+    market_generation: i64,
+    read_at_ms: i64,
+    fresh_until_ms: i64,
+    payload: Vec<u8>,
+}
+
+const HEADER: usize = 32;
+
+impl Stored {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + self.payload.len());
+        out.extend_from_slice(&self.generation.to_be_bytes());
+        out.extend_from_slice(&self.market_generation.to_be_bytes());
+        out.extend_from_slice(&self.read_at_ms.to_be_bytes());
+        out.extend_from_slice(&self.fresh_until_ms.to_be_bytes());
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Stored> {
+        let field = |i: usize| bytes.get(i * 8..i * 8 + 8)?.try_into().ok().map(i64::from_be_bytes);
+        Some(Stored {
+            generation: field(0)?,
+            market_generation: field(1)?,
+            read_at_ms: field(2)?,
+            fresh_until_ms: field(3)?,
+            payload: bytes.get(HEADER..)?.to_vec(),
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The outcome of a shared load.
+type Flight = Result<(Vec<u8>, Freshness), Arc<ApiError>>;
+
+/// The cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: CacheSettings,
+    redis: Option<Pool>,
+    l1: moka::future::Cache<String, Arc<L1Entry>>,
+    /// Per-user invalidation epoch of this replica; entries live longer than any L1 entry they could hide.
+    epochs: moka::sync::Cache<Uuid, u64>,
+    next_epoch: AtomicU64,
+    /// This replica's market epoch, bumped by its own quote ingests.
+    market_epoch: AtomicU64,
+    /// Users whose Redis values this replica must not trust (an invalidation failed to reach Redis).
+    distrusted: moka::sync::Cache<Uuid, ()>,
+    flights: Mutex<HashMap<String, Arc<OnceCell<Flight>>>>,
+    breaker: Breaker,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("settings", &self.inner.settings).finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// Builds the cache and starts connecting to Redis in the background: start-up never waits for Redis,
+    /// and a Redis that is down only means reads bypass it.
+    pub fn new(settings: CacheSettings) -> Result<Cache, fred::error::Error> {
+        let redis = if settings.enabled {
+            let config = Config::from_url(&settings.redis_url)?;
+            let pool = Builder::from_config(config)
+                .with_connection_config(|c| {
+                    c.connection_timeout = Duration::from_secs(1);
+                    c.internal_command_timeout = Duration::from_secs(1);
+                    c.max_command_attempts = 1;
+                })
+                .with_performance_config(|p| p.default_command_timeout = settings.redis_timeout)
+                // Without a policy fred never reconnects after losing Redis.
+                .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+                .build_pool(settings.pool_size.max(1))?;
+            Some(pool)
+        } else {
+            None
+        };
+        let l1 =
+            moka::future::Cache::builder().max_capacity(settings.l1_capacity).time_to_live(settings.l1_ttl).build();
+        let inner = Arc::new(Inner {
+            epochs: moka::sync::Cache::builder().time_to_live(settings.l1_ttl * 4 + Duration::from_secs(1)).build(),
+            distrusted: moka::sync::Cache::builder().time_to_live(settings.stale_max_age).build(),
+            next_epoch: AtomicU64::new(1),
+            market_epoch: AtomicU64::new(0),
+            flights: Mutex::new(HashMap::new()),
+            breaker: Breaker::new(settings.breaker_failures, settings.breaker_cooldown),
+            metrics: Metrics::default(),
+            settings,
+            redis,
+            l1,
+        });
+        if let Some(pool) = &inner.redis {
+            let _connection_tasks = pool.connect();
+            for client in pool.clients() {
+                let l1 = inner.l1.clone();
+                // Values written while this replica could not see Redis may be missing invalidations.
+                let _listener = client.on_reconnect(move |server| {
+                    let l1 = l1.clone();
+                    async move {
+                        tracing::info!(server = %server, "redis reconnected: clearing L1");
+                        l1.invalidate_all();
+                        Ok(())
+                    }
+                });
+            }
+        }
+        Ok(Cache { inner })
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Whether Redis is currently believed healthy (breaker closed).
+    pub fn redis_healthy(&self) -> bool {
+        self.inner.redis.is_some() && self.inner.breaker.is_closed()
+    }
+
+    fn gen_key(&self, user: Uuid) -> String {
+        format!("{}:{{u:{user}}}:gen", self.inner.settings.key_prefix)
+    }
+
+    fn data_key(&self, user: Uuid, rpc: Rpc, shape: &str) -> String {
+        format!("{}:{{u:{user}}}:{}:{shape}", self.inner.settings.key_prefix, rpc.name())
+    }
+
+    fn market_key(&self) -> String {
+        format!("{}:market:gen", self.inner.settings.key_prefix)
+    }
+
+    fn epochs(&self, user: Uuid, rpc: Rpc) -> Epochs {
+        Epochs {
+            user: self.inner.epochs.get(&user).unwrap_or(0),
+            market: if rpc.depends_on_market() { self.inner.market_epoch.load(Ordering::Acquire) } else { 0 },
+        }
+    }
+
+    /// Options of every Redis command: short timeout, one attempt, fail at once while disconnected.
+    fn options() -> Options {
+        Options { max_attempts: Some(1), fail_fast: true, ..Default::default() }
+    }
+
+    /// Runs one Redis call under the breaker and the outer timeout.
+    async fn redis_call<T, F>(&self, rpc: Option<Rpc>, call: F) -> Option<T>
+    where
+        F: Future<Output = Result<T, fred::error::Error>>,
+    {
+        let outcome = tokio::time::timeout(self.inner.settings.redis_timeout, call).await;
+        match outcome {
+            Ok(Ok(value)) => {
+                if self.inner.breaker.success() == Transition::Recovered {
+                    tracing::info!("redis reachable again: closing the breaker and clearing L1");
+                    self.inner.l1.invalidate_all();
+                }
+                Some(value)
+            }
+            Ok(Err(e)) => {
+                self.redis_failed(rpc, &e.to_string());
+                None
+            }
+            Err(_) => {
+                self.redis_failed(rpc, "timed out");
+                None
+            }
+        }
+    }
+
+    fn redis_failed(&self, rpc: Option<Rpc>, reason: &str) {
+        let was_closed = self.inner.breaker.is_closed();
+        self.inner.breaker.failure();
+        if let Some(rpc) = rpc {
+            self.inner.metrics.record(rpc, Event::RedisError);
+        }
+        if was_closed && !self.inner.breaker.is_closed() {
+            tracing::warn!(reason, "redis failing: opening the breaker, reads go to PostgreSQL");
+        } else {
+            tracing::debug!(reason, "redis call failed");
+        }
+    }
+
+    /// Serves `rpc` for `user` and `shape` (the request's other fields, normalised) from cache, or runs `load`
+    /// once for all concurrent callers of the same key and caches its result.
+    pub async fn get_or_load<M, F, Fut>(
+        &self,
+        rpc: Rpc,
+        user: Uuid,
+        shape: &str,
+        load: F,
+    ) -> Result<(M, Freshness), ApiError>
+    where
+        M: Message + Default,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<M, ApiError>>,
+    {
+        let metrics = &self.inner.metrics;
+        if !self.inner.settings.enabled {
+            metrics.record(rpc, Event::PgQuery);
+            metrics.record(rpc, Event::Bypass);
+            return load().await.map(|m| (m, Freshness::Bypass));
+        }
+        let key = self.data_key(user, rpc, shape);
+        let epochs = self.epochs(user, rpc);
+        if let Some(entry) = self.inner.l1.get(&key).await
+            && entry.epochs == epochs
+        {
+            metrics.record(rpc, Event::L1Hit);
+            return decode(&entry.payload).map(|m| (m, Freshness::Hit));
+        }
+
+        // Callers that arrive after an invalidation must not join a load that started before it.
+        let flight_key = format!("{key}#{}.{}", epochs.user, epochs.market);
+        let cell = {
+            let mut flights = self.inner.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            flights.entry(flight_key.clone()).or_default().clone()
+        };
+        let mut led = false;
+        let result = cell
+            .get_or_init(|| {
+                led = true;
+                self.fill(rpc, user, key, epochs, load)
+            })
+            .await
+            .clone();
+        {
+            let mut flights = self.inner.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if flights.get(&flight_key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                flights.remove(&flight_key);
+            }
+        }
+        let (payload, freshness) = result.map_err(|e| share_error(&e))?;
+        let freshness = if led {
+            freshness
+        } else {
+            // Served by another caller's load: no query of its own.
+            metrics.record(rpc, Event::Hit);
+            match freshness {
+                Freshness::Stale => Freshness::Stale,
+                Freshness::Hit | Freshness::Miss | Freshness::Bypass => Freshness::Hit,
+            }
+        };
+        decode(&payload).map(|m| (m, freshness))
+    }
+
+    /// The leader's work: Redis, then PostgreSQL, then populate both levels.
+    async fn fill<M, F, Fut>(&self, rpc: Rpc, user: Uuid, key: String, epochs: Epochs, load: F) -> Flight
+    where
+        M: Message + Default,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<M, ApiError>>,
+    {
+        let metrics = &self.inner.metrics;
+        let settings = &self.inner.settings;
+        let usable =
+            self.inner.redis.is_some() && !self.inner.distrusted.contains_key(&user) && self.inner.breaker.allow();
+        let mut generations = None;
+        let mut stale = None;
+        if usable && let Some(pool) = &self.inner.redis {
+            let found = self.redis_call(Some(rpc), self.lookup(pool, user, &key, rpc.depends_on_market())).await;
+            if let Some((current, market, stored)) = found {
+                generations = Some((current, market));
+                if let Some(s) = stored.filter(|s| s.generation == current && s.market_generation == market) {
+                    let now = now_ms();
+                    if now < s.fresh_until_ms {
+                        self.inner.l1.insert(key, Arc::new(L1Entry { payload: s.payload.clone(), epochs })).await;
+                        metrics.record(rpc, Event::Hit);
+                        return Ok((s.payload, Freshness::Hit));
+                    }
+                    let max_age = i64::try_from(settings.stale_max_age.as_millis()).unwrap_or(i64::MAX);
+                    if now - s.read_at_ms <= max_age {
+                        stale = Some(s.payload);
+                    }
+                }
+            }
+        }
+
+        metrics.record(rpc, Event::PgQuery);
+        let read_at_ms = now_ms();
+        match load().await {
+            Ok(message) => {
+                let payload = message.encode_to_vec();
+                self.inner.l1.insert(key.clone(), Arc::new(L1Entry { payload: payload.clone(), epochs })).await;
+                let Some((generation, market_generation)) = generations else {
+                    metrics.record(rpc, Event::Bypass);
+                    return Ok((payload, Freshness::Bypass));
+                };
+                let stored = Stored {
+                    generation,
+                    market_generation,
+                    read_at_ms,
+                    fresh_until_ms: read_at_ms + self.jittered_ttl_ms(),
+                    payload: payload.clone(),
+                };
+                if let Some(pool) = &self.inner.redis {
+                    let expire = Expiration::PX(i64::try_from(settings.stale_max_age.as_millis()).unwrap_or(i64::MAX));
+                    let client = pool.with_options(&Self::options());
+                    let write = client.set::<(), _, _>(key, stored.encode(), Some(expire), None, false);
+                    let _ = self.redis_call(Some(rpc), write).await;
+                }
+                metrics.record(rpc, Event::Miss);
+                Ok((payload, Freshness::Miss))
+            }
+            Err(ApiError::Unavailable(reason)) => match stale {
+                Some(payload) => {
+                    tracing::warn!(rpc = rpc.name(), %user, reason, "postgres unavailable: serving a stale cached response");
+                    metrics.record(rpc, Event::Stale);
+                    Ok((payload, Freshness::Stale))
+                }
+                None => Err(Arc::new(ApiError::Unavailable(reason))),
+            },
+            Err(other) => Err(Arc::new(other)),
+        }
+    }
+
+    /// One round trip: the user's generation and the cached value (one slot, so `MGET` is fine on a cluster),
+    /// plus the market generation when the RPC depends on prices (pipelined; it may live in another slot).
+    async fn lookup(
+        &self,
+        pool: &Pool,
+        user: Uuid,
+        key: &str,
+        market: bool,
+    ) -> Result<(i64, i64, Option<Stored>), fred::error::Error> {
+        let pipeline = pool.next().pipeline();
+        let _: () = pipeline.mget(vec![self.gen_key(user), key.to_owned()]).await?;
+        if market {
+            let _: () = pipeline.get(self.market_key()).await?;
+        }
+        let results: Vec<Value> = pipeline.all().await?;
+        let pair = match results.first() {
+            Some(Value::Array(values)) => values.as_slice(),
+            _ => &[],
+        };
+        let generation = pair.first().and_then(Value::as_i64).unwrap_or(0);
+        let stored = pair.get(1).and_then(Value::as_bytes).and_then(Stored::decode);
+        let market_generation = if market { results.get(1).and_then(Value::as_i64).unwrap_or(0) } else { 0 };
+        Ok((generation, market_generation, stored))
+    }
+
+    fn jittered_ttl_ms(&self) -> i64 {
+        let ttl = self.inner.settings.ttl.as_millis() as f64;
+        // Uuid v4 bytes are a ready source of randomness; no need for a dedicated RNG here.
+        let unit = (Uuid::new_v4().as_u128() % 10_000) as f64 / 10_000.0;
+        (ttl * (1.0 + self.inner.settings.ttl_jitter * unit)) as i64
+    }
+
+    /// Invalidates everything cached for `users`: at once in this replica's L1, and in Redis by bumping each
+    /// user's generation (one pipelined round trip). Call after the write committed, before acknowledging it.
+    pub async fn invalidate(&self, users: &[Uuid]) {
+        if users.is_empty() || !self.inner.settings.enabled {
+            return;
+        }
+        for user in users {
+            self.inner.epochs.insert(*user, self.inner.next_epoch.fetch_add(1, Ordering::Relaxed));
+        }
+        let Some(pool) = &self.inner.redis else { return };
+        let reached = if self.inner.breaker.allow() {
+            let keys: Vec<String> = users.iter().map(|u| self.gen_key(*u)).collect();
+            self.redis_call(None, incr_all(pool, keys)).await.is_some()
+        } else {
+            false
+        };
+        if !reached {
+            tracing::warn!(
+                users = users.len(),
+                "could not invalidate in redis: ignoring their redis entries for a while"
+            );
+            for user in users {
+                self.inner.distrusted.insert(*user, ());
+            }
+        }
+    }
+}
+
+impl Cache {
+    /// Invalidates every price-dependent response of every user (positions, guard status, alerts): at once in
+    /// this replica's L1, and in Redis by bumping the market generation. Call after quotes committed.
+    pub async fn invalidate_market(&self) {
+        if !self.inner.settings.enabled {
+            return;
+        }
+        self.inner.market_epoch.fetch_add(1, Ordering::AcqRel);
+        let Some(pool) = &self.inner.redis else { return };
+        let reached = self.inner.breaker.allow() && {
+            let client = pool.with_options(&Self::options());
+            self.redis_call(None, client.incr::<i64, _>(self.market_key())).await.is_some()
+        };
+        if !reached {
+            // Other replicas' cached prices may stay unrefreshed in Redis until their TTL; nothing more can be
+            // done without Redis. This replica's L1 is already clear.
+            tracing::warn!("could not bump the market generation in redis");
+        }
+    }
+}
+
+/// INCRs every key in one pipeline (keys of different users may sit in different cluster slots; fred routes
+/// each command).
+async fn incr_all(pool: &Pool, keys: Vec<String>) -> Result<(), fred::error::Error> {
+    let client = pool.next();
+    let pipeline = client.pipeline();
+    for key in keys {
+        let _: () = pipeline.incr(key).await?;
+    }
+    let _: Vec<Value> = pipeline.all().await?;
+    Ok(())
+}
+
+fn decode<M: Message + Default>(payload: &[u8]) -> Result<M, ApiError> {
+    M::decode(payload).map_err(|e| ApiError::Internal(Box::new(e)))
+}
+
+/// Re-creates a shared load error for one of the callers that waited on it.
+fn share_error(e: &ApiError) -> ApiError {
+    match e {
+        ApiError::InvalidArgument(v) => ApiError::InvalidArgument(v.clone()),
+        ApiError::PermissionDenied(m) => ApiError::PermissionDenied(m.clone()),
+        ApiError::NotFound(m) => ApiError::NotFound(m.clone()),
+        ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
+        ApiError::Internal(source) => ApiError::Internal(source.to_string().into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_values_round_trip_and_reject_short_input() {
+        let s = Stored {
+            generation: 7,
+            market_generation: 3,
+            read_at_ms: 1_000,
+            fresh_until_ms: 6_000,
+            payload: vec![1, 2, 3],
+        };
+        let back = Stored::decode(&s.encode()).unwrap();
+        assert_eq!(
+            (back.generation, back.market_generation, back.read_at_ms, back.fresh_until_ms, back.payload),
+            (7, 3, 1_000, 6_000, vec![1, 2, 3])
+        );
+        assert!(Stored::decode(&[0; 10]).is_none());
+    }
+}
