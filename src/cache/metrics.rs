@@ -128,6 +128,9 @@ impl std::ops::Add for Snapshot {
     }
 }
 
+/// A metric's name, help text and how to read it from a snapshot.
+type Series = (&'static str, &'static str, fn(&Snapshot) -> u64);
+
 /// Counters of every cached RPC.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -195,7 +198,7 @@ impl Metrics {
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let series: [(&str, &str, fn(&Snapshot) -> u64); 7] = [
+        let series: [Series; 7] = [
             ("trading_monitor_cache_hits_total", "responses served from cache (L1 or Redis)", |s| s.hits),
             ("trading_monitor_cache_l1_hits_total", "responses served from the in-process L1", |s| s.l1_hits),
             ("trading_monitor_cache_misses_total", "responses read from PostgreSQL and cached", |s| s.misses),
