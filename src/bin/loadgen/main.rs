@@ -1,0 +1,133 @@
+//! `loadgen`: a load generator for trading-monitor. It signs its own JWTs with the server's HS256 secret, keeps
+//! a fixed number of concurrent callers busy for a fixed time, and prints throughput, latency percentiles and
+//! errors by gRPC code (and, for reads, the cache hit rate and PostgreSQL loads from the server's `/metrics`).
+//! See BENCHMARKS.md and scripts/bench-*.sh for the commands and recorded results.
+
+mod echo;
+mod ingest;
+mod reads;
+mod report;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+use tonic::transport::{Channel, Endpoint};
+
+/// Load generator for trading-monitor.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Server address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// HS256 secret of the server (to sign tokens).
+    #[arg(long, env = "TM_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: SecretString,
+    /// How long to run.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    duration: Duration,
+    /// Concurrent callers (streams) [default: 8 for ingest, 100 for mix].
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// HTTP/2 connections the callers share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// SubmitBrokerSync: each call is one user's full sync with N matched broker/platform position pairs.
+    Ingest {
+        /// Distinct users synced round-robin (each caller owns its own users, so one user is never synced
+        /// concurrently, as with a real sync worker).
+        #[arg(long, default_value_t = 400)]
+        users: usize,
+        /// Positions per sync.
+        #[arg(long, default_value_t = 20)]
+        positions: usize,
+    },
+    /// Load demo-like data for the read benchmark's users (one sync each, plus FX quotes).
+    Seed {
+        /// Users to create.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+    },
+    /// The prototype's read mix 5:3:2 (GetReconciliationStatus : ListOpenPositions : GetGuardStatus).
+    Mix {
+        /// Users to spread reads over (must have been seeded).
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// The server's metrics address (host:port) for cache hit rate and PostgreSQL loads.
+        #[arg(long)]
+        metrics: Option<String>,
+        /// Name printed with the results.
+        #[arg(long, default_value = "mix")]
+        label: String,
+    },
+    /// N concurrent requests for one cold key; prints the PostgreSQL loads they caused.
+    Stampede {
+        /// Users that were seeded (user 0 is used).
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Concurrent requests.
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// The server's metrics address (host:port).
+        #[arg(long)]
+        metrics: String,
+    },
+    /// Serve the baseline: the same services with canned responses captured from --target.
+    EchoServer {
+        /// Address to serve on.
+        #[arg(long, default_value = "127.0.0.1:50092")]
+        listen: SocketAddr,
+        /// Users that were seeded (user 0's responses are captured).
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+    },
+}
+
+async fn channels(target: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let channel = Endpoint::from_shared(target.to_owned())?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {target}"))?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.connections > 0, "--connections must be positive");
+    let channels = channels(&args.target, args.connections).await?;
+    match &args.mode {
+        Mode::Ingest { users, positions } => {
+            let concurrency = args.concurrency.unwrap_or(8).max(1);
+            anyhow::ensure!(*users >= concurrency, "--users must be at least --concurrency");
+            ingest::run(&args.jwt_secret, &channels, args.duration, concurrency, *users, *positions).await
+        }
+        Mode::Seed { users } => reads::seed(channels[0].clone(), &args.jwt_secret, *users).await,
+        Mode::Mix { users, metrics, label } => {
+            let users = reads::users(*users, &args.jwt_secret)?;
+            let concurrency = args.concurrency.unwrap_or(100).max(1);
+            reads::mix(label, &channels, &users, args.duration, concurrency, metrics.as_deref()).await
+        }
+        Mode::Stampede { users, requests, metrics } => {
+            let users = reads::users(*users, &args.jwt_secret)?;
+            reads::stampede(&channels, &users, *requests, metrics).await
+        }
+        Mode::EchoServer { listen, users } => {
+            let users = reads::users((*users).max(1), &args.jwt_secret)?;
+            echo::serve(*listen, channels[0].clone(), &users).await
+        }
+    }
+}

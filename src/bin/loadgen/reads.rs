@@ -1,0 +1,299 @@
+//! The read benchmark: seeding demo-like users, the prototype's 5:3:2 read mix over many concurrent streams,
+//! and the cold-key stampede. Cache effectiveness comes from the server's `/metrics` (scraped before/after).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use secrecy::SecretString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
+use trading_monitor::auth::{TokenSpec, mint_hs256};
+use trading_monitor::pb;
+use trading_monitor::pb::guards_service_client::GuardsServiceClient;
+use trading_monitor::pb::positions_service_client::PositionsServiceClient;
+use trading_monitor::pb::reconciliation_service_client::ReconciliationServiceClient;
+use uuid::Uuid;
+
+use crate::report::{Tally, report};
+
+/// The benchmark's users: deterministic ids (so `seed` and `mix` agree across runs) and their own tokens.
+pub struct Users {
+    pub ids: Vec<Uuid>,
+    pub auth: Vec<MetadataValue<Ascii>>,
+}
+
+/// The `i`-th benchmark user.
+pub fn user_id(i: usize) -> Uuid {
+    Uuid::from_u128(0xbe0c_0000_0000_4000_8000_0000_0000_0000 + i as u128)
+}
+
+/// Ids and tokens (no scopes: each reads its own data) of `n` users.
+pub fn users(n: usize, secret: &SecretString) -> anyhow::Result<Users> {
+    let mut ids = Vec::with_capacity(n);
+    let mut auth = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = user_id(i);
+        let spec = TokenSpec { user_id: id, scopes: &[], ttl: Duration::from_secs(7200), issuer: None, audience: None };
+        auth.push(format!("Bearer {}", mint_hs256(secret, &spec)?).parse()?);
+        ids.push(id);
+    }
+    Ok(Users { ids, auth })
+}
+
+fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(pb::timestamp(t))
+}
+
+/// One demo-like sync for user `i`: five positions in XAUUSD/EURUSD/BTCUSD/GBPUSD/USDJPY matched with the
+/// platform except one entry slippage every seventh user, in a GBP or USD account.
+fn seed_sync(i: usize) -> pb::SubmitBrokerSyncRequest {
+    let now = Utc::now();
+    let legs = [
+        ("XAUUSD", "2350.00", "2362.40"),
+        ("EURUSD", "1.08500", "1.08320"),
+        ("BTCUSD", "65000.00", "67950.00"),
+        ("GBPUSD", "1.26200", "1.26500"),
+        ("USDJPY", "151.800", "151.230"),
+    ];
+    let mut broker = Vec::new();
+    let mut platform = Vec::new();
+    for (n, (symbol, open, current)) in legs.iter().enumerate() {
+        let side = if n % 2 == 0 { pb::Side::Buy } else { pb::Side::Sell };
+        broker.push(pb::BrokerPosition {
+            position_identifier: format!("{}", 10 * i + n),
+            ticket: format!("{}", 90_000 + 10 * i + n),
+            symbol: (*symbol).into(),
+            side: side.into(),
+            volume: "0.10".into(),
+            open_price: (*open).into(),
+            current_price: (*current).into(),
+            profit: if n == 2 { String::new() } else { "12.30".into() },
+            swap: "-0.40".into(),
+            commission: "-1.00".into(),
+            open_time: ts(now - chrono::Duration::hours(3)),
+            ..Default::default()
+        });
+        let entry = if n == 0 && i.is_multiple_of(7) { "2348.00" } else { open };
+        platform.push(pb::PlatformPosition {
+            platform_trade_id: format!("T-{i}-{n}"),
+            symbol: (*symbol).into(),
+            side: side.into(),
+            volume: "0.10".into(),
+            entry_price: entry.into(),
+            position_identifier: format!("{}", 10 * i + n),
+            ..Default::default()
+        });
+    }
+    pb::SubmitBrokerSyncRequest {
+        request_id: Uuid::new_v4().to_string(),
+        user_id: user_id(i).to_string(),
+        started_time: ts(now - chrono::Duration::milliseconds(500)),
+        finished_time: ts(now),
+        result: Some(pb::submit_broker_sync_request::Result::Snapshot(pb::SyncSnapshot {
+            account: Some(pb::AccountSnapshot {
+                balance: "10000.00".into(),
+                equity: "9650.00".into(),
+                margin: "800.00".into(),
+                currency: if i.is_multiple_of(2) { "GBP" } else { "USD" }.into(),
+                broker_time: ts(now),
+            }),
+            broker_positions: broker,
+            platform_positions: platform,
+        })),
+    }
+}
+
+/// Submits one sync per user (8 at a time) and the quotes P&L conversion needs.
+pub async fn seed(channel: Channel, secret: &SecretString, n: usize) -> anyhow::Result<()> {
+    let scopes = vec!["trading:sync:write".to_owned()];
+    let spec = TokenSpec {
+        user_id: Uuid::new_v4(),
+        scopes: &scopes,
+        ttl: Duration::from_secs(3600),
+        issuer: None,
+        audience: None,
+    };
+    let auth: MetadataValue<Ascii> = format!("Bearer {}", mint_hs256(secret, &spec)?).parse()?;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let mut client = ReconciliationServiceClient::new(channel.clone());
+        let auth = auth.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (worker..n).step_by(8) {
+                let mut request = tonic::Request::new(seed_sync(i));
+                request.metadata_mut().insert("authorization", auth.clone());
+                client.submit_broker_sync(request).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let quote = |symbol: &str, bid: &str, ask: &str| pb::Quote {
+        symbol: symbol.into(),
+        bid: bid.into(),
+        ask: ask.into(),
+        quote_time: ts(Utc::now()),
+    };
+    let mut request = tonic::Request::new(pb::SubmitQuotesRequest {
+        quotes: vec![quote("GBPUSD", "1.26500", "1.26520"), quote("USDJPY", "151.200", "151.230")],
+        candle_closes: vec![],
+    });
+    request.metadata_mut().insert("authorization", auth);
+    GuardsServiceClient::new(channel).submit_quotes(request).await?;
+    println!("seeded {n} users in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// A small xorshift generator: the mix needs cheap, reproducible choices, not cryptographic randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// The cache counters, summed over RPCs, from a Prometheus text page.
+pub async fn scrape(address: &str) -> anyhow::Result<HashMap<String, f64>> {
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream
+        .write_all(format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    let mut totals = HashMap::new();
+    for line in body.lines().filter(|l| l.starts_with("trading_monitor_")) {
+        let (name, value) = line.rsplit_once(' ').unwrap_or((line, "0"));
+        let name = name.split('{').next().unwrap_or(name).to_owned();
+        *totals.entry(name).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+    }
+    Ok(totals)
+}
+
+fn delta(after: &HashMap<String, f64>, before: &HashMap<String, f64>, name: &str) -> f64 {
+    after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
+}
+
+/// Runs the 5:3:2 mix (GetReconciliationStatus : ListOpenPositions : GetGuardStatus) for `duration` with
+/// `concurrency` callers spread over `channels`, each request for a random user with that user's token.
+pub async fn mix(
+    label: &str,
+    channels: &[Channel],
+    users: &Users,
+    duration: Duration,
+    concurrency: usize,
+    metrics: Option<&str>,
+) -> anyhow::Result<()> {
+    let before = match metrics {
+        Some(address) => Some(scrape(address).await?),
+        None => None,
+    };
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..concurrency {
+        let channel = channels[caller % channels.len()].clone();
+        let (ids, auth) = (users.ids.clone(), users.auth.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut recon = ReconciliationServiceClient::new(channel.clone());
+            let mut positions = PositionsServiceClient::new(channel.clone());
+            let mut guards = GuardsServiceClient::new(channel);
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (caller as u64 + 1));
+            let mut tally = Tally::default();
+            while Instant::now() < deadline {
+                let u = (rng.next() % ids.len() as u64) as usize;
+                let op = rng.next() % 10;
+                let sent = Instant::now();
+                let result = if op < 5 {
+                    let mut r = tonic::Request::new(pb::GetReconciliationStatusRequest::default());
+                    r.metadata_mut().insert("authorization", auth[u].clone());
+                    recon.get_reconciliation_status(r).await.map(|_| ())
+                } else if op < 8 {
+                    let mut r = tonic::Request::new(pb::ListOpenPositionsRequest::default());
+                    r.metadata_mut().insert("authorization", auth[u].clone());
+                    positions.list_open_positions(r).await.map(|_| ())
+                } else {
+                    let mut r = tonic::Request::new(pb::GetGuardStatusRequest::default());
+                    r.metadata_mut().insert("authorization", auth[u].clone());
+                    guards.get_guard_status(r).await.map(|_| ())
+                };
+                match result {
+                    Ok(()) => tally.latencies.push(sent.elapsed()),
+                    Err(status) => *tally.errors.entry(format!("{:?}", status.code())).or_default() += 1,
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::default();
+    for task in tasks {
+        total.merge(task.await?);
+    }
+    let elapsed = started.elapsed();
+    report(&format!("{label} (5:3:2 mix, {concurrency} streams, {} users)", users.ids.len()), total, elapsed);
+    if let (Some(address), Some(before)) = (metrics, before) {
+        let after = scrape(address).await?;
+        let hits = delta(&after, &before, "trading_monitor_cache_hits_total");
+        let served = hits
+            + delta(&after, &before, "trading_monitor_cache_misses_total")
+            + delta(&after, &before, "trading_monitor_cache_stale_total")
+            + delta(&after, &before, "trading_monitor_cache_bypass_total");
+        let pg = delta(&after, &before, "trading_monitor_pg_queries_total");
+        let distinct = 3 * users.ids.len();
+        println!(
+            "  cache       hit rate {:.1} %  ({} hits, {} L1)  redis errors {}",
+            if served > 0.0 { 100.0 * hits / served } else { 0.0 },
+            hits,
+            delta(&after, &before, "trading_monitor_cache_l1_hits_total"),
+            delta(&after, &before, "trading_monitor_cache_redis_errors_total"),
+        );
+        println!(
+            "  postgres    {pg} loads; bound for {distinct} distinct keys over {:.0} s: {:.0}",
+            elapsed.as_secs_f64(),
+            distinct as f64 * (elapsed.as_secs_f64() / 5.0).ceil() + distinct as f64
+        );
+    }
+    Ok(())
+}
+
+/// Fires `n` concurrent requests for one cold key (user 0's status with an unused `recent_events_limit`) and
+/// prints how many PostgreSQL loads they caused.
+pub async fn stampede(channels: &[Channel], users: &Users, n: usize, metrics: &str) -> anyhow::Result<()> {
+    let before = scrape(metrics).await?;
+    let limit = 1 + (Uuid::new_v4().as_u128() % 99) as i32;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut client = ReconciliationServiceClient::new(channels[i % channels.len()].clone());
+        let auth = users.auth[0].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut r = tonic::Request::new(pb::GetReconciliationStatusRequest {
+                user_id: String::new(),
+                recent_events_limit: limit,
+            });
+            r.metadata_mut().insert("authorization", auth);
+            client.get_reconciliation_status(r).await.map(|_| ())
+        }));
+    }
+    let mut failed = 0;
+    for task in tasks {
+        if task.await?.is_err() {
+            failed += 1;
+        }
+    }
+    let after = scrape(metrics).await?;
+    println!(
+        "stampede: {n} concurrent requests for one cold key in {:.1} ms: {failed} failed, {} PostgreSQL loads",
+        started.elapsed().as_secs_f64() * 1000.0,
+        delta(&after, &before, "trading_monitor_pg_queries_total")
+    );
+    Ok(())
+}
