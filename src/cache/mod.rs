@@ -338,10 +338,15 @@ impl Cache {
             freshness
         } else {
             // Served by another caller's load: no query of its own.
-            metrics.record(rpc, Event::Hit);
             match freshness {
-                Freshness::Stale => Freshness::Stale,
-                Freshness::Hit | Freshness::Miss | Freshness::Bypass => Freshness::Hit,
+                Freshness::Stale => {
+                    metrics.record(rpc, Event::Stale);
+                    Freshness::Stale
+                }
+                Freshness::Hit | Freshness::Miss | Freshness::Bypass => {
+                    metrics.record(rpc, Event::Hit);
+                    Freshness::Hit
+                }
             }
         };
         decode(&payload).map(|m| (m, freshness))
