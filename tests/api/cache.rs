@@ -1,1 +1,604 @@
 //! The Redis cache: hits, invalidation, single flight, L1, faults of Redis and PostgreSQL.
+
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{AbortHandle, JoinHandle};
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use trading_monitor::cache::Rpc;
+use trading_monitor::pb;
+use trading_monitor::pb::Side::Buy;
+use trading_monitor::pb::reconciliation_service_client::ReconciliationServiceClient;
+use trading_monitor::server::Application;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// The `x-cache` value of a response.
+fn x_cache<T>(response: &tonic::Response<T>) -> String {
+    response.metadata().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+fn pg(app: &TestApp, rpc: Rpc) -> u64 {
+    app.cache.metrics().snapshot(rpc).pg_queries
+}
+
+async fn status(app: &TestApp, user: Uuid) -> (String, pb::GetReconciliationStatusResponse) {
+    let request = pb::GetReconciliationStatusRequest { user_id: String::new(), recent_events_limit: 10 };
+    let response = app.recon().get_reconciliation_status(authed(request, &token(user, &[]))).await.unwrap();
+    (x_cache(&response), response.into_inner())
+}
+
+async fn positions(
+    app: &TestApp,
+    user: Uuid,
+    symbol: &str,
+) -> Result<(String, pb::ListOpenPositionsResponse), tonic::Status> {
+    let request = pb::ListOpenPositionsRequest { symbol: symbol.into(), ..Default::default() };
+    let response = app.positions().list_open_positions(authed(request, &token(user, &[]))).await?;
+    Ok((x_cache(&response), response.into_inner()))
+}
+
+/// Calls one cached RPC for `user` (GetPosition reads `position_id`) and returns its `x-cache` value.
+async fn read(app: &TestApp, rpc: Rpc, user: Uuid, position_id: &str) -> Result<String, tonic::Status> {
+    let me = token(user, &[]);
+    let (mut recon, mut positions, mut guards) = (app.recon(), app.positions(), app.guards());
+    Ok(match rpc {
+        Rpc::GetReconciliationStatus => {
+            let request = pb::GetReconciliationStatusRequest::default();
+            x_cache(&recon.get_reconciliation_status(authed(request, &me)).await?)
+        }
+        Rpc::ListOpenPositions => {
+            x_cache(&positions.list_open_positions(authed(pb::ListOpenPositionsRequest::default(), &me)).await?)
+        }
+        Rpc::GetPosition => {
+            let request = pb::GetPositionRequest { position_id: position_id.into(), user_id: String::new() };
+            x_cache(&positions.get_position(authed(request, &me)).await?)
+        }
+        Rpc::GetGuardStatus => {
+            x_cache(&guards.get_guard_status(authed(pb::GetGuardStatusRequest::default(), &me)).await?)
+        }
+        Rpc::GetDrawdownStatus => {
+            x_cache(&guards.get_drawdown_status(authed(pb::GetDrawdownStatusRequest::default(), &me)).await?)
+        }
+        Rpc::ListMarketAlerts => {
+            x_cache(&guards.list_market_alerts(authed(pb::ListMarketAlertsRequest::default(), &me)).await?)
+        }
+    })
+}
+
+/// Reads the status until it is a miss (Redis answered and was populated), waiting out L1 between tries.
+async fn until_miss(app: &TestApp, user: Uuid, within: Duration) -> pb::GetReconciliationStatusResponse {
+    let deadline = Instant::now() + within;
+    loop {
+        let (cache, body) = status(app, user).await;
+        if cache == "miss" {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no miss within {within:?}: Redis is not used (last x-cache {cache})");
+        tokio::time::sleep(ms(150)).await;
+    }
+}
+
+fn gold() -> pb::BrokerPosition {
+    broker("1", "XAUUSD", Buy, "0.5", "2350.00", "2360.50")
+}
+
+/// A `redis-server` of this test's own on a free port, killed when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    async fn start(port: Option<u16>) -> RedisServer {
+        let port =
+            port.unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+        let args = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let child = Command::new("redis-server")
+            .args(args)
+            .args(["--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let server = RedisServer { child, port };
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return server;
+            }
+            tokio::time::sleep(ms(20)).await;
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends a signal (`-STOP` freezes it: connections stay open, nothing answers; `-CONT` resumes it).
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP proxy to PostgreSQL that can be cut: live connections are aborted and new ones refused.
+struct PgProxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: JoinHandle<()>,
+}
+
+impl PgProxy {
+    async fn start(host: String, port: u16) -> PgProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(Mutex::new(Vec::<AbortHandle>::new()));
+        let (flag, live) = (cut.clone(), connections.clone());
+        let proxy_port = listener.local_addr().unwrap().port();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let host = host.clone();
+                let mut live = live.lock().unwrap();
+                if flag.load(Ordering::SeqCst) {
+                    continue; // dropping `inbound` closes it
+                }
+                live.push(
+                    tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect((host.as_str(), port)).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    })
+                    .abort_handle(),
+                );
+            }
+        });
+        PgProxy { port: proxy_port, cut, connections, accept }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.connections.lock().unwrap().drain(..).for_each(|c| c.abort());
+        self.accept.abort(); // drops the listener: new connections are refused
+    }
+}
+
+impl Drop for PgProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+#[tokio::test]
+async fn a_second_read_is_a_hit_with_the_data_time_of_the_first() {
+    let app = spawn_app().await;
+    let user = Uuid::new_v4();
+    app.submit(sync(user, "10000", vec![gold()], vec![])).await.unwrap();
+
+    let (first, miss) = status(&app, user).await;
+    assert_eq!((first.as_str(), pg(&app, Rpc::GetReconciliationStatus)), ("miss", 1));
+    let (second, hit) = status(&app, user).await;
+
+    assert_eq!((second.as_str(), pg(&app, Rpc::GetReconciliationStatus)), ("hit", 1));
+    assert_eq!(hit.as_of, miss.as_of, "as_of is when the data was read, not when the hit was served");
+    assert_eq!(hit, miss);
+}
+
+#[tokio::test]
+async fn an_acknowledged_sync_invalidates_the_status_and_the_positions_of_its_user() {
+    let app = spawn_app().await;
+    let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
+    app.submit(sync(user, "10000", vec![gold()], vec![])).await.unwrap();
+    app.submit(sync(other, "10000", vec![], vec![])).await.unwrap();
+    assert_eq!(status(&app, user).await.0, "miss");
+    assert_eq!(status(&app, other).await.0, "miss");
+    assert_eq!(positions(&app, user, "").await.unwrap().0, "miss");
+    let (hit, warm) = status(&app, user).await;
+    assert_eq!((hit.as_str(), warm.total_syncs), ("hit", 1));
+    let (hit, list) = positions(&app, user, "").await.unwrap();
+    assert_eq!((hit.as_str(), list.positions.len()), ("hit", 1));
+
+    let second = broker("2", "EURUSD", Buy, "1", "1.1", "1.1");
+    app.submit(sync(user, "10000", vec![gold(), second], vec![])).await.unwrap();
+
+    let (cache, after) = status(&app, user).await;
+    assert_eq!((cache.as_str(), after.total_syncs, after.open_positions_count), ("miss", 2, 2));
+    let (cache, list) = positions(&app, user, "").await.unwrap();
+    assert_eq!((cache.as_str(), list.positions.len()), ("miss", 2));
+    assert_eq!(status(&app, other).await.0, "hit", "another user's entries are untouched");
+}
+
+#[tokio::test]
+async fn a_quote_of_a_conversion_pair_revalues_a_cached_account_that_does_not_hold_it() {
+    let app = spawn_app().await;
+    let user = Uuid::new_v4();
+    app.submit(sync(user, "10000", vec![gold()], vec![])).await.unwrap();
+    let (cache, list) = positions(&app, user, "").await.unwrap();
+    assert_eq!((cache.as_str(), list.positions[0].pnl_source()), ("miss", pb::PnlSource::Unavailable));
+    assert_eq!(positions(&app, user, "").await.unwrap().0, "hit");
+
+    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("GBPUSD", "1.25", "1.25")], ..Default::default() })
+        .await
+        .unwrap();
+
+    let (cache, list) = positions(&app, user, "").await.unwrap();
+    let p = &list.positions[0];
+    assert_eq!(cache, "miss");
+    // 10.50 x 0.5 lots x 100 oz = 525 USD = 420 GBP at 1.25.
+    assert_eq!((p.unrealized_pnl.as_str(), p.pnl_source()), ("420.00", pb::PnlSource::Computed));
+    assert_eq!(positions(&app, user, "").await.unwrap().0, "hit");
+
+    // A holder of the quoted symbol sees the new price.
+    let moved = vec![quote("XAUUSD", "2370.00", "2370.50")];
+    app.quote(pb::SubmitQuotesRequest { quotes: moved, ..Default::default() }).await.unwrap();
+    let (cache, list) = positions(&app, user, "").await.unwrap();
+    let p = &list.positions[0];
+    assert_eq!((cache.as_str(), p.current_price.as_str(), p.unrealized_pnl.as_str()), ("miss", "2370.00", "800.00"));
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_reads_of_a_cold_key_query_postgres_once() {
+    let app = spawn_app_with(|args| args.cache.cache_l1_ttl = ms(50)).await;
+    let user = Uuid::new_v4();
+    app.submit(sync(user, "10000", vec![gold()], vec![])).await.unwrap();
+    let before = pg(&app, Rpc::GetGuardStatus);
+
+    let me = token(user, &[]);
+    let calls = (0..200).map(|_| {
+        let (mut client, me) = (app.guards(), me.clone());
+        tokio::spawn(async move {
+            let response = client.get_guard_status(authed(pb::GetGuardStatusRequest::default(), &me)).await.unwrap();
+            x_cache(&response)
+        })
+    });
+    let results: Vec<String> = futures::future::join_all(calls).await.into_iter().map(Result::unwrap).collect();
+
+    assert_eq!(pg(&app, Rpc::GetGuardStatus) - before, 1);
+    assert_eq!(results.iter().filter(|c| *c == "miss").count(), 1);
+    assert_eq!(results.iter().filter(|c| *c == "hit").count(), 199);
+}
+
+#[tokio::test]
+async fn after_the_l1_ttl_a_read_is_served_from_redis() {
+    let app =
+        spawn_app_with(|args| (args.cache.cache_ttl, args.cache.cache_l1_ttl) = (Duration::from_secs(60), ms(200)))
+            .await;
+    let user = Uuid::new_v4();
+    let metrics = || app.cache.metrics().snapshot(Rpc::GetReconciliationStatus);
+
+    assert_eq!(status(&app, user).await.0, "miss");
+    assert_eq!(status(&app, user).await.0, "hit");
+    let l1 = metrics();
+    assert_eq!((l1.hits, l1.l1_hits), (1, 1));
+    tokio::time::sleep(ms(300)).await;
+    assert_eq!(status(&app, user).await.0, "hit");
+
+    let redis = metrics();
+    assert_eq!((redis.hits, redis.l1_hits, redis.pg_queries), (2, 1, 1), "the second hit came from Redis");
+}
+
+#[tokio::test]
+async fn after_the_ttl_a_read_goes_to_postgres_again() {
+    let app = spawn_app_with(|args| {
+        args.cache.cache_ttl = ms(300);
+        args.cache.cache_ttl_jitter_pct = 0;
+        args.cache.cache_l1_ttl = ms(300);
+    })
+    .await;
+    let user = Uuid::new_v4();
+
+    assert_eq!(status(&app, user).await.0, "miss");
+    assert_eq!(status(&app, user).await.0, "hit");
+    tokio::time::sleep(ms(600)).await;
+
+    assert_eq!(status(&app, user).await.0, "miss");
+    assert_eq!(pg(&app, Rpc::GetReconciliationStatus), 2);
+}
+
+#[tokio::test]
+#[ignore = "bug: an L1 entry filled from a Redis hit lives a full cache_l1_ttl past the value's fresh_until"]
+async fn an_l1_entry_filled_from_redis_is_not_served_past_the_ttl() {
+    let app = spawn_app_with(|args| {
+        args.cache.cache_ttl = ms(400);
+        args.cache.cache_ttl_jitter_pct = 0;
+        args.cache.cache_l1_ttl = ms(250);
+    })
+    .await;
+    let user = Uuid::new_v4();
+    assert_eq!(status(&app, user).await.0, "miss"); // fresh until t+400 ms
+    tokio::time::sleep(ms(300)).await; // L1 expired, Redis still fresh
+    assert_eq!(status(&app, user).await.0, "hit"); // from Redis, re-entering L1 for 250 ms
+    tokio::time::sleep(ms(200)).await; // t+500 ms: 100 ms past the TTL
+
+    assert_eq!(status(&app, user).await.0, "miss", "a response older than cache_ttl is not a hit");
+}
+
+#[tokio::test]
+#[ignore = "bug: cache_l1_ttl is not capped at cache_ttl, so L1 serves hits older than the TTL"]
+async fn an_l1_ttl_longer_than_the_ttl_does_not_extend_freshness() {
+    // Defaults: cache_l1_ttl 500 ms.
+    let app = spawn_app_with(|args| (args.cache.cache_ttl, args.cache.cache_ttl_jitter_pct) = (ms(200), 0)).await;
+    let user = Uuid::new_v4();
+    assert_eq!(status(&app, user).await.0, "miss");
+    tokio::time::sleep(ms(350)).await;
+
+    assert_eq!(status(&app, user).await.0, "miss", "a response older than cache_ttl is not a hit");
+}
+
+#[tokio::test]
+async fn with_the_cache_disabled_every_read_bypasses_it_and_queries_postgres() {
+    let app = spawn_app_with(|args| args.cache.cache_disabled = true).await;
+    let user = Uuid::new_v4();
+    for n in 1..=3 {
+        assert_eq!(status(&app, user).await.0, "bypass");
+        assert_eq!(positions(&app, user, "").await.unwrap().0, "bypass");
+        assert_eq!((pg(&app, Rpc::GetReconciliationStatus), pg(&app, Rpc::ListOpenPositions)), (n, n));
+    }
+    let total = app.cache.metrics().total();
+    assert_eq!((total.bypass, total.hits, total.misses, total.redis_errors), (6, 0, 0, 0));
+}
+
+async fn health(channel: &Channel, service: &str) -> ServingStatus {
+    let response = HealthClient::new(channel.clone()).check(HealthCheckRequest { service: service.into() }).await;
+    response.unwrap().into_inner().status()
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_every_cached_read_succeeds_fast_from_postgres() {
+    let app = spawn_app_with(|args| args.cache.redis_url = "redis://127.0.0.1:1".into()).await;
+    // The holder's sync could not be invalidated in Redis, so this replica no longer trusts (or tries) Redis for
+    // them; the stranger's reads do try Redis, fail, and open the breaker.
+    let (holder, stranger) = (Uuid::new_v4(), Uuid::new_v4());
+    app.submit(sync(holder, "10000", vec![gold()], vec![])).await.unwrap();
+    let request = pb::ListOpenPositionsRequest::default();
+    let list = app.positions().list_open_positions(authed(request, &token(holder, &[]))).await.unwrap();
+    let position_id = list.into_inner().positions[0].position_id.clone();
+    let reads: Vec<(Uuid, Rpc)> = Rpc::ALL
+        .into_iter()
+        .map(|rpc| (holder, rpc))
+        .chain(Rpc::ALL.into_iter().filter(|r| *r != Rpc::GetPosition).map(|rpc| (stranger, rpc)))
+        .collect();
+
+    // Three rounds spanning the breaker's cooldown (1 s): the probe fails too, and nothing slows down.
+    for round in 0..3 {
+        tokio::time::sleep(ms(600)).await; // past the L1 TTL (500 ms)
+        for (user, rpc) in &reads {
+            for call in 0..2 {
+                let started = Instant::now();
+                let cache = read(&app, *rpc, *user, &position_id).await.unwrap();
+                let took = started.elapsed();
+                assert!(took < ms(500), "{rpc:?} round {round} took {took:?}");
+                // The first read loads from PostgreSQL; the repeat is served by this replica's L1.
+                assert_eq!(cache, if call == 0 { "bypass" } else { "hit" }, "{rpc:?} round {round} call {call}");
+            }
+        }
+    }
+
+    for rpc in Rpc::ALL {
+        let s = app.cache.metrics().snapshot(rpc);
+        assert_eq!((s.misses, s.bypass, s.hits), (0, s.pg_queries, s.l1_hits), "{rpc:?}: {s:?}");
+    }
+    let total = app.cache.metrics().total();
+    assert_eq!((total.bypass, total.l1_hits), (3 * 11 + 1, 3 * 11), "{total:?}");
+    assert!(total.redis_errors >= 2, "{total:?}");
+    assert!(!app.cache.redis_healthy(), "the breaker is open");
+    for service in ["trading.v1.ReconciliationService", "trading.v1.PositionsService", "trading.v1.GuardsService"] {
+        assert_eq!(health(&app.channel, service).await, ServingStatus::Serving, "{service}");
+    }
+}
+
+#[tokio::test]
+async fn when_redis_dies_reads_keep_working_and_hits_resume_after_it_returns() {
+    let mut redis = RedisServer::start(None).await;
+    let app = spawn_app_with(|args| {
+        args.cache.redis_url = redis.url();
+        args.cache.cache_ttl = Duration::from_secs(60);
+        args.cache.cache_l1_ttl = ms(100);
+        args.cache.redis_breaker_cooldown = ms(200);
+    })
+    .await;
+    let user = Uuid::new_v4();
+    let warm = until_miss(&app, user, Duration::from_secs(5)).await;
+    assert_eq!(status(&app, user).await.0, "hit");
+
+    redis.kill();
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let (cache, body) = status(&app, user).await;
+        assert!(started.elapsed() < ms(500), "{:?}", started.elapsed());
+        assert_eq!(body.total_syncs, warm.total_syncs);
+        seen.push(cache);
+        tokio::time::sleep(ms(100)).await;
+    }
+    assert!(seen.iter().all(|c| c == "bypass" || c == "hit"), "{seen:?}");
+    assert!(seen.iter().any(|c| c == "bypass"), "{seen:?}");
+
+    let port = redis.port;
+    let _redis = RedisServer::start(Some(port)).await;
+    until_miss(&app, user, Duration::from_secs(10)).await;
+    let before = app.cache.metrics().snapshot(Rpc::GetReconciliationStatus);
+    tokio::time::sleep(ms(150)).await; // past L1: the next hit must come from Redis
+    assert_eq!(status(&app, user).await.0, "hit");
+    let after = app.cache.metrics().snapshot(Rpc::GetReconciliationStatus);
+    assert_eq!((after.hits - before.hits, after.l1_hits - before.l1_hits), (1, 0));
+    assert!(app.cache.redis_healthy());
+}
+
+#[tokio::test]
+#[ignore = "bug: a breaker probe whose caller is cancelled leaves the breaker half-open forever: Redis is never used again"]
+async fn a_cancelled_breaker_probe_does_not_disable_redis_for_good() {
+    let redis = RedisServer::start(None).await;
+    let app = spawn_app_with(|args| {
+        args.cache.redis_url = redis.url();
+        args.cache.cache_l1_ttl = ms(50);
+        args.cache.redis_timeout = Duration::from_secs(1);
+        args.cache.redis_breaker_failures = 1;
+        args.cache.redis_breaker_cooldown = ms(200);
+    })
+    .await;
+    let user = Uuid::new_v4();
+    until_miss(&app, user, Duration::from_secs(5)).await;
+
+    redis.signal("-STOP"); // Redis hangs: every call times out after 1 s
+    let request = pb::GetReconciliationStatusRequest { user_id: String::new(), recent_events_limit: 1 };
+    app.recon().get_reconciliation_status(authed(request, &token(user, &[]))).await.unwrap();
+    assert!(!app.cache.redis_healthy(), "a timeout opens the breaker");
+    tokio::time::sleep(ms(300)).await; // past the cooldown: the next read is the probe
+    let request = pb::GetReconciliationStatusRequest { user_id: String::new(), recent_events_limit: 10 };
+    let mut client = app.recon();
+    let probe = client.get_reconciliation_status(authed(request, &token(user, &[])));
+    assert!(tokio::time::timeout(ms(300), probe).await.is_err(), "the caller gives up during the probe");
+    tokio::time::sleep(ms(200)).await; // the server sees the cancellation while Redis still hangs
+    redis.signal("-CONT");
+
+    until_miss(&app, user, Duration::from_secs(5)).await;
+    assert!(app.cache.redis_healthy());
+}
+
+#[tokio::test]
+#[ignore = "bug: a market-generation bump skipped while the breaker is open lets this replica serve pre-quote prices"]
+async fn a_quote_acknowledged_while_the_breaker_is_open_is_never_followed_by_older_prices() {
+    let redis = RedisServer::start(None).await;
+    let app = spawn_app_with(|args| {
+        args.cache.redis_url = redis.url();
+        args.cache.cache_ttl = Duration::from_secs(60);
+        args.cache.cache_l1_ttl = ms(50);
+        args.cache.redis_breaker_cooldown = Duration::from_secs(1);
+    })
+    .await;
+    let user = Uuid::new_v4();
+    app.submit(sync(user, "10000", vec![gold()], vec![])).await.unwrap();
+    until_miss(&app, user, Duration::from_secs(5)).await;
+    let (cache, list) = positions(&app, user, "").await.unwrap();
+    assert_eq!((cache.as_str(), list.total_unrealized_pnl.as_str()), ("miss", ""), "unavailable without GBPUSD");
+
+    redis.signal("-STOP");
+    for symbol in ["XAUUSD", "EURUSD", "BTCUSD"] {
+        positions(&app, user, symbol).await.unwrap(); // three timeouts open the breaker
+    }
+    assert!(!app.cache.redis_healthy());
+    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("GBPUSD", "1.25", "1.25")], ..Default::default() })
+        .await
+        .unwrap();
+    redis.signal("-CONT");
+    tokio::time::sleep(ms(1200)).await; // past the cooldown
+
+    let (cache, list) = positions(&app, user, "").await.unwrap();
+    assert_eq!(list.total_unrealized_pnl, "420.00", "x-cache {cache}: a price older than the acknowledged quote");
+}
+
+/// A server whose PostgreSQL connections go through a proxy that can be cut: TTL 300 ms, L1 100 ms, no jitter,
+/// 500 ms to acquire a connection. A user with one position is synced and their status read once (a miss).
+async fn spawn_behind_proxy() -> (TestApp, PgProxy, Uuid, pb::GetReconciliationStatusResponse) {
+    let database = fresh_database().await;
+    let mut args = serve_args(&database);
+    let direct = PgConnectOptions::from_str(&args.database.database_url).unwrap();
+    let proxy = PgProxy::start(direct.get_host().to_owned(), direct.get_port()).await;
+    let user_name = direct.get_username();
+    args.database.database_url = format!("postgres://{user_name}@127.0.0.1:{}/{database}?sslmode=disable", proxy.port);
+    args.database.db_acquire_timeout = ms(500);
+    (args.cache.cache_ttl, args.cache.cache_ttl_jitter_pct, args.cache.cache_l1_ttl) = (ms(300), 0, ms(100));
+    // The server migrates through the proxy while it builds.
+    let app = spawn_with_args(args, database).await;
+    let user = Uuid::new_v4();
+    app.submit(sync(user, "10000", vec![gold()], vec![])).await.unwrap();
+    let (cache, warm) = status(&app, user).await;
+    assert_eq!(cache, "miss");
+    (app, proxy, user, warm)
+}
+
+#[tokio::test]
+async fn with_postgres_gone_a_warm_key_is_served_stale_and_a_cold_one_is_unavailable() {
+    let (app, proxy, user, warm) = spawn_behind_proxy().await;
+    tokio::time::sleep(ms(500)).await; // past the TTL: no longer fresh
+
+    proxy.cut();
+    let before = app.cache.metrics().snapshot(Rpc::GetReconciliationStatus);
+    let (cache, stale) = status(&app, user).await;
+
+    assert_eq!(cache, "stale");
+    assert_eq!(stale.as_of, warm.as_of, "as_of tells how old the data is");
+    assert_eq!(stale, warm);
+    let after = app.cache.metrics().snapshot(Rpc::GetReconciliationStatus);
+    assert_eq!(after.stale - before.stale, 1);
+    let cold = positions(&app, user, "XAUUSD").await.unwrap_err();
+    assert_eq!(cold.code(), Code::Unavailable, "{cold:?}");
+}
+
+#[tokio::test]
+async fn callers_sharing_a_stale_load_are_all_served_stale_and_counted_stale() {
+    let (app, proxy, user, _) = spawn_behind_proxy().await;
+    tokio::time::sleep(ms(500)).await;
+    proxy.cut();
+    let before = app.cache.metrics().snapshot(Rpc::GetReconciliationStatus);
+
+    let calls = (0..10).map(|_| status(&app, user));
+    let results: Vec<String> = futures::future::join_all(calls).await.into_iter().map(|(cache, _)| cache).collect();
+
+    assert!(results.iter().all(|c| c == "stale"), "{results:?}");
+    let after = app.cache.metrics().snapshot(Rpc::GetReconciliationStatus);
+    assert_eq!((after.stale - before.stale, after.hits - before.hits), (10, 0), "{after:?}");
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_counts_postgres_loads_per_rpc() {
+    let database = fresh_database().await;
+    let mut args = serve_args(&database);
+    args.cache.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let url = args.database.database_url.clone();
+    let app = Application::build(args).await.expect("server builds");
+    let (addr, metrics) = (app.local_addr(), app.metrics_addr().expect("metrics enabled"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    let request = pb::GetReconciliationStatusRequest::default();
+    let me = token(Uuid::new_v4(), &[]);
+    let response = ReconciliationServiceClient::new(channel).get_reconciliation_status(authed(request, &me)).await;
+    assert_eq!(x_cache(&response.unwrap()), "miss");
+
+    let mut stream = TcpStream::connect(metrics).await.unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    let mut admin = PgConnectOptions::from_str(&url).unwrap().database("postgres").connect().await.unwrap();
+    let drop = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("trading_monitor_pg_queries_total{rpc=\"GetReconciliationStatus\"} 1\n"), "{body}");
+    assert!(body.contains("trading_monitor_cache_misses_total{rpc=\"GetReconciliationStatus\"} 1\n"), "{body}");
+    assert!(body.contains("trading_monitor_pg_queries_total{rpc=\"ListOpenPositions\"} 0\n"), "{body}");
+}
