@@ -257,7 +257,8 @@ impl CacheArgs {
             ttl: self.cache_ttl,
             ttl_jitter: f64::from(self.cache_ttl_jitter_pct.min(100)) / 100.0,
             stale_max_age: self.cache_stale_max_age.max(self.cache_ttl),
-            l1_ttl: self.cache_l1_ttl,
+            // L1 must never make a response outlive its freshness.
+            l1_ttl: self.cache_l1_ttl.min(self.cache_ttl),
             l1_capacity: self.cache_l1_capacity,
             redis_timeout: self.redis_timeout,
             breaker_failures: self.redis_breaker_failures,

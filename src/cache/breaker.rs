@@ -9,9 +9,16 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen,
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe is out; if it never reports back (its request was cancelled), another may go after `until`.
+    HalfOpen {
+        until: Instant,
+    },
 }
 
 /// What happened to the breaker on a success, so the caller can react to a recovery.
@@ -47,11 +54,11 @@ impl Breaker {
         let mut state = self.lock();
         match *state {
             State::Closed { .. } => true,
-            State::Open { until } if Instant::now() >= until => {
-                *state = State::HalfOpen;
+            State::Open { until } | State::HalfOpen { until } if Instant::now() >= until => {
+                *state = State::HalfOpen { until: Instant::now() + self.cooldown };
                 true
             }
-            State::Open { .. } | State::HalfOpen => false,
+            State::Open { .. } | State::HalfOpen { .. } => false,
         }
     }
 
@@ -73,7 +80,7 @@ impl Breaker {
         let mut state = self.lock();
         *state = match *state {
             State::Closed { failures } if failures + 1 < self.threshold => State::Closed { failures: failures + 1 },
-            State::Closed { .. } | State::HalfOpen | State::Open { .. } => {
+            State::Closed { .. } | State::HalfOpen { .. } | State::Open { .. } => {
                 State::Open { until: Instant::now() + self.cooldown }
             }
         };
@@ -97,6 +104,10 @@ mod tests {
         assert!(!b.allow(), "only one probe at a time");
         b.failure();
         assert!(!b.allow(), "a failed probe re-opens");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.allow(), "a probe");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.allow(), "a probe that never reported back does not block further probes");
         std::thread::sleep(Duration::from_millis(40));
         assert!(b.allow());
         assert_eq!(b.success(), Transition::Recovered);

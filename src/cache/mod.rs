@@ -88,6 +88,17 @@ struct Epochs {
 struct L1Entry {
     payload: Vec<u8>,
     epochs: Epochs,
+    /// How long it may stay: the L1 TTL, or less if the value's freshness ends sooner.
+    ttl: Duration,
+}
+
+/// Per-entry L1 expiry: each entry carries its own remaining lifetime.
+struct L1Expiry;
+
+impl moka::Expiry<String, Arc<L1Entry>> for L1Expiry {
+    fn expire_after_create(&self, _: &String, entry: &Arc<L1Entry>, _: std::time::Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
 }
 
 /// A value as stored in Redis: header (user generation, market generation, read time, fresh-until; big-endian
@@ -101,6 +112,9 @@ struct Stored {
 }
 
 const HEADER: usize = 32;
+
+/// How long this replica remembers an invalidation epoch (far longer than any request may run).
+const EPOCH_LIFETIME: Duration = Duration::from_secs(120);
 
 impl Stored {
     fn encode(&self) -> Vec<u8> {
@@ -149,6 +163,8 @@ struct Inner {
     market_epoch: AtomicU64,
     /// Users whose Redis values this replica must not trust (an invalidation failed to reach Redis).
     distrusted: moka::sync::Cache<Uuid, ()>,
+    /// Until when price-dependent Redis values are not trusted (a market invalidation failed to reach Redis).
+    market_distrusted_until: Mutex<Option<std::time::Instant>>,
     flights: Mutex<HashMap<String, Arc<OnceCell<Flight>>>>,
     breaker: Breaker,
     metrics: Metrics,
@@ -180,10 +196,12 @@ impl Cache {
         } else {
             None
         };
-        let l1 =
-            moka::future::Cache::builder().max_capacity(settings.l1_capacity).time_to_live(settings.l1_ttl).build();
+        let l1 = moka::future::Cache::builder().max_capacity(settings.l1_capacity).expire_after(L1Expiry).build();
         let inner = Arc::new(Inner {
-            epochs: moka::sync::Cache::builder().time_to_live(settings.l1_ttl * 4 + Duration::from_secs(1)).build(),
+            // An epoch must outlive every load that started before it was bumped (loads are bounded by the
+            // request timeout); otherwise a slow load could see "no epoch" again and fill L1 with old data.
+            epochs: moka::sync::Cache::builder().time_to_live(EPOCH_LIFETIME.max(settings.l1_ttl * 4)).build(),
+            market_distrusted_until: Mutex::new(None),
             distrusted: moka::sync::Cache::builder().time_to_live(settings.stale_max_age).build(),
             next_epoch: AtomicU64::new(1),
             market_epoch: AtomicU64::new(0),
@@ -361,8 +379,10 @@ impl Cache {
     {
         let metrics = &self.inner.metrics;
         let settings = &self.inner.settings;
-        let usable =
-            self.inner.redis.is_some() && !self.inner.distrusted.contains_key(&user) && self.inner.breaker.allow();
+        let usable = self.inner.redis.is_some()
+            && !self.inner.distrusted.contains_key(&user)
+            && !(rpc.depends_on_market() && self.market_distrusted())
+            && self.inner.breaker.allow();
         let mut generations = None;
         let mut stale = None;
         if usable && let Some(pool) = &self.inner.redis {
@@ -372,7 +392,8 @@ impl Cache {
                 if let Some(s) = stored.filter(|s| s.generation == current && s.market_generation == market) {
                     let now = now_ms();
                     if now < s.fresh_until_ms {
-                        self.inner.l1.insert(key, Arc::new(L1Entry { payload: s.payload.clone(), epochs })).await;
+                        let left = Duration::from_millis(u64::try_from(s.fresh_until_ms - now).unwrap_or(0));
+                        self.fill_l1(user, rpc, key, epochs, s.payload.clone(), left).await;
                         metrics.record(rpc, Event::Hit);
                         return Ok((s.payload, Freshness::Hit));
                     }
@@ -389,7 +410,7 @@ impl Cache {
         match load().await {
             Ok(message) => {
                 let payload = message.encode_to_vec();
-                self.inner.l1.insert(key.clone(), Arc::new(L1Entry { payload: payload.clone(), epochs })).await;
+                self.fill_l1(user, rpc, key.clone(), epochs, payload.clone(), settings.ttl).await;
                 let Some((generation, market_generation)) = generations else {
                     metrics.record(rpc, Event::Bypass);
                     return Ok((payload, Freshness::Bypass));
@@ -420,6 +441,20 @@ impl Cache {
             },
             Err(other) => Err(Arc::new(other)),
         }
+    }
+
+    /// Puts a response in L1 for at most `fresh_for`, unless an invalidation happened since its load started.
+    async fn fill_l1(&self, user: Uuid, rpc: Rpc, key: String, epochs: Epochs, payload: Vec<u8>, fresh_for: Duration) {
+        if self.epochs(user, rpc) != epochs {
+            return;
+        }
+        let ttl = fresh_for.min(self.inner.settings.l1_ttl);
+        self.inner.l1.insert(key, Arc::new(L1Entry { payload, epochs, ttl })).await;
+    }
+
+    fn market_distrusted(&self) -> bool {
+        let until = self.inner.market_distrusted_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        until.is_some_and(|t| std::time::Instant::now() < t)
     }
 
     /// One round trip: the user's generation and the cached value (one slot, so `MGET` is fine on a cluster),
@@ -496,9 +531,14 @@ impl Cache {
             self.redis_call(None, client.incr::<i64, _>(self.market_key())).await.is_some()
         };
         if !reached {
-            // Other replicas' cached prices may stay unrefreshed in Redis until their TTL; nothing more can be
-            // done without Redis. This replica's L1 is already clear.
-            tracing::warn!("could not bump the market generation in redis");
+            // This replica stops trusting price-dependent Redis values for as long as they can live there.
+            // (Other replicas may serve theirs until their TTL: nothing more can be done without Redis.)
+            tracing::warn!(
+                "could not bump the market generation in redis: ignoring cached prices in redis for a while"
+            );
+            let mut until =
+                self.inner.market_distrusted_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *until = Some(std::time::Instant::now() + self.inner.settings.stale_max_age);
         }
     }
 }
