@@ -18,7 +18,9 @@
 //! Redis. A load that raced with a write stores its value under the old generation, where nobody reads it.
 //!
 //! **L1** entries carry this replica's per-user invalidation epoch, so this replica's own invalidations hide
-//! them at once; other replicas' invalidations reach L1 within its short TTL. L1 is cleared when Redis recovers.
+//! them at once; other replicas' invalidations reach L1 within its short TTL. While Redis is unreachable (when
+//! replicas cannot see each other's invalidations at all) L1 keeps responses for the full TTL, so PostgreSQL's
+//! load stays at one query per key per TTL. L1 is cleared when Redis recovers.
 //!
 //! **Faults.** Every Redis call has a short timeout (fred's per-command options plus an outer timeout); a
 //! breaker stops calling Redis while it fails and lets one probe through after a cooldown. Reads then go to
@@ -393,7 +395,7 @@ impl Cache {
                     let now = now_ms();
                     if now < s.fresh_until_ms {
                         let left = Duration::from_millis(u64::try_from(s.fresh_until_ms - now).unwrap_or(0));
-                        self.fill_l1(user, rpc, key, epochs, s.payload.clone(), left).await;
+                        self.fill_l1(user, rpc, key, epochs, s.payload.clone(), left.min(settings.l1_ttl)).await;
                         metrics.record(rpc, Event::Hit);
                         return Ok((s.payload, Freshness::Hit));
                     }
@@ -410,7 +412,11 @@ impl Cache {
         match load().await {
             Ok(message) => {
                 let payload = message.encode_to_vec();
-                self.fill_l1(user, rpc, key.clone(), epochs, payload.clone(), settings.ttl).await;
+                // Without Redis no replica can see another's invalidations anyway, so L1 may keep the response
+                // for the whole TTL (this replica's own writes still clear it at once, and L1 is cleared when
+                // Redis returns); that keeps PostgreSQL's load at one query per key per TTL while Redis is down.
+                let lifetime = if generations.is_some() { settings.l1_ttl } else { settings.ttl };
+                self.fill_l1(user, rpc, key.clone(), epochs, payload.clone(), lifetime).await;
                 let Some((generation, market_generation)) = generations else {
                     metrics.record(rpc, Event::Bypass);
                     return Ok((payload, Freshness::Bypass));
@@ -443,12 +449,11 @@ impl Cache {
         }
     }
 
-    /// Puts a response in L1 for at most `fresh_for`, unless an invalidation happened since its load started.
-    async fn fill_l1(&self, user: Uuid, rpc: Rpc, key: String, epochs: Epochs, payload: Vec<u8>, fresh_for: Duration) {
+    /// Puts a response in L1 for `ttl`, unless an invalidation happened since its load started.
+    async fn fill_l1(&self, user: Uuid, rpc: Rpc, key: String, epochs: Epochs, payload: Vec<u8>, ttl: Duration) {
         if self.epochs(user, rpc) != epochs {
             return;
         }
-        let ttl = fresh_for.min(self.inner.settings.l1_ttl);
         self.inner.l1.insert(key, Arc::new(L1Entry { payload, epochs, ttl })).await;
     }
 

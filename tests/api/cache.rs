@@ -385,17 +385,19 @@ async fn with_redis_unreachable_every_cached_read_succeeds_fast_from_postgres() 
         .chain(Rpc::ALL.into_iter().filter(|r| *r != Rpc::GetPosition).map(|rpc| (stranger, rpc)))
         .collect();
 
-    // Three rounds spanning the breaker's cooldown (1 s): the probe fails too, and nothing slows down.
+    // Three rounds 600 ms apart (past the normal L1 TTL): with Redis down, L1 keeps responses for the whole TTL,
+    // so after each key's first load from PostgreSQL every read is an L1 hit, and nothing slows down.
     for round in 0..3 {
-        tokio::time::sleep(ms(600)).await; // past the L1 TTL (500 ms)
+        tokio::time::sleep(ms(600)).await;
         for (user, rpc) in &reads {
             for call in 0..2 {
                 let started = Instant::now();
                 let cache = read(&app, *rpc, *user, &position_id).await.unwrap();
                 let took = started.elapsed();
-                assert!(took < ms(500), "{rpc:?} round {round} took {took:?}");
-                // The first read loads from PostgreSQL; the repeat is served by this replica's L1.
-                assert_eq!(cache, if call == 0 { "bypass" } else { "hit" }, "{rpc:?} round {round} call {call}");
+                assert!(took < ms(500), "{rpc:?} round {round} call {call} took {took:?}");
+                // The holder's positions were loaded (bypass) before the rounds started.
+                let first_load = round == 0 && call == 0 && !(*user == holder && *rpc == Rpc::ListOpenPositions);
+                assert_eq!(cache, if first_load { "bypass" } else { "hit" }, "{rpc:?} round {round} call {call}");
             }
         }
     }
@@ -405,7 +407,7 @@ async fn with_redis_unreachable_every_cached_read_succeeds_fast_from_postgres() 
         assert_eq!((s.misses, s.bypass, s.hits), (0, s.pg_queries, s.l1_hits), "{rpc:?}: {s:?}");
     }
     let total = app.cache.metrics().total();
-    assert_eq!((total.bypass, total.l1_hits), (3 * 11 + 1, 3 * 11), "{total:?}");
+    assert_eq!((total.bypass, total.l1_hits), (11, 3 * 11 * 2 - 10), "one load per key: {total:?}");
     assert!(total.redis_errors >= 2, "{total:?}");
     assert!(!app.cache.redis_healthy(), "the breaker is open");
     for service in ["trading.v1.ReconciliationService", "trading.v1.PositionsService", "trading.v1.GuardsService"] {
