@@ -29,23 +29,27 @@
 
 mod breaker;
 mod metrics;
+mod redis;
+mod stored;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use fred::clients::Pool;
 use fred::interfaces::{ClientLike, EventInterface, KeysInterface};
-use fred::prelude::{Builder, Config, Expiration, Options, ReconnectPolicy};
-use fred::types::Value;
+use fred::prelude::{Builder, Config, Expiration, ReconnectPolicy};
 use prost::Message;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 pub use breaker::{Breaker, Transition};
 pub use metrics::{Event, Freshness, Metrics, Rpc, Snapshot};
+
+use redis::incr_all;
+use stored::{Stored, now_ms};
 
 use crate::error::ApiError;
 
@@ -103,47 +107,8 @@ impl moka::Expiry<String, Arc<L1Entry>> for L1Expiry {
     }
 }
 
-/// A value as stored in Redis: header (user generation, market generation, read time, fresh-until; big-endian
-/// i64s) + payload.
-struct Stored {
-    generation: i64,
-    market_generation: i64,
-    read_at_ms: i64,
-    fresh_until_ms: i64,
-    payload: Vec<u8>,
-}
-
-const HEADER: usize = 32;
-
 /// How long this replica remembers an invalidation epoch (far longer than any request may run).
 const EPOCH_LIFETIME: Duration = Duration::from_secs(120);
-
-impl Stored {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER + self.payload.len());
-        out.extend_from_slice(&self.generation.to_be_bytes());
-        out.extend_from_slice(&self.market_generation.to_be_bytes());
-        out.extend_from_slice(&self.read_at_ms.to_be_bytes());
-        out.extend_from_slice(&self.fresh_until_ms.to_be_bytes());
-        out.extend_from_slice(&self.payload);
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Stored> {
-        let field = |i: usize| bytes.get(i * 8..i * 8 + 8)?.try_into().ok().map(i64::from_be_bytes);
-        Some(Stored {
-            generation: field(0)?,
-            market_generation: field(1)?,
-            read_at_ms: field(2)?,
-            fresh_until_ms: field(3)?,
-            payload: bytes.get(HEADER..)?.to_vec(),
-        })
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// The outcome of a shared load.
 type Flight = Result<(Vec<u8>, Freshness), Arc<ApiError>>;
@@ -258,49 +223,6 @@ impl Cache {
         Epochs {
             user: self.inner.epochs.get(&user).unwrap_or(0),
             market: if rpc.depends_on_market() { self.inner.market_epoch.load(Ordering::Acquire) } else { 0 },
-        }
-    }
-
-    /// Options of every Redis command: short timeout, one attempt, fail at once while disconnected.
-    fn options() -> Options {
-        Options { max_attempts: Some(1), fail_fast: true, ..Default::default() }
-    }
-
-    /// Runs one Redis call under the breaker and the outer timeout.
-    async fn redis_call<T, F>(&self, rpc: Option<Rpc>, call: F) -> Option<T>
-    where
-        F: Future<Output = Result<T, fred::error::Error>>,
-    {
-        let outcome = tokio::time::timeout(self.inner.settings.redis_timeout, call).await;
-        match outcome {
-            Ok(Ok(value)) => {
-                if self.inner.breaker.success() == Transition::Recovered {
-                    tracing::info!("redis reachable again: closing the breaker and clearing L1");
-                    self.inner.l1.invalidate_all();
-                }
-                Some(value)
-            }
-            Ok(Err(e)) => {
-                self.redis_failed(rpc, &e.to_string());
-                None
-            }
-            Err(_) => {
-                self.redis_failed(rpc, "timed out");
-                None
-            }
-        }
-    }
-
-    fn redis_failed(&self, rpc: Option<Rpc>, reason: &str) {
-        let was_closed = self.inner.breaker.is_closed();
-        self.inner.breaker.failure();
-        if let Some(rpc) = rpc {
-            self.inner.metrics.record(rpc, Event::RedisError);
-        }
-        if was_closed && !self.inner.breaker.is_closed() {
-            tracing::warn!(reason, "redis failing: opening the breaker, reads go to PostgreSQL");
-        } else {
-            tracing::debug!(reason, "redis call failed");
         }
     }
 
@@ -462,31 +384,6 @@ impl Cache {
         until.is_some_and(|t| std::time::Instant::now() < t)
     }
 
-    /// One round trip: the user's generation and the cached value (one slot, so `MGET` is fine on a cluster),
-    /// plus the market generation when the RPC depends on prices (pipelined; it may live in another slot).
-    async fn lookup(
-        &self,
-        pool: &Pool,
-        user: Uuid,
-        key: &str,
-        market: bool,
-    ) -> Result<(i64, i64, Option<Stored>), fred::error::Error> {
-        let pipeline = pool.next().pipeline();
-        let _: () = pipeline.mget(vec![self.gen_key(user), key.to_owned()]).await?;
-        if market {
-            let _: () = pipeline.get(self.market_key()).await?;
-        }
-        let results: Vec<Value> = pipeline.all().await?;
-        let pair = match results.first() {
-            Some(Value::Array(values)) => values.as_slice(),
-            _ => &[],
-        };
-        let generation = pair.first().and_then(Value::as_i64).unwrap_or(0);
-        let stored = pair.get(1).and_then(Value::as_bytes).and_then(Stored::decode);
-        let market_generation = if market { results.get(1).and_then(Value::as_i64).unwrap_or(0) } else { 0 };
-        Ok((generation, market_generation, stored))
-    }
-
     fn jittered_ttl_ms(&self) -> i64 {
         let ttl = self.inner.settings.ttl.as_millis() as f64;
         // Uuid v4 bytes are a ready source of randomness; no need for a dedicated RNG here.
@@ -548,18 +445,6 @@ impl Cache {
     }
 }
 
-/// INCRs every key in one pipeline (keys of different users may sit in different cluster slots; fred routes
-/// each command).
-async fn incr_all(pool: &Pool, keys: Vec<String>) -> Result<(), fred::error::Error> {
-    let client = pool.next();
-    let pipeline = client.pipeline();
-    for key in keys {
-        let _: () = pipeline.incr(key).await?;
-    }
-    let _: Vec<Value> = pipeline.all().await?;
-    Ok(())
-}
-
 fn decode<M: Message + Default>(payload: &[u8]) -> Result<M, ApiError> {
     M::decode(payload).map_err(|e| ApiError::Internal(Box::new(e)))
 }
@@ -572,27 +457,5 @@ fn share_error(e: &ApiError) -> ApiError {
         ApiError::NotFound(m) => ApiError::NotFound(m.clone()),
         ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
         ApiError::Internal(source) => ApiError::Internal(source.to_string().into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stored_values_round_trip_and_reject_short_input() {
-        let s = Stored {
-            generation: 7,
-            market_generation: 3,
-            read_at_ms: 1_000,
-            fresh_until_ms: 6_000,
-            payload: vec![1, 2, 3],
-        };
-        let back = Stored::decode(&s.encode()).unwrap();
-        assert_eq!(
-            (back.generation, back.market_generation, back.read_at_ms, back.fresh_until_ms, back.payload),
-            (7, 3, 1_000, 6_000, vec![1, 2, 3])
-        );
-        assert!(Stored::decode(&[0; 10]).is_none());
     }
 }

@@ -1,0 +1,424 @@
+//! Recording a broker sync: one transaction that applies the reconciled snapshot (account, positions,
+//! platform positions, divergences, drawdown, events, summary) and stores the response for idempotent replay.
+//!
+//! Concurrency: the account row is locked (`FOR UPDATE`) first, so syncs of one user apply one at a time and
+//! the high-water mark can never lose a peak; syncs of different users do not wait for each other.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::json;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+mod account;
+mod divergences;
+mod positions;
+
+use account::{Snapshot, apply_account};
+use divergences::apply_divergences;
+use positions::apply_positions;
+
+use super::{DivergenceRow, StorageError, parse_stored};
+use crate::domain::drawdown::{DrawdownLevel, DrawdownThresholds};
+use crate::domain::events::EventType;
+use crate::domain::reconcile::{BrokerSide, PlatformSide, Reconciliation};
+
+/// A broker position as submitted: the fields matching uses plus the rest of what the broker reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerPositionInput {
+    /// Identity and matched fields.
+    pub core: BrokerSide,
+    /// Broker ticket.
+    pub ticket: String,
+    /// Current price at the broker.
+    pub current_price: Decimal,
+    /// Swap, if reported.
+    pub swap: Option<Decimal>,
+    /// Commission, if reported.
+    pub commission: Option<Decimal>,
+    /// Floating profit, if reported.
+    pub profit: Option<Decimal>,
+    /// Open time.
+    pub open_time: DateTime<Utc>,
+}
+
+/// A successful broker query, already reconciled by the domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletedSync {
+    /// ISO 4217 account currency.
+    pub currency: String,
+    /// Balance.
+    pub balance: Decimal,
+    /// Equity.
+    pub equity: Decimal,
+    /// Used margin, if reported.
+    pub margin: Option<Decimal>,
+    /// Broker positions.
+    pub broker: Vec<BrokerPositionInput>,
+    /// Platform positions.
+    pub platform: Vec<PlatformSide>,
+    /// The matching result over `broker` and `platform`.
+    pub reconciliation: Reconciliation,
+}
+
+/// What the sync worker reported.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncResult {
+    /// The broker could not be queried: nothing is closed.
+    Failed {
+        /// Why.
+        error_message: String,
+    },
+    /// The broker answered.
+    Completed(Box<CompletedSync>),
+}
+
+/// One submitted sync.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSync {
+    /// Idempotency key.
+    pub request_id: Uuid,
+    /// Account owner.
+    pub user_id: Uuid,
+    /// Worker start time.
+    pub started_at: DateTime<Utc>,
+    /// Worker finish time.
+    pub finished_at: DateTime<Utc>,
+    /// Outcome.
+    pub result: SyncResult,
+}
+
+/// What a recorded sync produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncRecord {
+    /// Server id of the sync.
+    pub sync_id: Uuid,
+    /// False for a failed sync.
+    pub completed: bool,
+    /// Matched pairs.
+    pub matched: i32,
+    /// Divergences of matched pairs.
+    pub pair_divergences: i32,
+    /// Broker-only positions.
+    pub broker_only: i32,
+    /// Platform positions missing at the broker.
+    pub missing_at_broker: i32,
+    /// Every divergence found by this sync (new or still open), with ids.
+    pub divergences: Vec<DivergenceRow>,
+    /// Commit time (transaction start).
+    pub committed_at: DateTime<Utc>,
+}
+
+/// The outcome of [`record`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordOutcome {
+    /// Applied and committed.
+    Recorded(SyncRecord),
+    /// The request id was seen before for this user: the stored response, verbatim.
+    Replayed(Vec<u8>),
+    /// The request id was used before for another user.
+    RequestIdConflict,
+    /// The snapshot's currency differs from the account's.
+    CurrencyMismatch {
+        /// The account's currency.
+        account_currency: String,
+    },
+}
+
+/// An event to append.
+pub(super) struct NewEvent {
+    pub(super) event_type: EventType,
+    pub(super) position_id: Option<Uuid>,
+    pub(super) symbol: Option<String>,
+    pub(super) message: String,
+    pub(super) details: serde_json::Value,
+}
+
+/// Records a sync atomically. `encode` turns the record into the response bytes stored for replays; it runs
+/// inside the transaction, so the stored response is exactly the one returned.
+#[tracing::instrument(skip_all, fields(user_id = %sync.user_id, request_id = %sync.request_id))]
+pub async fn record(
+    pool: &PgPool,
+    sync: &NewSync,
+    drawdown_defaults: &DrawdownThresholds,
+    encode: impl FnOnce(&SyncRecord) -> Vec<u8>,
+) -> Result<RecordOutcome, StorageError> {
+    if let Some(outcome) = replay(pool, sync).await? {
+        return Ok(outcome);
+    }
+    let mut tx = pool.begin().await?;
+    let user_id = sync.user_id;
+    sqlx::query!("INSERT INTO accounts (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING", user_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!(
+        "INSERT INTO reconciliation_summaries (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
+        user_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    let account = sqlx::query!(
+        r#"SELECT currency, equity, equity_time, peak_equity, drawdown_level, warning_drawdown_pct,
+                  max_drawdown_pct, min_equity, now() AS "now!"
+           FROM accounts WHERE user_id = $1 FOR UPDATE"#,
+        user_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let committed_at = account.now;
+
+    if let SyncResult::Completed(c) = &sync.result
+        && let Some(existing) = &account.currency
+        && existing != &c.currency
+    {
+        return Ok(RecordOutcome::CurrencyMismatch { account_currency: existing.clone() });
+    }
+
+    let (status, error_message) = match &sync.result {
+        SyncResult::Failed { error_message } => ("failed", Some(error_message.as_str())),
+        SyncResult::Completed(_) => ("completed", None),
+    };
+    let sync_id = Uuid::now_v7();
+    let inserted = sqlx::query_scalar!(
+        r#"INSERT INTO syncs (sync_id, request_id, user_id, status, started_at, finished_at, error_message)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (request_id) DO NOTHING
+           RETURNING sync_id"#,
+        sync_id,
+        sync.request_id,
+        user_id,
+        status,
+        sync.started_at,
+        sync.finished_at,
+        error_message
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if inserted.is_none() {
+        // A concurrent submission of the same request id committed first: answer as it did.
+        tx.rollback().await?;
+        return Ok(replay(pool, sync).await?.unwrap_or(RecordOutcome::RequestIdConflict));
+    }
+
+    let mut events = Vec::new();
+    let record = match &sync.result {
+        SyncResult::Failed { error_message } => {
+            events.push(NewEvent {
+                event_type: EventType::SyncFailed,
+                position_id: None,
+                symbol: None,
+                message: format!("sync failed: {error_message}"),
+                details: json!({ "error": error_message }),
+            });
+            SyncRecord {
+                sync_id,
+                completed: false,
+                matched: 0,
+                pair_divergences: 0,
+                broker_only: 0,
+                missing_at_broker: 0,
+                divergences: Vec::new(),
+                committed_at,
+            }
+        }
+        SyncResult::Completed(c) => {
+            let thresholds = DrawdownThresholds {
+                warning_pct: account.warning_drawdown_pct.unwrap_or(drawdown_defaults.warning_pct),
+                max_pct: account.max_drawdown_pct.unwrap_or(drawdown_defaults.max_pct),
+                min_equity: account.min_equity.unwrap_or(drawdown_defaults.min_equity),
+                ..drawdown_defaults.clone()
+            };
+            let previous_level: DrawdownLevel = parse_stored(&account.drawdown_level)?;
+            // A snapshot older than the one already applied (late delivery, concurrent workers) must not roll
+            // positions back: it is recorded and its equity still counts for the peak, but state stays.
+            let superseded = account.equity_time.is_some_and(|applied| sync.finished_at < applied);
+            let divergences = if superseded {
+                let current = Snapshot { equity: account.equity.unwrap_or(c.equity), at: account.equity_time };
+                apply_account(&mut tx, sync, c, current, account.peak_equity, previous_level, &thresholds, &mut events)
+                    .await?;
+                Vec::new()
+            } else {
+                let positions = apply_positions(&mut tx, sync, sync_id, c, &mut events).await?;
+                let divergences = apply_divergences(&mut tx, sync, sync_id, c, &positions, &mut events).await?;
+                let current = Snapshot { equity: c.equity, at: Some(sync.finished_at) };
+                apply_account(&mut tx, sync, c, current, account.peak_equity, previous_level, &thresholds, &mut events)
+                    .await?;
+                divergences
+            };
+            let r = &c.reconciliation;
+            let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+            events.push(NewEvent {
+                event_type: EventType::SyncCompleted,
+                position_id: None,
+                symbol: None,
+                message: format!(
+                    "sync {}: {} matched, {} divergences, {} broker-only, {} missing at broker",
+                    if superseded { "superseded by a newer one (recorded, state unchanged)" } else { "reconciled" },
+                    r.pairs.len(),
+                    r.pair_divergence_count(),
+                    r.broker_only.len(),
+                    r.missing_at_broker.len()
+                ),
+                details: json!({
+                    "matched": r.pairs.len().to_string(),
+                    "divergences": r.pair_divergence_count().to_string(),
+                    "broker_only": r.broker_only.len().to_string(),
+                    "missing_at_broker": r.missing_at_broker.len().to_string(),
+                    "equity": c.equity.to_string(),
+                    "superseded": superseded.to_string(),
+                }),
+            });
+            SyncRecord {
+                sync_id,
+                completed: true,
+                matched: count(r.pairs.len()),
+                pair_divergences: count(r.pair_divergence_count()),
+                broker_only: count(r.broker_only.len()),
+                missing_at_broker: count(r.missing_at_broker.len()),
+                divergences,
+                committed_at,
+            }
+        }
+    };
+
+    insert_events(&mut tx, user_id, sync_id, sync.finished_at, events).await?;
+    update_summary(&mut tx, sync, sync_id, record.completed).await?;
+    let response = encode(&record);
+    sqlx::query!(
+        r#"UPDATE syncs SET matched_count = $2, divergence_count = $3, broker_only_count = $4, missing_count = $5,
+                  balance = $6, equity = $7, margin = $8, response = $9
+           WHERE sync_id = $1"#,
+        sync_id,
+        record.matched,
+        record.pair_divergences,
+        record.broker_only,
+        record.missing_at_broker,
+        completed_field(sync, |c| c.balance),
+        completed_field(sync, |c| c.equity),
+        match &sync.result {
+            SyncResult::Completed(c) => c.margin,
+            SyncResult::Failed { .. } => None,
+        },
+        response
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(RecordOutcome::Recorded(record))
+}
+
+fn completed_field(sync: &NewSync, f: impl Fn(&CompletedSync) -> Decimal) -> Option<Decimal> {
+    match &sync.result {
+        SyncResult::Completed(c) => Some(f(c)),
+        SyncResult::Failed { .. } => None,
+    }
+}
+
+/// The stored response if this request id was already recorded (for this user), or a conflict.
+async fn replay(pool: &PgPool, sync: &NewSync) -> Result<Option<RecordOutcome>, StorageError> {
+    let row = sqlx::query!("SELECT user_id, response FROM syncs WHERE request_id = $1", sync.request_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| match r.response {
+        Some(bytes) if r.user_id == sync.user_id => RecordOutcome::Replayed(bytes),
+        Some(_) => RecordOutcome::RequestIdConflict,
+        // Rows are only visible after commit, and the response is written before commit.
+        None => RecordOutcome::RequestIdConflict,
+    }))
+}
+
+async fn insert_events(
+    tx: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+    sync_id: Uuid,
+    at: DateTime<Utc>,
+    events: Vec<NewEvent>,
+) -> Result<(), StorageError> {
+    let mut types = Vec::with_capacity(events.len());
+    let mut positions = Vec::with_capacity(events.len());
+    let mut symbols = Vec::with_capacity(events.len());
+    let mut messages = Vec::with_capacity(events.len());
+    let mut details = Vec::with_capacity(events.len());
+    for e in events {
+        types.push(e.event_type.as_str().to_owned());
+        positions.push(e.position_id);
+        symbols.push(e.symbol);
+        messages.push(e.message);
+        details.push(without_nulls(e.details));
+    }
+    sqlx::query!(
+        r#"INSERT INTO events (user_id, event_type, occurred_at, sync_id, position_id, symbol, message, details)
+           SELECT $1, t.event_type, $2, $3, t.position_id, t.symbol, t.message, t.details
+           FROM UNNEST($4::text[], $5::uuid[], $6::text[], $7::text[], $8::jsonb[]) WITH ORDINALITY
+                AS t(event_type, position_id, symbol, message, details, n)
+           ORDER BY t.n"#,
+        user_id,
+        at,
+        sync_id,
+        &types,
+        &positions as &[Option<Uuid>],
+        &symbols as &[Option<String>],
+        &messages,
+        &details
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Drops absent (`null`) values: an absent detail is a missing key, never the text "null".
+fn without_nulls(details: serde_json::Value) -> serde_json::Value {
+    match details {
+        serde_json::Value::Object(map) => {
+            serde_json::Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
+        other => other,
+    }
+}
+
+/// Moves the per-user counters. "Last sync" fields only move forward in time (a late, older sync is counted but
+/// does not become the last one). Open/matched/divergence counts are recomputed from the user's *open* rows
+/// (tens, via partial indexes), never from history.
+async fn update_summary(
+    tx: &mut Transaction<'_, Postgres>,
+    sync: &NewSync,
+    sync_id: Uuid,
+    completed: bool,
+) -> Result<(), StorageError> {
+    let error = match &sync.result {
+        SyncResult::Failed { error_message } => Some(error_message.as_str()),
+        SyncResult::Completed(_) => None,
+    };
+    sqlx::query!(
+        r#"UPDATE reconciliation_summaries s SET
+                total_syncs = s.total_syncs + 1,
+                failed_syncs = s.failed_syncs + CASE WHEN $3 THEN 0 ELSE 1 END,
+                last_sync_id = CASE WHEN s.last_sync_finished_at > $5 THEN s.last_sync_id ELSE $2 END,
+                last_sync_status = CASE WHEN s.last_sync_finished_at > $5 THEN s.last_sync_status
+                                        WHEN $3 THEN 'completed' ELSE 'failed' END,
+                last_sync_started_at = CASE WHEN s.last_sync_finished_at > $5 THEN s.last_sync_started_at ELSE $4 END,
+                last_sync_error = CASE WHEN s.last_sync_finished_at > $5 THEN s.last_sync_error ELSE $6 END,
+                last_sync_finished_at = GREATEST(s.last_sync_finished_at, $5),
+                last_success_at = CASE WHEN $3 THEN GREATEST(s.last_success_at, $5) ELSE s.last_success_at END,
+                open_positions_count = CASE WHEN $3 THEN
+                    (SELECT count(*) FROM positions p WHERE p.user_id = $1 AND p.status = 'open')::int
+                    ELSE s.open_positions_count END,
+                matched_positions_count = CASE WHEN $3 THEN
+                    (SELECT count(*) FROM positions p WHERE p.user_id = $1 AND p.status = 'open' AND p.matched)::int
+                    ELSE s.matched_positions_count END,
+                open_divergences_count = CASE WHEN $3 THEN
+                    (SELECT count(*) FROM divergences d WHERE d.user_id = $1 AND d.resolved_at IS NULL)::int
+                    ELSE s.open_divergences_count END,
+                updated_at = now()
+           WHERE s.user_id = $1"#,
+        sync.user_id,
+        sync_id,
+        completed,
+        sync.started_at,
+        sync.finished_at,
+        error
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
