@@ -7,6 +7,7 @@
 #   5. the uncached path (--cache-disabled) with 1,000,000 events in the log
 # 1,000 users with demo-like data, 100 concurrent streams over 4 HTTP/2 connections, the 5:3:2 mix.
 #   DURATION=30s scripts/bench-reads.sh
+#   SERVER_ARGS="--cache-l1-ttl 1s" scripts/bench-reads.sh     # extra flags for the server under test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-services.sh
@@ -33,7 +34,7 @@ trap cleanup EXIT
 start_server() {
   RUST_LOG=warn target/release/trading-monitor serve --listen "127.0.0.1:$port" \
     --database-url "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable" \
-    --redis-url "redis://127.0.0.1:$redis_port" --metrics-listen "127.0.0.1:$metrics_port" "$@" &
+    --redis-url "redis://127.0.0.1:$redis_port" --metrics-listen "127.0.0.1:$metrics_port" ${SERVER_ARGS:-} "$@" &
   server_pid=$!
   wait_port "$port"; wait_port "$metrics_port"
 }
