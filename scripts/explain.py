@@ -110,9 +110,9 @@ def main():
     args = parser.parse_args()
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     db = f"tm_explain_{os.getpid()}"
-    seed(db, args.events)
     failures = []
     try:
+        seed(db, args.events)
         for path in sorted(glob.glob(".sqlx/query-*.json")):
             with open(path) as f:
                 entry = json.load(f)
