@@ -46,6 +46,23 @@ impl Default for DrawdownThresholds {
     }
 }
 
+impl DrawdownThresholds {
+    /// These thresholds with an account's overrides (each `None` keeps the service default).
+    pub fn with_overrides(
+        &self,
+        warning_pct: Option<Decimal>,
+        max_pct: Option<Decimal>,
+        min_equity: Option<Decimal>,
+    ) -> Self {
+        DrawdownThresholds {
+            warning_pct: warning_pct.unwrap_or(self.warning_pct),
+            max_pct: max_pct.unwrap_or(self.max_pct),
+            min_equity: min_equity.unwrap_or(self.min_equity),
+            ..self.clone()
+        }
+    }
+}
+
 /// The new high-water mark after observing `equity`: it never decreases.
 pub fn next_peak(peak: Option<Decimal>, equity: Decimal) -> Decimal {
     peak.map_or(equity, |p| p.max(equity))
@@ -133,6 +150,13 @@ mod tests {
         assert_eq!(next_level(DrawdownLevel::Critical, dec!(19.5), eq, &t()), DrawdownLevel::Critical);
         assert_eq!(next_level(DrawdownLevel::Critical, dec!(18.9), eq, &t()), DrawdownLevel::Warning);
         assert_eq!(next_level(DrawdownLevel::Critical, dec!(10), eq, &t()), DrawdownLevel::Normal);
+    }
+
+    #[test]
+    fn account_overrides_replace_only_the_thresholds_they_set() {
+        let t = t().with_overrides(Some(dec!(10)), None, Some(dec!(500)));
+        assert_eq!((t.warning_pct, t.max_pct, t.min_equity), (dec!(10), dec!(20), dec!(500)));
+        assert_eq!((t.hysteresis_pct, t.pre_liquidation), (dec!(1), Duration::seconds(10)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::encode::{self, dec, opt_ts, text, ts};
 use super::paging::{self, Cursor};
 use super::{AppState, RpcResult, cached};
 use crate::cache::Rpc;
-use crate::domain::pnl::{self, InstrumentSpec, PnlSource, PositionFigures, Valuation};
+use crate::domain::pnl::{self, FxRates, InstrumentSpec, PnlSource, PositionFigures, Valuation};
 use crate::domain::{Side, Symbol};
 use crate::error::ApiError;
 use crate::pb;
@@ -52,10 +52,11 @@ impl PositionsApi {
 
         let currency = account.as_ref().and_then(|a| a.currency.clone()).unwrap_or_default();
         let equity = account.as_ref().and_then(|a| a.equity);
+        let rates = market.fx_rates();
         let valued: Vec<(PositionRow, Valuation)> = rows
             .into_iter()
             .map(|row| {
-                let v = valuation(&row, &market, &currency);
+                let v = valuation(&row, &market, &rates, &currency);
                 (row, v)
             })
             .collect();
@@ -121,7 +122,7 @@ impl PositionsApi {
         let v = if row.closed.is_some() {
             Valuation::Unavailable { reason: "the position is closed".into() }
         } else {
-            valuation(&row, &market, &currency)
+            valuation(&row, &market, &market.fx_rates(), &currency)
         };
         Ok(pb::GetPositionResponse { position: Some(position(row, v, &divergences, &market)), as_of: Some(ts(as_of)) })
     }
@@ -190,8 +191,8 @@ fn latest_price(row: &PositionRow, market: &MarketSnapshot) -> (Decimal, chrono:
     }
 }
 
-/// Values one open position in the account currency.
-fn valuation(row: &PositionRow, market: &MarketSnapshot, currency: &str) -> Valuation {
+/// Values one open position in the account currency; `rates` are the market's FX mids (built once per load).
+fn valuation(row: &PositionRow, market: &MarketSnapshot, rates: &FxRates, currency: &str) -> Valuation {
     if currency.is_empty() {
         return Valuation::Unavailable { reason: "the account currency is not known yet".into() };
     }
@@ -209,7 +210,7 @@ fn valuation(row: &PositionRow, market: &MarketSnapshot, currency: &str) -> Valu
         .instruments
         .get(&row.symbol)
         .map(|i| InstrumentSpec { contract_size: i.contract_size, quote_currency: i.quote_currency.clone() });
-    pnl::value_position(&figures, instrument.as_ref(), currency, &market.fx_rates())
+    pnl::value_position(&figures, instrument.as_ref(), currency, rates)
 }
 
 /// Encodes a position with its valuation and open divergences.

@@ -73,10 +73,6 @@ impl AccountRow {
         &self,
         defaults: &crate::domain::drawdown::DrawdownThresholds,
     ) -> crate::domain::drawdown::DrawdownThresholds {
-        let mut t = defaults.clone();
-        t.warning_pct = self.warning_drawdown_pct.unwrap_or(t.warning_pct);
-        t.max_pct = self.max_drawdown_pct.unwrap_or(t.max_pct);
-        t.min_equity = self.min_equity.unwrap_or(t.min_equity);
-        t
+        defaults.with_overrides(self.warning_drawdown_pct, self.max_drawdown_pct, self.min_equity)
     }
 }

@@ -222,12 +222,11 @@ pub async fn record(
             }
         }
         SyncResult::Completed(c) => {
-            let thresholds = DrawdownThresholds {
-                warning_pct: account.warning_drawdown_pct.unwrap_or(drawdown_defaults.warning_pct),
-                max_pct: account.max_drawdown_pct.unwrap_or(drawdown_defaults.max_pct),
-                min_equity: account.min_equity.unwrap_or(drawdown_defaults.min_equity),
-                ..drawdown_defaults.clone()
-            };
+            let thresholds = drawdown_defaults.with_overrides(
+                account.warning_drawdown_pct,
+                account.max_drawdown_pct,
+                account.min_equity,
+            );
             let previous_level: DrawdownLevel = parse_stored(&account.drawdown_level)?;
             // A snapshot older than the one already applied (late delivery, concurrent workers) must not roll
             // positions back: it is recorded and its equity still counts for the peak, but state stays.
