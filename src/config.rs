@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rust_decimal::Decimal;
 use secrecy::SecretString;
 
+use crate::domain::bounds::{DecimalBounds, MONEY, PERCENT};
 use crate::domain::drawdown::DrawdownThresholds;
 use crate::domain::market::{AlertSeverity, MarketThresholds};
 use crate::domain::reconcile::Tolerances;
@@ -87,15 +88,20 @@ pub struct AuthArgs {
     /// PEM file with the RSA (RS256) or EC P-256 (ES256) public key.
     #[arg(long, env = "TM_JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<PathBuf>,
-    /// Required `iss` claim value; not checked when unset.
+    /// Required `iss` claim value; not checked when unset (must be set for RS256/ES256).
     #[arg(long, env = "TM_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// Required `aud` claim value; not checked when unset.
+    /// Required `aud` claim value (a token's `aud` may be this string or an array containing it); not checked
+    /// when unset (must be set for RS256/ES256).
     #[arg(long, env = "TM_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
     /// Clock skew tolerated on `exp` and `nbf`.
     #[arg(long, env = "TM_JWT_LEEWAY", value_parser = humantime::parse_duration, default_value = "30s")]
     pub jwt_leeway: Duration,
+    /// Longest token lifetime accepted: a token whose `exp` is further than this from now (or from its `iat`)
+    /// is UNAUTHENTICATED, so a leaked long-lived token cannot be used for long.
+    #[arg(long, env = "TM_JWT_MAX_LIFETIME", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub jwt_max_lifetime: Duration,
     /// Require a token for server reflection too (health never needs one).
     #[arg(long, env = "TM_REFLECTION_REQUIRES_AUTH", default_value_t = false)]
     pub reflection_requires_auth: bool,
@@ -223,9 +229,9 @@ pub struct CacheArgs {
     /// TTL of the in-process L1 in front of Redis; bounds how long another replica's write can go unseen here.
     #[arg(long, env = "TM_CACHE_L1_TTL", value_parser = humantime::parse_duration, default_value = "500ms")]
     pub cache_l1_ttl: Duration,
-    /// Maximum entries in the in-process L1.
-    #[arg(long, env = "TM_CACHE_L1_CAPACITY", default_value_t = 20_000)]
-    pub cache_l1_capacity: u64,
+    /// Most memory the in-process L1 may use, in bytes (keys plus encoded responses).
+    #[arg(long, env = "TM_CACHE_L1_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub cache_l1_max_bytes: u64,
     /// Key namespace in Redis.
     #[arg(long, env = "TM_CACHE_KEY_PREFIX", default_value = "trading:v1")]
     pub cache_key_prefix: String,
@@ -259,7 +265,7 @@ impl CacheArgs {
             stale_max_age: self.cache_stale_max_age.max(self.cache_ttl),
             // L1 must never make a response outlive its freshness.
             l1_ttl: self.cache_l1_ttl.min(self.cache_ttl),
-            l1_capacity: self.cache_l1_capacity,
+            l1_max_bytes: self.cache_l1_max_bytes,
             redis_timeout: self.redis_timeout,
             breaker_failures: self.redis_breaker_failures,
             breaker_cooldown: self.redis_breaker_cooldown,
@@ -341,14 +347,18 @@ fn chrono_duration(d: Duration, name: &str) -> Result<chrono::Duration, ConfigEr
 impl RuleArgs {
     /// Validates the thresholds and converts them for the domain.
     pub fn to_rules(&self) -> Result<Rules, ConfigError> {
+        let bounded = |v: Decimal, bounds: &DecimalBounds, name: &str| {
+            bounds.check(v).map(|()| v).map_err(|e| ConfigError(format!("{name} {v} {e}")))
+        };
         let positive = |v: Decimal, name: &str| {
+            let v = bounded(v, &PERCENT, name)?;
             if v > Decimal::ZERO { Ok(v) } else { Err(ConfigError(format!("{name} must be positive"))) }
         };
         let drawdown = DrawdownThresholds {
             warning_pct: positive(self.drawdown_warning_pct, "--drawdown-warning-pct")?,
             max_pct: positive(self.drawdown_max_pct, "--drawdown-max-pct")?,
-            min_equity: self.min_equity.max(Decimal::ZERO),
-            hysteresis_pct: self.drawdown_hysteresis_pct.max(Decimal::ZERO),
+            min_equity: bounded(self.min_equity, &MONEY, "--min-equity")?.max(Decimal::ZERO),
+            hysteresis_pct: bounded(self.drawdown_hysteresis_pct, &PERCENT, "--drawdown-hysteresis-pct")?,
             pre_liquidation: chrono_duration(self.pre_liquidation, "--pre-liquidation")?,
         };
         if drawdown.warning_pct > drawdown.max_pct {
@@ -368,9 +378,7 @@ impl RuleArgs {
         if market.gap_warning_pct > market.gap_critical_pct || market.spread_warning_pct > market.spread_critical_pct {
             return Err(ConfigError("warning thresholds must not exceed critical ones".into()));
         }
-        let non_negative = |v: Decimal, name: &str| {
-            if v >= Decimal::ZERO { Ok(v) } else { Err(ConfigError(format!("{name} must not be negative"))) }
-        };
+        let non_negative = |v: Decimal, name: &str| bounded(v, &PERCENT, name);
         let matching = Tolerances {
             entry_pct: non_negative(self.entry_tolerance_pct, "--entry-tolerance-pct")?,
             volume_pct: non_negative(self.volume_tolerance_pct, "--volume-tolerance-pct")?,
@@ -401,6 +409,19 @@ mod tests {
         let cli = Cli::try_parse_from(["trading-monitor", "serve"]).unwrap();
         let Command::Serve(args) = cli.command else { panic!("not serve") };
         assert_eq!(args.rules.to_rules().unwrap(), Rules::default());
+    }
+
+    #[test]
+    fn thresholds_outside_the_percentage_bounds_are_rejected() {
+        for (flag, value) in [
+            ("--drawdown-max-pct", "1000"),
+            ("--gap-warning-pct", "0.00001"),
+            ("--drawdown-hysteresis-pct", "12.34567"),
+        ] {
+            let cli = Cli::try_parse_from(["trading-monitor", "serve", flag, value]).unwrap();
+            let Command::Serve(args) = cli.command else { panic!("not serve") };
+            assert!(args.rules.to_rules().is_err(), "{flag} {value}");
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! Exactly one algorithm is accepted (configured), so `alg: none` and HS/RS confusion fail before any key is
 //! used. `exp` is required; `nbf` is checked when present; `iss`/`aud` are required and checked when
-//! configured. The token itself never appears in errors or logs.
+//! configured (and must be configured for RS256/ES256, whose keys an identity provider often shares across
+//! its clients); `aud` may be a string or an array (RFC 7519 §4.1.3). A token may not live longer than the
+//! configured maximum lifetime. The token itself never appears in errors or logs.
 
 use std::time::Duration;
 
@@ -94,6 +96,9 @@ pub enum AuthError {
     /// `sub` is not a UUID.
     #[error("token subject is not a UUID")]
     Subject,
+    /// `exp` is further away than the service accepts.
+    #[error("token lifetime exceeds the maximum this service accepts")]
+    Lifetime,
 }
 
 impl From<AuthError> for Status {
@@ -109,7 +114,8 @@ impl From<AuthError> for Status {
             | AuthError::Issuer
             | AuthError::Audience
             | AuthError::MissingClaim(_)
-            | AuthError::Subject => Status::unauthenticated(err.to_string()),
+            | AuthError::Subject
+            | AuthError::Lifetime => Status::unauthenticated(err.to_string()),
         }
     }
 }
@@ -125,7 +131,18 @@ struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    aud: Option<Audience>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+}
+
+/// RFC 7519 §4.1.3: "aud" is a string or an array of strings (jsonwebtoken validates either form; this only
+/// has to accept both when deserialising).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Verifies bearer tokens with the configured key and rules.
@@ -133,6 +150,8 @@ struct Claims {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// Longest accepted `exp - now` (and `exp - iat` when `iat` is present), leeway included.
+    max_lifetime: Duration,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -157,6 +176,14 @@ impl Verifier {
                 (Algorithm::HS256, DecodingKey::from_secret(secret.expose_secret().as_bytes()))
             }
             alg @ (JwtAlgorithm::Rs256 | JwtAlgorithm::Es256) => {
+                if args.jwt_issuer.is_none() || args.jwt_audience.is_none() {
+                    return Err(ConfigError(
+                        "RS256/ES256 need --jwt-issuer (TM_JWT_ISSUER) and --jwt-audience (TM_JWT_AUDIENCE): public \
+                         keys are often shared by an identity provider across clients, so a token must be checked to \
+                         be meant for this service"
+                            .into(),
+                    ));
+                }
                 let path = args.jwt_public_key_file.as_ref().ok_or_else(|| {
                     ConfigError("RS256/ES256 need --jwt-public-key-file (TM_JWT_PUBLIC_KEY_FILE)".into())
                 })?;
@@ -189,7 +216,7 @@ impl Verifier {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        Ok(Verifier { key, validation })
+        Ok(Verifier { key, validation, max_lifetime: args.jwt_max_lifetime + args.jwt_leeway })
     }
 
     /// Verifies an `authorization` metadata value.
@@ -220,6 +247,13 @@ impl Verifier {
             // Shape, base64, JSON, claim format, key mismatches: all "malformed" to the client.
             _ => AuthError::Malformed,
         })?;
+        let now = jsonwebtoken::get_current_timestamp();
+        let max = self.max_lifetime.as_secs();
+        let too_long = data.claims.exp.saturating_sub(now) > max
+            || data.claims.iat.is_some_and(|iat| data.claims.exp.saturating_sub(iat) > max);
+        if too_long {
+            return Err(AuthError::Lifetime);
+        }
         let user_id = Uuid::try_parse(&data.claims.sub).map_err(|_| AuthError::Subject)?;
         let scopes =
             data.claims.scope.as_deref().unwrap_or_default().split_whitespace().filter_map(Scope::parse).collect();
@@ -259,7 +293,8 @@ pub fn mint_hs256(secret: &SecretString, spec: &TokenSpec<'_>) -> Result<String,
         nbf: None,
         scope: (!spec.scopes.is_empty()).then(|| spec.scopes.join(" ")),
         iss: spec.issuer.map(str::to_owned),
-        aud: spec.audience.map(str::to_owned),
+        aud: spec.audience.map(|a| Audience::One(a.to_owned())),
+        iat: Some(now),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -281,6 +316,7 @@ mod tests {
             jwt_issuer: None,
             jwt_audience: None,
             jwt_leeway: Duration::from_secs(0),
+            jwt_max_lifetime: Duration::from_secs(86_400),
             reflection_requires_auth: false,
         }
     }
@@ -297,6 +333,27 @@ mod tests {
         let token = mint_hs256(a.jwt_secret.as_ref().unwrap(), &spec(user, &scopes)).unwrap();
         let caller = Verifier::from_args(&a).unwrap().verify_header(Some(&format!("Bearer {token}"))).unwrap();
         assert_eq!(caller, Caller { user_id: user, scopes: vec![Scope::ReadAny] });
+    }
+
+    #[test]
+    fn public_key_algorithms_need_issuer_and_audience() {
+        let a = AuthArgs {
+            jwt_algorithm: JwtAlgorithm::Rs256,
+            jwt_public_key_file: Some("tests/fixtures/rsa_public.pem".into()),
+            ..args()
+        };
+        let err = Verifier::from_args(&a).unwrap_err().to_string();
+        assert!(err.contains("--jwt-issuer") && err.contains("--jwt-audience"), "{err}");
+        let configured = AuthArgs { jwt_issuer: Some("idp".into()), jwt_audience: Some("tm".into()), ..a };
+        assert!(Verifier::from_args(&configured).is_ok());
+    }
+
+    #[test]
+    fn tokens_living_longer_than_the_maximum_are_refused() {
+        let a = args();
+        let long = TokenSpec { ttl: Duration::from_secs(2 * 86_400), ..spec(Uuid::new_v4(), &[]) };
+        let token = mint_hs256(a.jwt_secret.as_ref().unwrap(), &long).unwrap();
+        assert_eq!(Verifier::from_args(&a).unwrap().verify(&token), Err(AuthError::Lifetime));
     }
 
     #[test]

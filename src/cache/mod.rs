@@ -72,8 +72,8 @@ pub struct CacheSettings {
     pub stale_max_age: Duration,
     /// TTL of the in-process L1.
     pub l1_ttl: Duration,
-    /// Maximum L1 entries.
-    pub l1_capacity: u64,
+    /// Most bytes the L1 holds (keys plus encoded responses): callers cannot grow it without bound.
+    pub l1_max_bytes: u64,
     /// Upper bound on one Redis call.
     pub redis_timeout: Duration,
     /// Consecutive Redis failures that open the breaker.
@@ -107,11 +107,50 @@ impl moka::Expiry<String, Arc<L1Entry>> for L1Expiry {
     }
 }
 
+/// Bytes an L1 entry costs besides its key and payload (the entry, its Arc and moka's bookkeeping, roughly).
+const L1_ENTRY_OVERHEAD: usize = 128;
+
 /// How long this replica remembers an invalidation epoch (far longer than any request may run).
 const EPOCH_LIFETIME: Duration = Duration::from_secs(120);
 
 /// The outcome of a shared load.
 type Flight = Result<(Vec<u8>, Freshness), Arc<ApiError>>;
+
+/// Loads in progress, by key and epochs: the shared cell and how many callers are waiting on it.
+type Flights = Mutex<HashMap<String, (Arc<OnceCell<Flight>>, usize)>>;
+
+/// One caller's share of a flight. Dropping it removes the flight from the map once the load is done, or
+/// when it was the last caller waiting: a load whose callers were all cancelled (deadline, reset stream) or
+/// that panicked must not leave its entry behind.
+struct FlightGuard<'a> {
+    flights: &'a Flights,
+    key: String,
+    cell: Arc<OnceCell<Flight>>,
+}
+
+impl<'a> FlightGuard<'a> {
+    fn join(flights: &'a Flights, key: String) -> Self {
+        let mut map = flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (cell, callers) = map.entry(key.clone()).or_insert_with(|| (Arc::new(OnceCell::new()), 0));
+        *callers += 1;
+        let cell = cell.clone();
+        FlightGuard { flights, key, cell }
+    }
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((cell, callers)) = map.get_mut(&self.key)
+            && Arc::ptr_eq(cell, &self.cell)
+        {
+            *callers -= 1;
+            if *callers == 0 || cell.initialized() {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// The cache. Cheap to clone.
 #[derive(Clone)]
@@ -132,7 +171,7 @@ struct Inner {
     distrusted: moka::sync::Cache<Uuid, ()>,
     /// Until when price-dependent Redis values are not trusted (a market invalidation failed to reach Redis).
     market_distrusted_until: Mutex<Option<std::time::Instant>>,
-    flights: Mutex<HashMap<String, Arc<OnceCell<Flight>>>>,
+    flights: Flights,
     breaker: Breaker,
     metrics: Metrics,
 }
@@ -163,7 +202,14 @@ impl Cache {
         } else {
             None
         };
-        let l1 = moka::future::Cache::builder().max_capacity(settings.l1_capacity).expire_after(L1Expiry).build();
+        let l1 = moka::future::Cache::builder()
+            .max_capacity(settings.l1_max_bytes)
+            // Bytes, not entries: a user's large response weighs what it costs.
+            .weigher(|key: &String, entry: &Arc<L1Entry>| {
+                u32::try_from(key.len() + entry.payload.len() + L1_ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+            })
+            .expire_after(L1Expiry)
+            .build();
         let inner = Arc::new(Inner {
             // An epoch must outlive every load that started before it was bumped (loads are bounded by the
             // request timeout); otherwise a slow load could see "no epoch" again and fill L1 with old data.
@@ -200,6 +246,11 @@ impl Cache {
     /// The counters.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Loads in progress (shared by their concurrent callers); zero when the cache is idle.
+    pub fn flights_in_progress(&self) -> usize {
+        self.inner.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 
     /// Whether Redis is currently believed healthy (breaker closed).
@@ -257,24 +308,17 @@ impl Cache {
 
         // Callers that arrive after an invalidation must not join a load that started before it.
         let flight_key = format!("{key}#{}.{}", epochs.user, epochs.market);
-        let cell = {
-            let mut flights = self.inner.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            flights.entry(flight_key.clone()).or_default().clone()
-        };
+        let guard = FlightGuard::join(&self.inner.flights, flight_key);
         let mut led = false;
-        let result = cell
+        let result = guard
+            .cell
             .get_or_init(|| {
                 led = true;
                 self.fill(rpc, user, key, epochs, load)
             })
             .await
             .clone();
-        {
-            let mut flights = self.inner.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if flights.get(&flight_key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                flights.remove(&flight_key);
-            }
-        }
+        drop(guard);
         let (payload, freshness) = result.map_err(|e| share_error(&e))?;
         let freshness = if led {
             freshness
@@ -457,5 +501,90 @@ fn share_error(e: &ApiError) -> ApiError {
         ApiError::NotFound(m) => ApiError::NotFound(m.clone()),
         ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
         ApiError::Internal(source) => ApiError::Internal(source.to_string().into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    /// A cache whose Redis is unreachable (nothing listens on port 1), so every load goes to `load`.
+    fn cache() -> Cache {
+        Cache::new(CacheSettings {
+            enabled: true,
+            redis_url: "redis://127.0.0.1:1".into(),
+            pool_size: 1,
+            key_prefix: "test".into(),
+            ttl: Duration::from_secs(5),
+            ttl_jitter: 0.0,
+            stale_max_age: Duration::from_secs(30),
+            l1_ttl: Duration::from_millis(500),
+            l1_max_bytes: 1 << 20,
+            redis_timeout: Duration::from_millis(50),
+            breaker_failures: 1,
+            breaker_cooldown: Duration::from_secs(60),
+        })
+        .unwrap()
+    }
+
+    type Response = crate::pb::GetDrawdownStatusResponse;
+
+    #[tokio::test]
+    async fn a_load_whose_callers_all_give_up_leaves_no_flight_behind() {
+        let cache = cache();
+        let user = Uuid::new_v4();
+        let never = || std::future::pending::<Result<Response, ApiError>>();
+        let one =
+            tokio::time::timeout(Duration::from_millis(50), cache.get_or_load(Rpc::GetDrawdownStatus, user, "", never));
+        let two =
+            tokio::time::timeout(Duration::from_millis(80), cache.get_or_load(Rpc::GetDrawdownStatus, user, "", never));
+        let (one, two) = tokio::join!(one, two);
+        assert!(one.is_err() && two.is_err(), "both callers timed out");
+        assert_eq!(cache.flights_in_progress(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_load_that_panics_leaves_no_flight_behind_and_the_next_caller_loads_again() {
+        let cache = cache();
+        let user = Uuid::new_v4();
+        let panicking = || async { panic!("boom") };
+        let caught = std::panic::AssertUnwindSafe(cache.get_or_load::<Response, _, _>(
+            Rpc::GetDrawdownStatus,
+            user,
+            "",
+            panicking,
+        ))
+        .catch_unwind()
+        .await;
+        assert!(caught.is_err(), "the panic propagates to the caller (the server's catch-panic layer answers it)");
+        assert_eq!(cache.flights_in_progress(), 0);
+        let ok = cache.get_or_load(Rpc::GetDrawdownStatus, user, "", || async { Ok(Response::default()) }).await;
+        assert!(ok.is_ok());
+        assert_eq!(cache.flights_in_progress(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_takes_over_when_the_leader_is_cancelled() {
+        let cache = cache();
+        let user = Uuid::new_v4();
+        let leader = tokio::time::timeout(
+            Duration::from_millis(30),
+            cache.get_or_load(Rpc::GetDrawdownStatus, user, "", std::future::pending::<Result<Response, ApiError>>),
+        );
+        let waiter = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            cache
+                .get_or_load(Rpc::GetDrawdownStatus, user, "", || async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(Response::default())
+                })
+                .await
+        };
+        let (leader, waiter) = tokio::join!(leader, waiter);
+        assert!(leader.is_err());
+        assert!(waiter.is_ok(), "{waiter:?}");
+        assert_eq!(cache.flights_in_progress(), 0);
     }
 }

@@ -68,12 +68,14 @@ pub fn next_peak(peak: Option<Decimal>, equity: Decimal) -> Decimal {
     peak.map_or(equity, |p| p.max(equity))
 }
 
-/// `(peak - equity) / peak x 100`, rounded to 4 places; 0 when the peak is not positive.
-pub fn drawdown_pct(peak: Decimal, equity: Decimal) -> Decimal {
+/// `(peak - equity) / peak x 100`, rounded to 4 places, never below 0; 0 when the peak is not positive, and
+/// `None` when it cannot be computed in range (impossible for decoded money: see [`super::bounds::MONEY`]).
+pub fn drawdown_pct(peak: Decimal, equity: Decimal) -> Option<Decimal> {
     if peak <= Decimal::ZERO {
-        return Decimal::ZERO;
+        return Some(Decimal::ZERO);
     }
-    ((peak - equity) * Decimal::ONE_HUNDRED).checked_div(peak).map_or(Decimal::ZERO, round_percent).max(Decimal::ZERO)
+    let pct = peak.checked_sub(equity)?.checked_mul(Decimal::ONE_HUNDRED)?.checked_div(peak)?;
+    Some(round_percent(pct).max(Decimal::ZERO))
 }
 
 /// The level for a drawdown and equity, ignoring history.
@@ -89,16 +91,22 @@ fn raw_level(drawdown: Decimal, equity: Decimal, t: &DrawdownThresholds) -> Draw
 
 /// The level after a sync, given the previous one. Worsening is immediate; improving leaves a level only when
 /// the drawdown is below that level's threshold minus the hysteresis (equity below the minimum stays CRITICAL).
+/// A drawdown that could not be computed (`None`) judges on the minimum equity alone and otherwise keeps the
+/// previous level.
 pub fn next_level(
     previous: DrawdownLevel,
-    drawdown: Decimal,
+    drawdown: Option<Decimal>,
     equity: Decimal,
     t: &DrawdownThresholds,
 ) -> DrawdownLevel {
+    let Some(drawdown) = drawdown else {
+        return if equity < t.min_equity { DrawdownLevel::Critical } else { previous };
+    };
     let raw = raw_level(drawdown, equity, t);
     if raw >= previous {
         return raw;
     }
+    // Thresholds are bounded percentages (configuration), so these differences cannot overflow.
     if previous == DrawdownLevel::Critical && drawdown >= t.max_pct - t.hysteresis_pct {
         return DrawdownLevel::Critical;
     }
@@ -108,9 +116,14 @@ pub fn next_level(
     raw
 }
 
+/// When an account CRITICAL since `since` (the server's clock) is to be liquidated.
+pub fn liquidation_time(since: DateTime<Utc>, t: &DrawdownThresholds) -> DateTime<Utc> {
+    since.checked_add_signed(t.pre_liquidation).unwrap_or(since)
+}
+
 /// Time left before liquidation for an account CRITICAL since `since`; zero once the countdown has run out.
 pub fn time_to_liquidation(since: DateTime<Utc>, now: DateTime<Utc>, t: &DrawdownThresholds) -> Duration {
-    (t.pre_liquidation - (now - since)).max(Duration::zero())
+    liquidation_time(since, t).signed_duration_since(now).max(Duration::zero())
 }
 
 #[cfg(test)]
@@ -124,32 +137,43 @@ mod tests {
         DrawdownThresholds::default()
     }
 
+    fn nl(previous: DrawdownLevel, drawdown: Decimal, equity: Decimal, t: &DrawdownThresholds) -> DrawdownLevel {
+        next_level(previous, Some(drawdown), equity, t)
+    }
+
+    #[test]
+    fn an_incomputable_drawdown_keeps_the_level_unless_equity_is_below_the_minimum() {
+        assert_eq!(next_level(DrawdownLevel::Warning, None, dec!(5000), &t()), DrawdownLevel::Warning);
+        assert_eq!(next_level(DrawdownLevel::Normal, None, dec!(50), &t()), DrawdownLevel::Critical);
+    }
+
     #[test]
     fn drawdown_is_relative_to_the_peak() {
-        assert_eq!(drawdown_pct(dec!(10000), dec!(8400)), dec!(16));
-        assert_eq!(drawdown_pct(dec!(10000), dec!(10500)), dec!(0));
-        assert_eq!(drawdown_pct(dec!(0), dec!(10)), dec!(0));
-        assert_eq!(drawdown_pct(dec!(3), dec!(2)), dec!(33.3333));
+        assert_eq!(drawdown_pct(dec!(10000), dec!(8400)), Some(dec!(16)));
+        assert_eq!(drawdown_pct(dec!(10000), dec!(10500)), Some(dec!(0)));
+        assert_eq!(drawdown_pct(dec!(0), dec!(10)), Some(dec!(0)));
+        assert_eq!(drawdown_pct(dec!(3), dec!(2)), Some(dec!(33.3333)));
+        assert_eq!(drawdown_pct(Decimal::MAX, Decimal::MIN), None, "out of range, not a panic");
     }
 
     #[test]
     fn levels_follow_the_default_thresholds() {
         let eq = dec!(5000);
-        assert_eq!(next_level(DrawdownLevel::Unknown, dec!(14.99), eq, &t()), DrawdownLevel::Normal);
-        assert_eq!(next_level(DrawdownLevel::Unknown, dec!(15), eq, &t()), DrawdownLevel::Warning);
-        assert_eq!(next_level(DrawdownLevel::Normal, dec!(20), eq, &t()), DrawdownLevel::Critical);
-        assert_eq!(next_level(DrawdownLevel::Normal, dec!(1), dec!(99.99), &t()), DrawdownLevel::Critical);
+        assert_eq!(nl(DrawdownLevel::Unknown, dec!(14.99), eq, &t()), DrawdownLevel::Normal);
+        assert_eq!(nl(DrawdownLevel::Unknown, dec!(15), eq, &t()), DrawdownLevel::Warning);
+        assert_eq!(nl(DrawdownLevel::Normal, dec!(20), eq, &t()), DrawdownLevel::Critical);
+        assert_eq!(nl(DrawdownLevel::Normal, dec!(1), dec!(99.99), &t()), DrawdownLevel::Critical);
     }
 
     #[test]
     fn a_level_is_left_only_one_point_below_its_threshold() {
         let eq = dec!(5000);
-        assert_eq!(next_level(DrawdownLevel::Warning, dec!(14.5), eq, &t()), DrawdownLevel::Warning);
-        assert_eq!(next_level(DrawdownLevel::Warning, dec!(14), eq, &t()), DrawdownLevel::Warning);
-        assert_eq!(next_level(DrawdownLevel::Warning, dec!(13.99), eq, &t()), DrawdownLevel::Normal);
-        assert_eq!(next_level(DrawdownLevel::Critical, dec!(19.5), eq, &t()), DrawdownLevel::Critical);
-        assert_eq!(next_level(DrawdownLevel::Critical, dec!(18.9), eq, &t()), DrawdownLevel::Warning);
-        assert_eq!(next_level(DrawdownLevel::Critical, dec!(10), eq, &t()), DrawdownLevel::Normal);
+        assert_eq!(nl(DrawdownLevel::Warning, dec!(14.5), eq, &t()), DrawdownLevel::Warning);
+        assert_eq!(nl(DrawdownLevel::Warning, dec!(14), eq, &t()), DrawdownLevel::Warning);
+        assert_eq!(nl(DrawdownLevel::Warning, dec!(13.99), eq, &t()), DrawdownLevel::Normal);
+        assert_eq!(nl(DrawdownLevel::Critical, dec!(19.5), eq, &t()), DrawdownLevel::Critical);
+        assert_eq!(nl(DrawdownLevel::Critical, dec!(18.9), eq, &t()), DrawdownLevel::Warning);
+        assert_eq!(nl(DrawdownLevel::Critical, dec!(10), eq, &t()), DrawdownLevel::Normal);
     }
 
     #[test]
@@ -180,7 +204,7 @@ mod tests {
 
         #[test]
         fn drawdown_stays_between_0_and_100_for_non_negative_equity(peak in 1i64..1_000_000, equity in 0i64..2_000_000) {
-            let d = drawdown_pct(Decimal::from(peak), Decimal::from(equity));
+            let d = drawdown_pct(Decimal::from(peak), Decimal::from(equity)).unwrap();
             prop_assert!(d >= Decimal::ZERO && d <= Decimal::ONE_HUNDRED);
         }
 
@@ -188,7 +212,7 @@ mod tests {
         fn hysteresis_never_reports_better_than_the_raw_level(prev in 0usize..4, dd in 0i64..3000, eq in 0i64..10_000) {
             let prev = DrawdownLevel::ALL[prev];
             let (dd, eq) = (Decimal::new(dd, 2), Decimal::from(eq));
-            prop_assert!(next_level(prev, dd, eq, &t()) >= raw_level(dd, eq, &t()));
+            prop_assert!(nl(prev, dd, eq, &t()) >= raw_level(dd, eq, &t()));
         }
     }
 }

@@ -61,16 +61,17 @@ pub struct Breach {
     pub threshold_pct: Decimal,
 }
 
-/// `|open - previous_close| / previous_close x 100`, rounded to 4 places. `previous_close` must be positive.
-pub fn gap_pct(previous_close: Decimal, open: Decimal) -> Decimal {
-    ((open - previous_close).abs() * Decimal::ONE_HUNDRED)
-        .checked_div(previous_close)
-        .map_or(Decimal::MAX, round_percent)
+/// `|open - previous_close| / previous_close x 100`, rounded to 4 places; `None` when it cannot be computed
+/// (a zero previous close, or out of range: impossible for decoded prices, see [`super::bounds::PRICE`]).
+pub fn gap_pct(previous_close: Decimal, open: Decimal) -> Option<Decimal> {
+    let pct = open.checked_sub(previous_close)?.abs().checked_mul(Decimal::ONE_HUNDRED)?.checked_div(previous_close)?;
+    Some(round_percent(pct))
 }
 
-/// `(ask - bid) / bid x 100`, rounded to 4 places. `bid` must be positive.
-pub fn spread_pct(bid: Decimal, ask: Decimal) -> Decimal {
-    ((ask - bid) * Decimal::ONE_HUNDRED).checked_div(bid).map_or(Decimal::MAX, round_percent)
+/// `(ask - bid) / bid x 100`, rounded to 4 places; `None` when it cannot be computed (see [`gap_pct`]).
+pub fn spread_pct(bid: Decimal, ask: Decimal) -> Option<Decimal> {
+    let pct = ask.checked_sub(bid)?.checked_mul(Decimal::ONE_HUNDRED)?.checked_div(bid)?;
+    Some(round_percent(pct))
 }
 
 /// The breach of a gap, if any (warning >= 5 %, critical >= 10 % by default).
@@ -97,7 +98,12 @@ pub fn spread_breach(spread: Decimal, t: &MarketThresholds) -> Option<Breach> {
 
 /// Whether a held symbol's quote is stale at `now`: never quoted, or last quoted longer than `stale_after` ago.
 pub fn quote_is_stale(last_quote: Option<DateTime<Utc>>, now: DateTime<Utc>, t: &MarketThresholds) -> bool {
-    last_quote.is_none_or(|at| now - at > t.stale_after)
+    last_quote.is_none_or(|at| now.signed_duration_since(at) > t.stale_after)
+}
+
+/// When a quote of `at` goes (or went) stale.
+pub fn stale_since(at: DateTime<Utc>, t: &MarketThresholds) -> DateTime<Utc> {
+    at.checked_add_signed(t.stale_after).unwrap_or(at)
 }
 
 /// Whether an alert of this severity says positions should be closed.
@@ -144,8 +150,10 @@ mod tests {
 
     #[test]
     fn gaps_are_relative_to_the_previous_close_in_either_direction() {
-        assert_eq!(gap_pct(dec!(2000), dec!(2100)), dec!(5));
-        assert_eq!(gap_pct(dec!(2000), dec!(1800)), dec!(10));
+        assert_eq!(gap_pct(dec!(2000), dec!(2100)), Some(dec!(5)));
+        assert_eq!(gap_pct(dec!(2000), dec!(1800)), Some(dec!(10)));
+        assert_eq!(gap_pct(dec!(0), dec!(1)), None);
+        assert_eq!(gap_pct(Decimal::MIN, Decimal::MAX), None, "out of range, not a panic");
         assert_eq!(gap_breach(dec!(4.9999), &t()), None);
         assert_eq!(gap_breach(dec!(5), &t()).map(|b| b.severity), Some(AlertSeverity::Warning));
         assert_eq!(gap_breach(dec!(10), &t()).map(|b| b.severity), Some(AlertSeverity::Critical));
@@ -153,7 +161,8 @@ mod tests {
 
     #[test]
     fn spread_warning_is_strictly_above_its_threshold_and_critical_inclusive() {
-        assert_eq!(spread_pct(dec!(100), dec!(100.5)), dec!(0.5));
+        assert_eq!(spread_pct(dec!(100), dec!(100.5)), Some(dec!(0.5)));
+        assert_eq!(spread_pct(Decimal::MIN, Decimal::MAX), None);
         assert_eq!(spread_breach(dec!(0.5), &t()), None);
         assert_eq!(spread_breach(dec!(0.5001), &t()).map(|b| b.severity), Some(AlertSeverity::Warning));
         assert_eq!(spread_breach(dec!(1), &t()).map(|b| b.severity), Some(AlertSeverity::Critical));

@@ -56,6 +56,13 @@ impl FxRates {
         }
     }
 
+    /// Records a pair from its bid and ask: the mid `(bid + ask) / 2`, if it can be computed.
+    pub fn insert_quote(&mut self, base: &str, quote: &str, bid: Decimal, ask: Decimal) {
+        if let Some(mid) = bid.checked_add(ask).and_then(|sum| sum.checked_div(Decimal::TWO)) {
+            self.insert(base, quote, mid);
+        }
+    }
+
     /// How many units of `to` one unit of `from` is worth, directly or through the inverse pair.
     pub fn rate(&self, from: &str, to: &str) -> Option<Decimal> {
         if from == to {
@@ -112,7 +119,10 @@ pub fn value_position(
     };
 
     let (pnl, source) = if let Some(profit) = position.broker_profit {
-        let total = profit + position.swap.unwrap_or_default() + position.commission.unwrap_or_default();
+        let total = profit
+            .checked_add(position.swap.unwrap_or_default())
+            .and_then(|t| t.checked_add(position.commission.unwrap_or_default()));
+        let Some(total) = total else { return overflow() };
         (total, PnlSource::BrokerReported)
     } else {
         let Some(instrument) = instrument else {
@@ -128,12 +138,10 @@ pub fn value_position(
                 ),
             };
         };
-        let delta = position.current_price - position.entry_price;
-        let Some(pnl) =
+        let pnl = position.current_price.checked_sub(position.entry_price).and_then(|delta| {
             checked_product(&[position.side.sign(), delta, position.volume, instrument.contract_size, rate])
-        else {
-            return Valuation::Unavailable { reason: "P&L overflows the decimal range".to_owned() };
-        };
+        });
+        let Some(pnl) = pnl else { return overflow() };
         (pnl, PnlSource::Computed)
     };
 
@@ -143,6 +151,15 @@ pub fn value_position(
         .and_then(|n| pnl.checked_mul(Decimal::ONE_HUNDRED)?.checked_div(n))
         .map(round_percent);
     Valuation::Known { pnl, source, percent }
+}
+
+fn overflow() -> Valuation {
+    Valuation::Unavailable { reason: "P&L overflows the decimal range".to_owned() }
+}
+
+/// The sum of P&L values, if it stays in range.
+pub fn checked_sum(values: impl IntoIterator<Item = Decimal>) -> Option<Decimal> {
+    values.into_iter().try_fold(Decimal::ZERO, |acc, v| acc.checked_add(v))
 }
 
 /// `part / whole x 100`, rounded to [`PERCENT_DP`]; `None` when `whole` is not positive.

@@ -8,7 +8,7 @@
 use rust_decimal::Decimal;
 
 use super::pnl::round_percent;
-use super::{DivergenceKind, Side};
+use super::{DivergenceKind, Side, matching};
 
 /// A position as the broker reports it (only the fields matching needs, plus identity).
 #[derive(Debug, Clone, PartialEq)]
@@ -107,35 +107,23 @@ impl Reconciliation {
     }
 }
 
-/// Matches `broker` to `platform` positions one-to-one and classifies every pair and every unmatched position.
+/// Matches `broker` to `platform` positions one-to-one (see [`super::matching`]: O(n log n)) and classifies
+/// every pair and every unmatched position.
 pub fn reconcile(broker: &[BrokerSide], platform: &[PlatformSide], tol: &Tolerances) -> Reconciliation {
-    let mut partner: Vec<Option<usize>> = vec![None; broker.len()];
+    let broker_candidates: Vec<_> = broker
+        .iter()
+        .map(|b| matching::Candidate { symbol: &b.symbol, side: b.side, volume: b.volume, entry: b.open_price })
+        .collect();
+    let platform_candidates: Vec<_> = platform
+        .iter()
+        .map(|p| matching::Candidate { symbol: &p.symbol, side: p.side, volume: p.volume, entry: p.entry_price })
+        .collect();
+    let broker_ids: Vec<&str> = broker.iter().map(|b| b.position_identifier.as_str()).collect();
+    let identifiers: Vec<Option<&str>> = platform.iter().map(|p| p.position_identifier.as_deref()).collect();
+    let partner = matching::pair(&broker_candidates, &broker_ids, &platform_candidates, &identifiers);
     let mut platform_matched = vec![false; platform.len()];
-
-    // Pass 1: the identifier the platform knows, regardless of symbol or side; first claimant wins.
-    for (j, p) in platform.iter().enumerate() {
-        let Some(id) = &p.position_identifier else { continue };
-        if let Some(i) = (0..broker.len()).find(|&i| partner[i].is_none() && broker[i].position_identifier == *id) {
-            partner[i] = Some(j);
-            platform_matched[j] = true;
-        }
-    }
-
-    // Pass 2: equal (symbol, side), nearest volume, then nearest entry, then indices; no cut-off.
-    let mut candidates = Vec::new();
-    for (i, b) in broker.iter().enumerate().filter(|(i, _)| partner[*i].is_none()) {
-        for (j, p) in platform.iter().enumerate().filter(|(j, _)| !platform_matched[*j]) {
-            if b.symbol == p.symbol && b.side == p.side {
-                candidates.push((closeness(b.volume, p.volume), closeness(b.open_price, p.entry_price), i, j));
-            }
-        }
-    }
-    candidates.sort();
-    for (_, _, i, j) in candidates {
-        if partner[i].is_none() && !platform_matched[j] {
-            partner[i] = Some(j);
-            platform_matched[j] = true;
-        }
+    for j in partner.iter().flatten() {
+        platform_matched[*j] = true;
     }
 
     let mut result = Reconciliation::default();
@@ -223,15 +211,6 @@ fn percent_diff(a: Decimal, b: Decimal, base: Decimal) -> Option<Decimal> {
         return None;
     }
     a.checked_sub(b)?.abs().checked_mul(Decimal::ONE_HUNDRED)?.checked_div(base.abs())
-}
-
-/// Sort key for pairing: smaller is nearer; a non-computable relative difference sorts after every computable
-/// one unless the values are equal.
-fn closeness(value: Decimal, reference: Decimal) -> (bool, Decimal) {
-    match percent_diff(value, reference, reference) {
-        Some(pct) => (false, pct),
-        None => (value != reference, Decimal::ZERO),
-    }
 }
 
 #[cfg(test)]

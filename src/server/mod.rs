@@ -23,7 +23,10 @@ use crate::services::reconciliation::ReconciliationApi;
 use crate::storage;
 
 pub mod health;
+mod panic;
 mod trace;
+
+pub use panic::CatchPanicLayer;
 
 /// A bound, ready-to-run server.
 pub struct Application {
@@ -114,6 +117,7 @@ impl Application {
             .concurrency_limit_per_connection(server_args.max_concurrent_requests)
             .load_shed(true)
             .layer(trace::TraceLayer)
+            .layer(CatchPanicLayer)
             .layer(AuthLayer::new(verifier, !args.auth.reflection_requires_auth))
             .add_service(tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(
                 reporter.clone(),

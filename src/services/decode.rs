@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::auth::{Caller, Scope};
 use crate::domain::Symbol;
+use crate::domain::bounds::DecimalBounds;
 use crate::error::ApiError;
 
 /// The authenticated caller, put in the request extensions by the auth layer.
@@ -70,34 +71,49 @@ pub fn symbol(field: &str, value: &str) -> Result<Symbol, ApiError> {
     Symbol::parse(value).map_err(|e| ApiError::invalid(field, format!("{value:?} {e}")))
 }
 
-/// A required decimal string.
-pub fn decimal(field: &str, value: &str) -> Result<Decimal, ApiError> {
-    parse_decimal_text(value)
-        .ok_or_else(|| ApiError::invalid(field, format!("{value:?} is not a decimal number like \"1234.56\"")))
+/// A required decimal string within `bounds` (exact: more places than the kind keeps are refused, not rounded).
+pub fn decimal(field: &str, value: &str, bounds: &DecimalBounds) -> Result<Decimal, ApiError> {
+    bounds.parse(value).map_err(|e| ApiError::invalid(field, format!("{} {e}", quoted(value))))
 }
 
-/// An optional decimal string: empty means absent.
-pub fn optional_decimal(field: &str, value: &str) -> Result<Option<Decimal>, ApiError> {
-    if value.is_empty() { Ok(None) } else { decimal(field, value).map(Some) }
+/// An optional decimal string within `bounds`: empty means absent.
+pub fn optional_decimal(field: &str, value: &str, bounds: &DecimalBounds) -> Result<Option<Decimal>, ApiError> {
+    if value.is_empty() { Ok(None) } else { decimal(field, value, bounds).map(Some) }
 }
 
-/// Strict decimal syntax: optional '-', digits, optional '.' and digits. No exponent, spaces or '+'.
-fn parse_decimal_text(value: &str) -> Option<Decimal> {
-    let digits = value.strip_prefix('-').unwrap_or(value);
-    let (int, frac) = digits.split_once('.').unwrap_or((digits, "0"));
-    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !all_digits(int) || !all_digits(frac) {
-        return None;
+/// A client's value for an error message: quoted, and shortened when long (it is the client's own input, but a
+/// message is for a person, not a mirror).
+pub fn quoted(value: &str) -> String {
+    const MAX: usize = 40;
+    if value.chars().count() <= MAX {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(MAX).collect();
+        format!("{head:?}... ({} characters)", value.chars().count())
     }
-    value.parse().ok()
 }
 
-/// A protobuf timestamp as UTC.
+/// The earliest time a request may name (PostgreSQL's and this service's range: years 1 to 9999).
+pub fn earliest_time() -> DateTime<Utc> {
+    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC) // 0001-01-01T00:00:00Z
+}
+
+/// The latest time a request may name.
+pub fn latest_time() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC) // 9999-12-31T23:59:59Z
+}
+
+/// A protobuf timestamp as UTC, within years 1 to 9999.
 pub fn timestamp(field: &str, value: &prost_types::Timestamp) -> Result<DateTime<Utc>, ApiError> {
-    u32::try_from(value.nanos)
+    let t = u32::try_from(value.nanos)
         .ok()
+        .filter(|n| *n < 1_000_000_000)
         .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))
-        .ok_or_else(|| ApiError::invalid(field, "is not a valid timestamp"))
+        .ok_or_else(|| ApiError::invalid(field, "is not a valid timestamp (seconds and 0 <= nanos < 1e9)"))?;
+    if t < earliest_time() || t > latest_time() {
+        return Err(ApiError::invalid(field, "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"));
+    }
+    Ok(t)
 }
 
 /// An optional protobuf timestamp.
@@ -121,13 +137,24 @@ mod tests {
     }
 
     #[test]
-    fn decimals_are_plain_digits_only() {
-        for ok in ["0", "12", "-3.5", "2350.125", "0.00001"] {
-            assert!(parse_decimal_text(ok).is_some(), "{ok}");
-        }
-        for bad in ["", "-", ".5", "5.", "1e3", "+1", " 1", "1,000", "NaN", "1.2.3", "--1"] {
-            assert!(parse_decimal_text(bad).is_none(), "{bad}");
-        }
+    fn decimal_errors_name_the_field_and_shorten_long_values() {
+        let forty_ones = format!("0.{}", "1".repeat(40));
+        let Err(ApiError::InvalidArgument(v)) = decimal("quotes[0].bid", &forty_ones, &crate::domain::bounds::PRICE)
+        else {
+            panic!("refused")
+        };
+        assert_eq!(v[0].field, "quotes[0].bid");
+        let shown = format!("\"0.{}\"... (42 characters) has 40 decimal places", "1".repeat(38));
+        assert!(v[0].description.starts_with(&shown), "{}", v[0].description);
+    }
+
+    #[test]
+    fn timestamps_outside_years_1_to_9999_are_invalid() {
+        let year_minus_200000 = prost_types::Timestamp { seconds: -6_373_484_000_000, nanos: 0 };
+        assert!(timestamp("start_time", &year_minus_200000).is_err());
+        assert!(timestamp("start_time", &prost_types::Timestamp { seconds: 0, nanos: -1 }).is_err());
+        assert!(timestamp("start_time", &prost_types::Timestamp { seconds: 0, nanos: 1_000_000_000 }).is_err());
+        assert_eq!(timestamp("t", &prost_types::Timestamp { seconds: 0, nanos: 0 }).unwrap().timestamp(), 0);
     }
 
     #[test]

@@ -177,5 +177,6 @@ pub fn market_alert(a: crate::storage::AlertRow, rules: &crate::domain::market::
         should_close_positions: crate::domain::market::should_close(a.severity, rules),
         raised_time: Some(ts(a.raised_at)),
         message: a.message,
+        observed_time: opt_ts(a.observed_at),
     }
 }

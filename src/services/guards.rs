@@ -83,7 +83,7 @@ impl GuardsApi {
             }
             let severity = AlertSeverity::Warning;
             let message = match last {
-                Some(at) => format!("no quote for {symbol} for {} s", (now - at).num_seconds()),
+                Some(at) => format!("no quote for {symbol} for {} s", now.signed_duration_since(at).num_seconds()),
                 None => format!("no quote ever received for {symbol}"),
             };
             alerts.push((
@@ -95,10 +95,11 @@ impl GuardsApi {
                     severity: encode::alert_severity(severity).into(),
                     value_percent: String::new(),
                     threshold_percent: String::new(),
-                    quote_age: last.map(|at| encode::duration(now - at)),
+                    quote_age: last.map(|at| encode::duration(now.signed_duration_since(at))),
                     should_close_positions: market::should_close(severity, rules),
-                    raised_time: last.map(|at| ts(at + rules.stale_after)),
+                    raised_time: last.map(|at| ts(market::stale_since(at, rules))),
                     message,
+                    observed_time: last.map(ts),
                 },
             ));
         }
@@ -179,7 +180,7 @@ fn drawdown_status(account: Option<&AccountRow>, rules: &Rules, now: DateTime<Ut
     status.level = encode::drawdown_level(level).into();
     status.equity = equity.to_string();
     status.peak_equity = peak.to_string();
-    status.drawdown_percent = dec(Some(drawdown::drawdown_pct(peak, equity)));
+    status.drawdown_percent = dec(drawdown::drawdown_pct(peak, equity));
     status.should_close_all = level == DrawdownLevel::Critical;
     status.time_to_liquidation = match (level, account.drawdown_level_since) {
         (DrawdownLevel::Critical, Some(since)) => Some(encode::duration(drawdown::time_to_liquidation(since, now, &t))),

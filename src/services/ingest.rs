@@ -2,7 +2,7 @@
 //! `SubmitQuotes` (decode, record, raise/clear alerts). Both need the `trading:sync:write` scope. Decoding
 //! collects every invalid field, so a caller sees all problems of a request at once.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use prost::Message;
 use rust_decimal::Decimal;
 use tonic::{Request, Response};
@@ -11,17 +11,28 @@ use super::decode::{self, caller, require_scope};
 use super::encode::{self, ts};
 use super::{AppState, RpcResult};
 use crate::auth::Scope;
+use crate::config::Rules;
 use crate::domain::Side;
+use crate::domain::bounds::{DecimalBounds, MONEY, PRICE, VOLUME};
 use crate::domain::reconcile::{self, BrokerSide, PlatformSide};
 use crate::error::{ApiError, FieldViolation};
 use crate::pb;
 use crate::storage::quotes::{self, NewCandleClose, NewQuote, QuotesOutcome};
-use crate::storage::syncs::{self, BrokerPositionInput, CompletedSync, NewSync, RecordOutcome, SyncRecord, SyncResult};
+use crate::storage::syncs::{
+    self, BrokerPositionInput, CompletedSync, NewSync, RecordOutcome, SyncOutcome, SyncRecord, SyncResult,
+};
 
 /// How far in the future a reported time may be (clock skew between feed, worker and server).
 const MAX_FUTURE: Duration = Duration::seconds(5);
-/// Upper bound on list lengths in one request, beyond what the message size limit already enforces.
-const MAX_ITEMS: usize = 10_000;
+/// The earliest reported time accepted (nothing this service tracks happened before 2000).
+const EARLIEST_REPORTED: i64 = 946_684_800; // 2000-01-01T00:00:00Z
+/// Most broker positions, and most platform positions, in one sync (stated in the proto).
+pub const MAX_POSITIONS_PER_SYNC: usize = 2_000;
+/// Syncs with at most this many positions (both sides) are decoded and matched on the calling worker: tens of
+/// microseconds, less than the hop to the blocking pool would cost.
+const INLINE_DECODE_POSITIONS: usize = 256;
+/// Most quotes, and most candle closes, in one batch (stated in the proto).
+pub const MAX_QUOTES_PER_BATCH: usize = 10_000;
 
 /// Collects field violations while decoding.
 #[derive(Default)]
@@ -63,20 +74,12 @@ fn required_text(v: &mut Violations, field: &str, value: &str, max: usize) -> Op
     }
 }
 
-fn positive(v: &mut Violations, field: &str, value: &str) -> Option<Decimal> {
-    let d = v.take(decode::decimal(field, value))?;
-    if d <= Decimal::ZERO {
-        v.add(field, "must be greater than zero");
-        return None;
-    }
-    Some(d)
+fn bounded(v: &mut Violations, field: &str, value: &str, bounds: &DecimalBounds) -> Option<Decimal> {
+    v.take(decode::decimal(field, value, bounds))
 }
 
-fn optional_positive(v: &mut Violations, field: &str, value: &str) -> Option<Option<Decimal>> {
-    if value.is_empty() {
-        return Some(None);
-    }
-    positive(v, field, value).map(Some)
+fn optional_bounded(v: &mut Violations, field: &str, value: &str, bounds: &DecimalBounds) -> Option<Option<Decimal>> {
+    v.take(decode::optional_decimal(field, value, bounds))
 }
 
 fn side(v: &mut Violations, field: &str, value: i32) -> Option<Side> {
@@ -102,15 +105,21 @@ fn time(
     };
     let t = v.take(decode::timestamp(field, t))?;
     if t > now + MAX_FUTURE {
-        v.add(field, format!("is in the future ({t} is after the server time {now})"));
+        v.add(field, format!("is in the future ({t} is after the server time {now}; at most 5 s of skew is accepted)"));
         return None;
     }
-    Some(t)
+    if t.timestamp() < EARLIEST_REPORTED {
+        v.add(field, format!("is too far in the past ({t} is before 2000-01-01T00:00:00Z)"));
+        return None;
+    }
+    // The database keeps microseconds; dropping finer digits here keeps every comparison (newest quote of a
+    // batch, a candle already stored) on the precision that is stored.
+    t.duration_trunc(Duration::microseconds(1)).ok()
 }
 
-fn too_many(v: &mut Violations, field: &str, len: usize) {
-    if len > MAX_ITEMS {
-        v.add(field, format!("has {len} entries; at most {MAX_ITEMS} are accepted per request"));
+fn too_many(v: &mut Violations, field: &str, len: usize, max: usize) {
+    if len > max {
+        v.add(field, format!("has {len} entries; at most {max} are accepted per request"));
     }
 }
 
@@ -130,14 +139,14 @@ fn decode_broker(
     };
     let symbol = v.take(decode::symbol(&f("symbol"), &p.symbol));
     let side = side(v, &f("side"), p.side);
-    let volume = positive(v, &f("volume"), &p.volume);
-    let open_price = positive(v, &f("open_price"), &p.open_price);
-    let current_price = positive(v, &f("current_price"), &p.current_price);
-    let take_profit = optional_positive(v, &f("take_profit"), &p.take_profit);
-    let stop_loss = optional_positive(v, &f("stop_loss"), &p.stop_loss);
-    let swap = v.take(decode::optional_decimal(&f("swap"), &p.swap));
-    let commission = v.take(decode::optional_decimal(&f("commission"), &p.commission));
-    let profit = v.take(decode::optional_decimal(&f("profit"), &p.profit));
+    let volume = bounded(v, &f("volume"), &p.volume, &VOLUME);
+    let open_price = bounded(v, &f("open_price"), &p.open_price, &PRICE);
+    let current_price = bounded(v, &f("current_price"), &p.current_price, &PRICE);
+    let take_profit = optional_bounded(v, &f("take_profit"), &p.take_profit, &PRICE);
+    let stop_loss = optional_bounded(v, &f("stop_loss"), &p.stop_loss, &PRICE);
+    let swap = optional_bounded(v, &f("swap"), &p.swap, &MONEY);
+    let commission = optional_bounded(v, &f("commission"), &p.commission, &MONEY);
+    let profit = optional_bounded(v, &f("profit"), &p.profit, &MONEY);
     let open_time = time(v, &f("open_time"), p.open_time.as_ref(), now);
     Some(BrokerPositionInput {
         core: BrokerSide {
@@ -163,10 +172,10 @@ fn decode_platform(v: &mut Violations, i: usize, p: &pb::PlatformPosition) -> Op
     let trade_id = required_text(v, &f("platform_trade_id"), &p.platform_trade_id, 64);
     let symbol = v.take(decode::symbol(&f("symbol"), &p.symbol));
     let side = side(v, &f("side"), p.side);
-    let volume = positive(v, &f("volume"), &p.volume);
-    let entry_price = positive(v, &f("entry_price"), &p.entry_price);
-    let take_profit = optional_positive(v, &f("take_profit"), &p.take_profit);
-    let stop_loss = optional_positive(v, &f("stop_loss"), &p.stop_loss);
+    let volume = bounded(v, &f("volume"), &p.volume, &VOLUME);
+    let entry_price = bounded(v, &f("entry_price"), &p.entry_price, &PRICE);
+    let take_profit = optional_bounded(v, &f("take_profit"), &p.take_profit, &PRICE);
+    let stop_loss = optional_bounded(v, &f("stop_loss"), &p.stop_loss, &PRICE);
     let identifier = if p.position_identifier.chars().count() > 64 {
         v.add(f("position_identifier"), "must be at most 64 characters");
         None
@@ -195,7 +204,9 @@ fn duplicates<'a>(v: &mut Violations, keys: impl Iterator<Item = &'a str>, field
     }
 }
 
-fn decode_sync(req: &pb::SubmitBrokerSyncRequest, state: &AppState, now: DateTime<Utc>) -> Result<NewSync, ApiError> {
+/// Decodes and reconciles a sync. CPU-bound (up to 2 x [`MAX_POSITIONS_PER_SYNC`] positions): run it off the
+/// async workers.
+fn decode_sync(req: &pb::SubmitBrokerSyncRequest, rules: &Rules, now: DateTime<Utc>) -> Result<NewSync, ApiError> {
     let mut v = Violations::default();
     let request_id = v.take(decode::parse_uuid("request_id", &req.request_id));
     let user_id = if req.user_id.is_empty() {
@@ -220,7 +231,7 @@ fn decode_sync(req: &pb::SubmitBrokerSyncRequest, state: &AppState, now: DateTim
             required_text(&mut v, "failure.error_message", &f.error_message, 2000)
                 .map(|error_message| SyncResult::Failed { error_message })
         }
-        Some(pb::submit_broker_sync_request::Result::Snapshot(s)) => decode_snapshot(&mut v, s, state, now),
+        Some(pb::submit_broker_sync_request::Result::Snapshot(s)) => decode_snapshot(&mut v, s, rules, now),
     };
     v.finish()?;
     match (request_id, user_id, started_at, finished_at, result) {
@@ -232,27 +243,27 @@ fn decode_sync(req: &pb::SubmitBrokerSyncRequest, state: &AppState, now: DateTim
     }
 }
 
-fn decode_snapshot(
-    v: &mut Violations,
-    s: &pb::SyncSnapshot,
-    state: &AppState,
-    now: DateTime<Utc>,
-) -> Option<SyncResult> {
+fn decode_snapshot(v: &mut Violations, s: &pb::SyncSnapshot, rules: &Rules, now: DateTime<Utc>) -> Option<SyncResult> {
     let Some(account) = &s.account else {
         v.add("snapshot.account", "is required");
         return None;
     };
-    let balance = v.take(decode::decimal("snapshot.account.balance", &account.balance));
-    let equity = v.take(decode::decimal("snapshot.account.equity", &account.equity));
-    let margin = v.take(decode::optional_decimal("snapshot.account.margin", &account.margin));
+    let balance = bounded(v, "snapshot.account.balance", &account.balance, &MONEY);
+    let equity = bounded(v, "snapshot.account.equity", &account.equity, &MONEY);
+    let margin = optional_bounded(v, "snapshot.account.margin", &account.margin, &MONEY);
     let currency = if account.currency.len() == 3 && account.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         Some(account.currency.clone())
     } else {
         v.add("snapshot.account.currency", format!("{:?} is not an ISO 4217 code like \"GBP\"", account.currency));
         None
     };
-    too_many(v, "snapshot.broker_positions", s.broker_positions.len());
-    too_many(v, "snapshot.platform_positions", s.platform_positions.len());
+    let before = v.0.len();
+    too_many(v, "snapshot.broker_positions", s.broker_positions.len(), MAX_POSITIONS_PER_SYNC);
+    too_many(v, "snapshot.platform_positions", s.platform_positions.len(), MAX_POSITIONS_PER_SYNC);
+    if v.0.len() > before {
+        // Do not spend time decoding an oversized list entry by entry.
+        return None;
+    }
     let broker: Vec<_> = s.broker_positions.iter().enumerate().map(|(i, p)| decode_broker(v, i, p, now)).collect();
     let platform: Vec<_> = s.platform_positions.iter().enumerate().map(|(i, p)| decode_platform(v, i, p)).collect();
     duplicates(v, s.broker_positions.iter().map(|p| p.position_identifier.as_str()), |i| {
@@ -264,7 +275,7 @@ fn decode_snapshot(
     let broker: Vec<BrokerPositionInput> = broker.into_iter().collect::<Option<_>>()?;
     let platform: Vec<PlatformSide> = platform.into_iter().collect::<Option<_>>()?;
     let sides: Vec<BrokerSide> = broker.iter().map(|b| b.core.clone()).collect();
-    let reconciliation = reconcile::reconcile(&sides, &platform, &state.rules.matching);
+    let reconciliation = reconcile::reconcile(&sides, &platform, &rules.matching);
     Some(SyncResult::Completed(Box::new(CompletedSync {
         currency: currency?,
         balance: balance?,
@@ -279,7 +290,12 @@ fn decode_snapshot(
 fn sync_response(record: &SyncRecord) -> pb::SubmitBrokerSyncResponse {
     pb::SubmitBrokerSyncResponse {
         sync_id: record.sync_id.to_string(),
-        status: if record.completed { pb::SyncStatus::Completed } else { pb::SyncStatus::Failed }.into(),
+        status: match record.outcome {
+            SyncOutcome::Completed => pb::SyncStatus::Completed,
+            SyncOutcome::Failed => pb::SyncStatus::Failed,
+            SyncOutcome::Superseded => pb::SyncStatus::Superseded,
+        }
+        .into(),
         matched_count: record.matched,
         divergence_count: record.pair_divergences,
         broker_only_count: record.broker_only,
@@ -296,7 +312,22 @@ pub async fn submit_broker_sync(
 ) -> RpcResult<pb::SubmitBrokerSyncResponse> {
     let caller = caller(&request)?;
     require_scope(&caller, Scope::SyncWrite)?;
-    let sync = decode_sync(request.get_ref(), state, Utc::now())?;
+    let req = request.into_inner();
+    let size = match &req.result {
+        Some(pb::submit_broker_sync_request::Result::Snapshot(s)) => {
+            s.broker_positions.len() + s.platform_positions.len()
+        }
+        _ => 0,
+    };
+    let sync = if size <= INLINE_DECODE_POSITIONS {
+        decode_sync(&req, &state.rules, Utc::now())?
+    } else {
+        // Up to a few milliseconds of CPU: off the async workers, so other calls are not held up behind it.
+        let rules = state.rules.clone();
+        tokio::task::spawn_blocking(move || decode_sync(&req, &rules, Utc::now()))
+            .await
+            .map_err(|e| ApiError::Internal(Box::new(e)))??
+    };
     let outcome = syncs::record(&state.pool, &sync, &state.rules.drawdown, |r| sync_response(r).encode_to_vec())
         .await
         .map_err(ApiError::from)?;
@@ -349,8 +380,12 @@ pub async fn submit_quotes(
     if req.quotes.is_empty() && req.candle_closes.is_empty() {
         v.add("quotes", "the batch is empty: send quotes, candle_closes or both");
     }
-    too_many(&mut v, "quotes", req.quotes.len());
-    too_many(&mut v, "candle_closes", req.candle_closes.len());
+    too_many(&mut v, "quotes", req.quotes.len(), MAX_QUOTES_PER_BATCH);
+    too_many(&mut v, "candle_closes", req.candle_closes.len(), MAX_QUOTES_PER_BATCH);
+    if !v.0.is_empty() {
+        // Do not decode an oversized batch entry by entry.
+        return Err(ApiError::InvalidArgument(v.0).into());
+    }
     let quotes: Vec<Option<NewQuote>> = req
         .quotes
         .iter()
@@ -358,8 +393,8 @@ pub async fn submit_quotes(
         .map(|(i, q)| {
             let f = |name: &str| format!("quotes[{i}].{name}");
             let symbol = v.take(decode::symbol(&f("symbol"), &q.symbol));
-            let bid = positive(&mut v, &f("bid"), &q.bid);
-            let ask = positive(&mut v, &f("ask"), &q.ask);
+            let bid = bounded(&mut v, &f("bid"), &q.bid, &PRICE);
+            let ask = bounded(&mut v, &f("ask"), &q.ask, &PRICE);
             if let (Some(b), Some(a)) = (bid, ask)
                 && a < b
             {
@@ -377,8 +412,8 @@ pub async fn submit_quotes(
         .map(|(i, c)| {
             let f = |name: &str| format!("candle_closes[{i}].{name}");
             let symbol = v.take(decode::symbol(&f("symbol"), &c.symbol));
-            let previous_close = positive(&mut v, &f("previous_close"), &c.previous_close);
-            let open = positive(&mut v, &f("open"), &c.open);
+            let previous_close = bounded(&mut v, &f("previous_close"), &c.previous_close, &PRICE);
+            let open = bounded(&mut v, &f("open"), &c.open, &PRICE);
             let open_time = time(&mut v, &f("open_time"), c.open_time.as_ref(), now);
             Some(NewCandleClose {
                 symbol: symbol?.as_str().to_owned(),

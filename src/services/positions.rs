@@ -62,17 +62,14 @@ impl PositionsApi {
             .collect();
 
         let unavailable = valued.iter().filter(|(_, v)| matches!(v, Valuation::Unavailable { .. })).count();
-        let (total, total_reason) = if unavailable == 0 {
-            let sum: Decimal = valued
-                .iter()
-                .map(|(_, v)| match v {
-                    Valuation::Known { pnl, .. } => *pnl,
-                    Valuation::Unavailable { .. } => Decimal::ZERO,
-                })
-                .sum();
-            (Some(sum), String::new())
-        } else {
-            (None, format!("P&L unavailable for {unavailable} of {} positions", valued.len()))
+        let known = valued.iter().filter_map(|(_, v)| match v {
+            Valuation::Known { pnl, .. } => Some(*pnl),
+            Valuation::Unavailable { .. } => None,
+        });
+        let (total, total_reason) = match (unavailable, pnl::checked_sum(known)) {
+            (0, Some(sum)) => (Some(sum), String::new()),
+            (0, None) => (None, "the total P&L overflows the decimal range".to_owned()),
+            (n, _) => (None, format!("P&L unavailable for {n} of {} positions", valued.len())),
         };
         let total_percent = total.zip(equity).and_then(|(t, e)| pnl::percent_of(t, e));
 

@@ -18,16 +18,10 @@ use crate::storage::{self, EventQuery};
 
 /// Default and maximum of `recent_events_limit`.
 const RECENT_EVENTS: (u32, u32) = (5, 100);
+/// The numbers of recent events actually loaded (and cached): a request gets the smallest that covers it.
+const RECENT_EVENTS_LOADED: [u32; 3] = [5, 20, 100];
 /// Default and maximum of `page_size` for events.
 const EVENT_PAGE: (u32, u32) = (50, 500);
-
-/// Earliest and latest times the event window can name (PostgreSQL accepts both; chrono too).
-fn time_floor() -> DateTime<Utc> {
-    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC) // 0001-01-01
-}
-fn time_ceiling() -> DateTime<Utc> {
-    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC) // 9999-12-31
-}
 
 /// The ReconciliationService implementation.
 #[derive(Debug, Clone)]
@@ -47,8 +41,8 @@ impl ReconciliationApi {
         let pool = &self.state.pool;
         let query = EventQuery {
             user_id,
-            since: time_floor(),
-            before: (time_ceiling(), i64::MAX),
+            since: decode::earliest_time(),
+            before: (decode::latest_time(), i64::MAX),
             types: None,
             limit: i64::from(limit),
         };
@@ -98,13 +92,16 @@ impl ReconciliationService for ReconciliationApi {
         let limit =
             decode::page_size("recent_events_limit", req.recent_events_limit, RECENT_EVENTS.0, RECENT_EVENTS.1)?;
 
-        let (response, freshness) = self
+        // A few loaded sizes serve every limit, so callers cannot multiply cache entries by varying it.
+        let loaded = RECENT_EVENTS_LOADED.into_iter().find(|n| *n >= limit).unwrap_or(RECENT_EVENTS.1);
+        let (mut response, freshness) = self
             .state
             .cache
-            .get_or_load(Rpc::GetReconciliationStatus, user_id, &format!("n={limit}"), || {
-                self.load_status(user_id, limit)
+            .get_or_load(Rpc::GetReconciliationStatus, user_id, &format!("n={loaded}"), || {
+                self.load_status(user_id, loaded)
             })
             .await?;
+        response.recent_events.truncate(limit as usize);
         Ok(cached(response, freshness))
     }
 
@@ -133,9 +130,9 @@ impl ReconciliationService for ReconciliationApi {
             &micros(end),
             type_names.as_deref().unwrap_or("*"),
         ]);
-        let end_bound = (end.unwrap_or_else(time_ceiling), i64::MIN);
+        let end_bound = (end.unwrap_or_else(decode::latest_time), i64::MIN);
         let before = match paging::decode("page_token", &req.page_token, filters)? {
-            None => (end.unwrap_or_else(time_ceiling), if end.is_some() { i64::MIN } else { i64::MAX }),
+            None => (end.unwrap_or_else(decode::latest_time), if end.is_some() { i64::MIN } else { i64::MAX }),
             Some(Cursor { time, key }) => {
                 let id = key
                     .parse::<i64>()
@@ -145,8 +142,13 @@ impl ReconciliationService for ReconciliationApi {
         };
 
         let as_of = Utc::now();
-        let query =
-            EventQuery { user_id, since: start.unwrap_or_else(time_floor), before, types, limit: i64::from(size) + 1 };
+        let query = EventQuery {
+            user_id,
+            since: start.unwrap_or_else(decode::earliest_time),
+            before,
+            types,
+            limit: i64::from(size) + 1,
+        };
         let mut rows = storage::events::list(&self.state.pool, &query).await.map_err(ApiError::from)?;
         let next_page_token = if rows.len() > size as usize {
             rows.truncate(size as usize);

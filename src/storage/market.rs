@@ -50,7 +50,7 @@ impl MarketSnapshot {
         let mut rates = FxRates::default();
         for (symbol, quote) in &self.quotes {
             if let Some(i) = self.instruments.get(symbol) {
-                rates.insert(&i.base_currency, &i.quote_currency, (quote.bid + quote.ask) / Decimal::TWO);
+                rates.insert_quote(&i.base_currency, &i.quote_currency, quote.bid, quote.ask);
             }
         }
         rates
@@ -103,8 +103,10 @@ pub struct AlertRow {
     pub threshold_pct: Decimal,
     /// Description.
     pub message: String,
-    /// When raised.
+    /// When raised (server clock).
     pub raised_at: DateTime<Utc>,
+    /// The reported time of the quote or candle that raised it (absent for alerts from before it was kept).
+    pub observed_at: Option<DateTime<Utc>>,
 }
 
 /// Active alerts for `symbols`.
@@ -114,7 +116,7 @@ pub async fn active_alerts(pool: &PgPool, symbols: &[String]) -> Result<Vec<Aler
         return Ok(Vec::new());
     }
     let rows = sqlx::query!(
-        r#"SELECT alert_id, symbol, kind, severity, value_pct, threshold_pct, message, raised_at
+        r#"SELECT alert_id, symbol, kind, severity, value_pct, threshold_pct, message, raised_at, observed_at
            FROM market_alerts
            WHERE cleared_at IS NULL AND symbol = ANY($1)
            ORDER BY raised_at, alert_id"#,
@@ -133,6 +135,7 @@ pub async fn active_alerts(pool: &PgPool, symbols: &[String]) -> Result<Vec<Aler
                 threshold_pct: r.threshold_pct,
                 message: r.message,
                 raised_at: r.raised_at,
+                observed_at: r.observed_at,
             })
         })
         .collect()

@@ -1,5 +1,10 @@
 //! Recording a batch of quotes and candle closes, and raising or clearing the gap and spread alerts they
 //! imply, all in one transaction. Alert events are appended to the log of every user holding the symbol.
+//!
+//! Late data never rewrites the present: a quote older than the stored latest one is not stored as latest and
+//! judges nothing; a candle close older than the newest stored one (or a repeat of a stored one) is recorded and
+//! judges nothing, so a retried or late batch cannot clear an alert a newer candle raised. Alert and event times
+//! are the server's clock; the reported quote or candle time is kept as `observed_at` and in the event details.
 
 use std::collections::HashMap;
 
@@ -61,7 +66,8 @@ struct Evaluation {
     kind: MarketAlertKind,
     value_pct: Decimal,
     breach: Option<Breach>,
-    at: DateTime<Utc>,
+    /// The reported time of the quote or candle.
+    observed_at: DateTime<Utc>,
 }
 
 /// Records the batch and updates the alerts, atomically.
@@ -115,44 +121,69 @@ pub async fn record(
         .fetch_all(&mut *tx)
         .await?;
         for q in latest.into_iter().filter(|q| updated.contains(&q.symbol)) {
-            let spread = market::spread_pct(q.bid, q.ask);
+            // Bounded prices cannot overflow; if they ever did, the spread is not judged rather than guessed.
+            let Some(spread) = market::spread_pct(q.bid, q.ask) else { continue };
             evaluations.push(Evaluation {
                 symbol: q.symbol.clone(),
                 kind: MarketAlertKind::WideSpread,
                 value_pct: spread,
                 breach: market::spread_breach(spread, thresholds),
-                at: q.quote_time,
+                observed_at: q.quote_time,
             });
         }
     }
 
     if !candles.is_empty() {
-        sqlx::query!(
+        // The newest candle already stored per symbol (the instrument lock above keeps this stable).
+        let stored_latest: HashMap<String, DateTime<Utc>> = sqlx::query!(
+            r#"SELECT s.symbol AS "symbol!", c.open_time AS "latest!"
+               FROM UNNEST($1::text[]) AS s(symbol)
+               CROSS JOIN LATERAL (
+                   SELECT open_time FROM candle_closes WHERE symbol = s.symbol ORDER BY open_time DESC LIMIT 1
+               ) c"#,
+            &symbols
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.symbol, r.latest))
+        .collect();
+        let inserted: Vec<(String, DateTime<Utc>)> = sqlx::query!(
             r#"INSERT INTO candle_closes (symbol, open_time, previous_close, open)
                SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::numeric[], $4::numeric[])
-               ON CONFLICT (symbol, open_time) DO NOTHING"#,
+               ON CONFLICT (symbol, open_time) DO NOTHING
+               RETURNING symbol, open_time"#,
             &candles.iter().map(|c| c.symbol.clone()).collect::<Vec<_>>(),
             &candles.iter().map(|c| c.open_time).collect::<Vec<_>>(),
             &candles.iter().map(|c| c.previous_close).collect::<Vec<_>>(),
             &candles.iter().map(|c| c.open).collect::<Vec<_>>()
         )
-        .execute(&mut *tx)
-        .await?;
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.symbol, r.open_time))
+        .collect();
+        // Only a newly stored candle newer than every stored one judges the gap; the newest such per symbol.
         let mut newest: HashMap<&str, &NewCandleClose> = HashMap::new();
         for c in candles {
+            let is_new = inserted.iter().any(|(s, t)| *s == c.symbol && *t == c.open_time);
+            let is_latest = stored_latest.get(&c.symbol).is_none_or(|latest| c.open_time > *latest);
+            if !(is_new && is_latest) {
+                continue;
+            }
             let slot = newest.entry(c.symbol.as_str()).or_insert(c);
             if c.open_time > slot.open_time {
                 *slot = c;
             }
         }
         for c in newest.into_values() {
-            let gap = market::gap_pct(c.previous_close, c.open);
+            let Some(gap) = market::gap_pct(c.previous_close, c.open) else { continue };
             evaluations.push(Evaluation {
                 symbol: c.symbol.clone(),
                 kind: MarketAlertKind::PriceGap,
                 value_pct: gap,
                 breach: market::gap_breach(gap, thresholds),
-                at: c.open_time,
+                observed_at: c.open_time,
             });
         }
     }
@@ -216,16 +247,20 @@ async fn apply_alerts(
 
 async fn clear(tx: &mut Transaction<'_, Postgres>, alert_id: Uuid, e: &Evaluation) -> Result<(), StorageError> {
     let message = format!("{} alert on {} cleared ({} %)", e.kind, e.symbol, e.value_pct);
-    sqlx::query!("UPDATE market_alerts SET cleared_at = $2 WHERE alert_id = $1", alert_id, e.at)
+    sqlx::query!("UPDATE market_alerts SET cleared_at = now() WHERE alert_id = $1", alert_id)
         .execute(&mut **tx)
         .await?;
     fan_out(
         tx,
         &e.symbol,
         EventType::MarketAlertCleared,
-        e.at,
         &message,
-        json!({ "alert_id": alert_id.to_string(), "kind": e.kind.as_str(), "value_percent": e.value_pct.to_string() }),
+        json!({
+            "alert_id": alert_id.to_string(),
+            "kind": e.kind.as_str(),
+            "value_percent": e.value_pct.to_string(),
+            "observed_time": e.observed_at.to_rfc3339(),
+        }),
     )
     .await
 }
@@ -235,9 +270,10 @@ async fn raise(tx: &mut Transaction<'_, Postgres>, e: &Evaluation, b: Breach) ->
     let message =
         format!("{} {} on {}: {} % (threshold {} %)", b.severity, e.kind, e.symbol, e.value_pct, b.threshold_pct);
     let row = sqlx::query!(
-        r#"INSERT INTO market_alerts (alert_id, symbol, kind, severity, value_pct, threshold_pct, message, raised_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-           RETURNING alert_id, symbol, kind, severity, value_pct, threshold_pct, message, raised_at"#,
+        r#"INSERT INTO market_alerts (alert_id, symbol, kind, severity, value_pct, threshold_pct, message, raised_at,
+                                     observed_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8)
+           RETURNING alert_id, symbol, kind, severity, value_pct, threshold_pct, message, raised_at, observed_at"#,
         alert_id,
         e.symbol,
         e.kind.as_str(),
@@ -245,7 +281,7 @@ async fn raise(tx: &mut Transaction<'_, Postgres>, e: &Evaluation, b: Breach) ->
         e.value_pct,
         b.threshold_pct,
         message,
-        e.at
+        e.observed_at
     )
     .fetch_one(&mut **tx)
     .await?;
@@ -253,7 +289,6 @@ async fn raise(tx: &mut Transaction<'_, Postgres>, e: &Evaluation, b: Breach) ->
         tx,
         &e.symbol,
         EventType::MarketAlertRaised,
-        e.at,
         &message,
         json!({
             "alert_id": alert_id.to_string(),
@@ -261,6 +296,7 @@ async fn raise(tx: &mut Transaction<'_, Postgres>, e: &Evaluation, b: Breach) ->
             "severity": b.severity.as_str(),
             "value_percent": e.value_pct.to_string(),
             "threshold_percent": b.threshold_pct.to_string(),
+            "observed_time": e.observed_at.to_rfc3339(),
         }),
     )
     .await?;
@@ -273,25 +309,24 @@ async fn raise(tx: &mut Transaction<'_, Postgres>, e: &Evaluation, b: Breach) ->
         threshold_pct: row.threshold_pct,
         message: row.message,
         raised_at: row.raised_at,
+        observed_at: row.observed_at,
     })
 }
 
-/// Appends an event to the log of every user holding an open position in `symbol`.
+/// Appends an event (at the server's time) to the log of every user holding an open position in `symbol`.
 async fn fan_out(
     tx: &mut Transaction<'_, Postgres>,
     symbol: &str,
     event_type: EventType,
-    at: DateTime<Utc>,
     message: &str,
     details: serde_json::Value,
 ) -> Result<(), StorageError> {
     sqlx::query!(
         r#"INSERT INTO events (user_id, event_type, occurred_at, symbol, message, details)
-           SELECT DISTINCT p.user_id, $2, $3::timestamptz, $1, $4, $5::jsonb
+           SELECT DISTINCT p.user_id, $2, now(), $1, $3, $4::jsonb
            FROM positions p WHERE p.symbol = $1 AND p.status = 'open'"#,
         symbol,
         event_type.as_str(),
-        at,
         message,
         details
     )

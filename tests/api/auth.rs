@@ -117,28 +117,42 @@ async fn a_subject_that_is_not_a_uuid_is_unauthenticated() {
     assert_eq!(rejected(&app, &named).await, "token subject is not a UUID");
 }
 
+const ISSUER: &str = "https://auth.example";
+const AUDIENCE: &str = "trading-monitor";
+
+/// A server verifying with a public key (which needs an issuer and audience configured).
 async fn spawn_with_public_key(algorithm: JwtAlgorithm, key: &str) -> TestApp {
     spawn_app_with(|args| {
         args.auth.jwt_algorithm = algorithm;
         args.auth.jwt_secret = None;
         args.auth.jwt_public_key_file = Some(fixture(key));
+        args.auth.jwt_issuer = Some(ISSUER.into());
+        args.auth.jwt_audience = Some(AUDIENCE.into());
     })
     .await
+}
+
+/// Claims an identity provider would issue for this service: `aud` as an array, as many providers send it.
+fn provider_claims(user: Uuid) -> Value {
+    json!({ "sub": user.to_string(), "exp": now() + 600, "iat": now(), "iss": ISSUER, "aud": [AUDIENCE, "other-api"] })
 }
 
 #[tokio::test]
 async fn rs256_tokens_verify_with_the_configured_public_key() {
     let app = spawn_with_public_key(JwtAlgorithm::Rs256, "rsa_public.pem").await;
     let key = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa_private.pem")).unwrap()).unwrap();
-    let signed = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &valid_claims(Uuid::new_v4()), &key).unwrap();
+    let signed = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &provider_claims(Uuid::new_v4()), &key).unwrap();
     assert_eq!(call(&app, Some(&format!("Bearer {signed}"))).await, Ok(()));
+    let no_audience =
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &valid_claims(Uuid::new_v4()), &key).unwrap();
+    rejected(&app, &no_audience).await;
 }
 
 #[tokio::test]
 async fn es256_tokens_verify_with_the_configured_public_key() {
     let app = spawn_with_public_key(JwtAlgorithm::Es256, "ec_public.pem").await;
     let key = EncodingKey::from_ec_pem(&std::fs::read(fixture("ec_private.pem")).unwrap()).unwrap();
-    let signed = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &valid_claims(Uuid::new_v4()), &key).unwrap();
+    let signed = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &provider_claims(Uuid::new_v4()), &key).unwrap();
     assert_eq!(call(&app, Some(&format!("Bearer {signed}"))).await, Ok(()));
 }
 
@@ -168,6 +182,38 @@ async fn issuer_and_audience_are_required_and_checked_when_configured() {
     assert_eq!(rejected(&app, &hs256(&wrong_aud, SECRET.as_bytes())).await, "token audience not accepted");
     let missing = json!({ "sub": user, "exp": now() + 600 });
     rejected(&app, &hs256(&missing, SECRET.as_bytes())).await;
+    let array =
+        json!({ "sub": user, "exp": now() + 600, "iss": "https://auth.example", "aud": ["x", "trading-monitor"] });
+    assert_eq!(call(&app, Some(&format!("Bearer {}", hs256(&array, SECRET.as_bytes())))).await, Ok(()), "aud array");
+    let array_without = json!({ "sub": user, "exp": now() + 600, "iss": "https://auth.example", "aud": ["x", "y"] });
+    assert_eq!(rejected(&app, &hs256(&array_without, SECRET.as_bytes())).await, "token audience not accepted");
+}
+
+#[tokio::test]
+async fn a_public_key_server_without_issuer_and_audience_does_not_start() {
+    let database = fresh_database().await;
+    let mut args = serve_args(&database);
+    args.auth.jwt_algorithm = JwtAlgorithm::Rs256;
+    args.auth.jwt_secret = None;
+    args.auth.jwt_public_key_file = Some(fixture("rsa_public.pem"));
+    let err = trading_monitor::server::Application::build(args).await.err().expect("refused");
+    assert!(format!("{err:#}").contains("--jwt-issuer"), "{err:#}");
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn a_token_living_longer_than_the_maximum_lifetime_is_unauthenticated() {
+    let app = spawn_app_with(|args| args.auth.jwt_max_lifetime = std::time::Duration::from_secs(3600)).await;
+    let user = Uuid::new_v4().to_string();
+    let long = json!({ "sub": user, "exp": now() + 7200 });
+    assert_eq!(
+        rejected(&app, &hs256(&long, SECRET.as_bytes())).await,
+        "token lifetime exceeds the maximum this service accepts"
+    );
+    let issued_long_ago = json!({ "sub": user, "exp": now() + 600, "iat": now() - 86_400 });
+    rejected(&app, &hs256(&issued_long_ago, SECRET.as_bytes())).await;
+    let fine = json!({ "sub": user, "exp": now() + 600, "iat": now() });
+    assert_eq!(call(&app, Some(&format!("Bearer {}", hs256(&fine, SECRET.as_bytes())))).await, Ok(()));
 }
 
 #[tokio::test]

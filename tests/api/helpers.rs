@@ -243,6 +243,15 @@ impl TestApp {
     }
 }
 
+/// Drops a test database.
+pub async fn drop_database(database: &str) {
+    if let Ok(mut admin) = admin_options().connect().await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")))
+            .execute(&mut admin)
+            .await;
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -255,15 +264,7 @@ impl Drop for TestApp {
         // Drop the database from a separate thread with its own runtime: Drop cannot await.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                if let Ok(mut admin) = admin_options().connect().await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
-                }
-            });
+            rt.block_on(drop_database(&database));
         })
         .join();
     }

@@ -514,8 +514,16 @@ async fn fifty_concurrent_syncs_of_one_user_are_all_recorded_and_keep_the_highes
     let mut equities: Vec<u32> = (0..50).map(|i| 10_000 + i * 10).collect();
     equities.sort_by_cached_key(|_| Uuid::new_v4());
     let gold = broker("1001", "XAUUSD", Buy, "0.5", "2350", "2355");
-    let requests: Vec<_> =
-        equities.iter().map(|e| sync(user, &e.to_string(), vec![gold.clone()], vec![mirror(&gold, "T-1")])).collect();
+    // One reported finish time for all: none is older than another, so every one is applied (none superseded)
+    // and they race for the account row in any order.
+    let finished = ts(Utc::now());
+    let requests: Vec<_> = equities
+        .iter()
+        .map(|e| pb::SubmitBrokerSyncRequest {
+            finished_time: finished,
+            ..sync(user, &e.to_string(), vec![gold.clone()], vec![mirror(&gold, "T-1")])
+        })
+        .collect();
 
     let responses = futures::future::join_all(requests.into_iter().map(|r| app.submit(r))).await;
 
@@ -592,28 +600,50 @@ async fn absent_values_in_event_details_are_left_out_rather_than_written_as_null
 }
 
 #[tokio::test]
-async fn a_late_older_sync_is_counted_but_does_not_roll_positions_back() {
+async fn a_late_older_sync_is_superseded_counted_and_changes_nothing_not_even_the_peak() {
     let app = spawn_app().await;
     let user = Uuid::new_v4();
-    let mut older = sync(user, "12000", vec![broker("1", "XAUUSD", Buy, "0.5", "2350", "2355")], vec![]);
-    let five_seconds_ago = chrono::Utc::now() - chrono::Duration::seconds(5);
-    older.started_time = ts(five_seconds_ago - chrono::Duration::milliseconds(300));
+    let brokers =
+        vec![broker("1", "XAUUSD", Buy, "0.5", "2350", "2355"), broker("3", "GBPUSD", Buy, "1", "1.25", "1.25")];
+    let platforms =
+        vec![platform("T-1", "XAUUSD", Buy, "0.6", "2350", "1"), platform("T-9", "USDJPY", Sell, "1", "150", "")];
+    // Had it been applied: 1 matched (with a volume divergence), 1 broker-only, 1 missing: and a peak of 13000
+    // that would put the account 23 % down, CRITICAL, with a countdown dated in the past.
+    let mut older = sync(user, "13000", brokers, platforms);
+    let five_seconds_ago = Utc::now() - Duration::seconds(5);
+    older.started_time = ts(five_seconds_ago - Duration::milliseconds(300));
     older.finished_time = ts(five_seconds_ago);
     let newer = sync(user, "10000", vec![broker("2", "EURUSD", Sell, "1", "1.08", "1.08")], vec![]);
 
     app.submit(newer).await.unwrap();
-    app.submit(older).await.unwrap();
+    let response = app.submit(older).await.unwrap();
 
+    assert_eq!(response.status(), pb::SyncStatus::Superseded);
+    let counts = (
+        response.matched_count,
+        response.divergence_count,
+        response.broker_only_count,
+        response.missing_at_broker_count,
+        response.divergences.len(),
+    );
+    assert_eq!(counts, (0, 0, 0, 0, 0), "the counts and the list agree: nothing was applied");
     let positions = app.open_positions(user).await;
     assert_eq!(positions.positions.iter().map(|p| p.position_identifier.as_str()).collect::<Vec<_>>(), ["2"]);
     assert_eq!(positions.account_equity, "10000");
     let status = app.status(user).await;
-    assert_eq!(status.total_syncs, 2);
+    assert_eq!((status.total_syncs, status.divergences_count), (2, 1), "only the newer sync's broker-only position");
     let newest = status.last_sync_time.unwrap();
     assert!(newest.seconds >= five_seconds_ago.timestamp() + 4, "the newer sync stays the last one");
     let drawdown = app.guard_status(user).await.drawdown.unwrap();
-    assert_eq!(drawdown.peak_equity, "12000", "the older equity still counts for the high-water mark");
-    assert_eq!(drawdown.equity, "10000");
-    assert_eq!(drawdown.drawdown_percent, "16.6667");
-    assert_eq!(drawdown.level(), pb::DrawdownLevel::Warning);
+    assert_eq!((drawdown.peak_equity.as_str(), drawdown.equity.as_str()), ("10000", "10000"));
+    assert_eq!((drawdown.drawdown_percent.as_str(), drawdown.level()), ("0", pb::DrawdownLevel::Normal));
+    let events = app.all_events(user).await;
+    let superseded: Vec<_> =
+        of_type(&events, Ev::SyncCompleted).into_iter().filter(|e| e.details["superseded"] == "true").collect();
+    assert_eq!(superseded.len(), 1);
+    assert!(superseded[0].message.starts_with("sync superseded"), "{}", superseded[0].message);
+    let detected = of_type(&events, Ev::DivergenceDetected);
+    assert_eq!(detected.len(), 1, "only the newer sync's broker-only position");
+    assert_eq!(detected[0].details["kind"], "broker_only");
+    assert_eq!(of_type(&events, Ev::DrawdownLevelChanged).len(), 1, "only unknown -> normal, from the newer sync");
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod cache;
+mod hardening;
 mod helpers;
 mod ingest;
 mod market;

@@ -134,21 +134,46 @@ async fn equity_below_the_minimum_is_critical_whatever_the_drawdown() {
 }
 
 #[tokio::test]
-async fn the_liquidation_countdown_is_zero_once_it_has_run_out() {
-    let app = spawn_app().await;
+async fn the_liquidation_countdown_starts_when_the_service_learns_of_the_level_and_runs_out_to_zero() {
+    // A 1 s countdown, and no cache: this test reads the countdown as time passes.
+    let app = spawn_app_with(|args| {
+        args.rules.pre_liquidation = std::time::Duration::from_secs(1);
+        args.cache.cache_disabled = true;
+    })
+    .await;
     let user = Uuid::new_v4();
     app.submit(finished_ago(40, sync(user, "10000", vec![], vec![]))).await.unwrap();
+    // Reported 20 s ago: a countdown dated by the client's clock would already be over when anyone sees it.
     let entered = finished_ago(20, sync(user, "7000", vec![], vec![]));
     let entered_at = entered.finished_time;
+    let before = Utc::now();
 
     app.submit(entered).await.unwrap();
 
     let d = drawdown(&app, user).await;
     assert_eq!((d.level(), d.should_close_all), (Level::Critical, true));
-    assert_eq!(d.time_to_liquidation, Some(prost_types::Duration { seconds: 0, nanos: 0 }));
-    // PostgreSQL keeps microseconds.
+    let left = d.time_to_liquidation.expect("a countdown while CRITICAL");
+    assert!(left.seconds == 0 && left.nanos > 0, "most of the 1 s countdown is left: {left:?}");
+    let since = d.level_since_time.unwrap();
+    assert!(since.seconds >= before.timestamp(), "the level change is dated by the server's clock");
+    // The equity's own time stays the reported one (PostgreSQL keeps microseconds).
     let micros = |t: Option<prost_types::Timestamp>| t.map(|t| (t.seconds, t.nanos / 1000));
-    assert_eq!((micros(d.level_since_time), micros(d.equity_time)), (micros(entered_at), micros(entered_at)));
+    assert_eq!(micros(d.equity_time), micros(entered_at));
+    let change = app.all_events(user).await.into_iter().find(|e| e.event_type() == pb::EventType::DrawdownLevelChanged);
+    let change = change.expect("a level change event");
+    assert!(change.occurred_time.unwrap().seconds >= before.timestamp(), "events are dated by the server too");
+    assert!(change.details["equity_time"].starts_with(&entered_at_text(entered_at)), "{:?}", change.details);
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let d = drawdown(&app, user).await;
+    assert_eq!(d.time_to_liquidation, Some(prost_types::Duration { seconds: 0, nanos: 0 }));
+}
+
+/// The first 19 characters (seconds precision) of a timestamp in RFC 3339, as event details write times.
+fn entered_at_text(t: Option<prost_types::Timestamp>) -> String {
+    let t = t.unwrap();
+    let at = chrono::DateTime::from_timestamp(t.seconds, 0).unwrap();
+    at.to_rfc3339()[..19].to_owned()
 }
 
 #[tokio::test]

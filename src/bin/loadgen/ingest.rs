@@ -17,8 +17,31 @@ fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
     Some(pb::timestamp(t))
 }
 
+/// The shape of the books synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Book {
+    /// Matched by identifier, five symbols, alternating sides.
+    Keyed,
+    /// One symbol and side, no identifiers, scattered volumes and entries.
+    Unkeyed,
+}
+
+/// What each call carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Distinct users.
+    pub users: usize,
+    /// Positions per side.
+    pub positions: usize,
+    /// Book shape.
+    pub book: Book,
+}
+
 /// One user's sync: `n` broker positions, each matched by identifier with a platform position.
-fn sync_request(user: Uuid, n: usize, round: u64) -> pb::SubmitBrokerSyncRequest {
+fn sync_request(user: Uuid, n: usize, round: u64, book: Book) -> pb::SubmitBrokerSyncRequest {
+    if book == Book::Unkeyed {
+        return unkeyed_request(user, n, round);
+    }
     let now = Utc::now();
     let symbols = ["XAUUSD", "EURUSD", "BTCUSD", "GBPUSD", "USDJPY"];
     let prices = ["2350.00", "1.08500", "65000.00", "1.26500", "151.200"];
@@ -51,6 +74,48 @@ fn sync_request(user: Uuid, n: usize, round: u64) -> pb::SubmitBrokerSyncRequest
             ..Default::default()
         });
     }
+    request(user, round, broker, platform)
+}
+
+/// One symbol and side, no identifiers known: volumes and entries scattered (deterministically per round) so
+/// the nearest-first matching has real choices, and many pairs diverge in volume or entry.
+fn unkeyed_request(user: Uuid, n: usize, round: u64) -> pb::SubmitBrokerSyncRequest {
+    let now = Utc::now();
+    let spread = |i: usize, salt: usize, modulo: usize| (i.wrapping_mul(2_654_435_761).wrapping_add(salt)) % modulo;
+    let r = round as usize;
+    let broker = (0..n)
+        .map(|i| pb::BrokerPosition {
+            position_identifier: format!("{}", 1000 + i),
+            ticket: format!("{}", 500_000 + i),
+            symbol: "XAUUSD".into(),
+            side: pb::Side::Buy.into(),
+            volume: format!("0.{:02}", 1 + spread(i, r, 99)),
+            open_price: format!("{}.{:02}", 2300 + spread(i, 7 + r, 100), spread(i, 3, 100)),
+            current_price: "2350.00".into(),
+            open_time: ts(now - chrono::Duration::hours(2)),
+            ..Default::default()
+        })
+        .collect();
+    let platform = (0..n)
+        .map(|i| pb::PlatformPosition {
+            platform_trade_id: format!("T-{i}"),
+            symbol: "XAUUSD".into(),
+            side: pb::Side::Buy.into(),
+            volume: format!("0.{:02}", 1 + spread(i, 11 + r, 99)),
+            entry_price: format!("{}.{:02}", 2300 + spread(i, 13 + r, 100), spread(i, 5, 100)),
+            ..Default::default()
+        })
+        .collect();
+    request(user, round, broker, platform)
+}
+
+fn request(
+    user: Uuid,
+    round: u64,
+    broker: Vec<pb::BrokerPosition>,
+    platform: Vec<pb::PlatformPosition>,
+) -> pb::SubmitBrokerSyncRequest {
+    let now = Utc::now();
     pb::SubmitBrokerSyncRequest {
         request_id: Uuid::new_v4().to_string(),
         user_id: user.to_string(),
@@ -76,9 +141,9 @@ pub async fn run(
     channels: &[Channel],
     duration: Duration,
     concurrency: usize,
-    users: usize,
-    positions: usize,
+    shape: Shape,
 ) -> anyhow::Result<()> {
+    let Shape { users, positions, book } = shape;
     let scopes = vec!["trading:sync:write".to_owned()];
     let token = mint_hs256(
         secret,
@@ -104,7 +169,7 @@ pub async fn run(
             let mut round = 0u64;
             while Instant::now() < deadline {
                 let user = mine[(round as usize) % mine.len()];
-                let mut request = tonic::Request::new(sync_request(user, positions, round));
+                let mut request = tonic::Request::new(sync_request(user, positions, round, book));
                 request.metadata_mut().insert("authorization", auth.clone());
                 let sent = Instant::now();
                 match client.submit_broker_sync(request).await {
@@ -120,6 +185,7 @@ pub async fn run(
     for task in tasks {
         total.merge(task.await?);
     }
-    report(&format!("ingest ({positions} positions/sync, {concurrency} callers)"), total, started.elapsed());
+    let label = format!("ingest ({positions} {book:?} positions/side/sync, {concurrency} callers)").to_lowercase();
+    report(&label, total, started.elapsed());
     Ok(())
 }

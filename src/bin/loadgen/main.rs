@@ -49,6 +49,11 @@ enum Mode {
         /// Positions per sync.
         #[arg(long, default_value_t = 20)]
         positions: usize,
+        /// The shape of each book: `keyed` (the platform knows every broker identifier; five symbols) or
+        /// `unkeyed` (one symbol and side, no identifiers, scattered volumes and entries: the matcher's
+        /// nearest-first pass does all the work, and many pairs diverge).
+        #[arg(long, value_enum, default_value_t = ingest::Book::Keyed)]
+        book: ingest::Book,
     },
     /// Load demo-like data for the read benchmark's users (one sync each, plus FX quotes).
     Seed {
@@ -110,10 +115,11 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.connections > 0, "--connections must be positive");
     let channels = channels(&args.target, args.connections).await?;
     match &args.mode {
-        Mode::Ingest { users, positions } => {
+        Mode::Ingest { users, positions, book } => {
             let concurrency = args.concurrency.unwrap_or(8).max(1);
             anyhow::ensure!(*users >= concurrency, "--users must be at least --concurrency");
-            ingest::run(&args.jwt_secret, &channels, args.duration, concurrency, *users, *positions).await
+            let shape = ingest::Shape { users: *users, positions: *positions, book: *book };
+            ingest::run(&args.jwt_secret, &channels, args.duration, concurrency, shape).await
         }
         Mode::Seed { users } => reads::seed(channels[0].clone(), &args.jwt_secret, *users).await,
         Mode::Mix { users, metrics, label } => {

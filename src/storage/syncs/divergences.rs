@@ -40,7 +40,11 @@ pub(super) async fn apply_divergences(
         })
         .collect();
 
+    // Every finding is either a divergence still open (refreshed) or a new one (inserted): two bulk statements,
+    // whatever the number of findings.
     let mut rows = Vec::with_capacity(c.reconciliation.findings.len());
+    let mut refreshed: Vec<usize> = Vec::new();
+    let mut inserted: Vec<usize> = Vec::new();
     for f in &c.reconciliation.findings {
         let broker = f.broker.map(|i| &c.broker[i]);
         let platform = f.platform.map(|j| &c.platform[j]);
@@ -51,46 +55,13 @@ pub(super) async fn apply_divergences(
         let position_id = f.broker.map(|i| position_ids[i]);
         let key = (f.kind.as_str().to_owned(), identifier.clone(), trade_id.clone());
         let (divergence_id, detected_at) = match still_open.remove(&key) {
-            Some((id, detected_at)) => {
-                sqlx::query!(
-                    r#"UPDATE divergences SET broker_value = $2, platform_value = $3, difference_pct = $4, message = $5,
-                              last_seen_sync_id = $6, position_id = $7
-                       WHERE divergence_id = $1"#,
-                    id,
-                    f.broker_value,
-                    f.platform_value,
-                    f.difference_pct,
-                    f.message,
-                    sync_id,
-                    position_id
-                )
-                .execute(&mut **tx)
-                .await?;
-                (id, detected_at)
+            Some(existing) => {
+                refreshed.push(rows.len());
+                existing
             }
             None => {
+                inserted.push(rows.len());
                 let id = Uuid::now_v7();
-                sqlx::query!(
-                    r#"INSERT INTO divergences (divergence_id, user_id, kind, symbol, position_id, position_identifier,
-                              platform_trade_id, broker_value, platform_value, difference_pct, message,
-                              detected_sync_id, detected_at, last_seen_sync_id)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12)"#,
-                    id,
-                    user_id,
-                    f.kind.as_str(),
-                    symbol,
-                    position_id,
-                    identifier,
-                    trade_id,
-                    f.broker_value,
-                    f.platform_value,
-                    f.difference_pct,
-                    f.message,
-                    sync_id,
-                    sync.finished_at
-                )
-                .execute(&mut **tx)
-                .await?;
                 events.push(NewEvent {
                     event_type: EventType::DivergenceDetected,
                     position_id,
@@ -122,6 +93,58 @@ pub(super) async fn apply_divergences(
             detected_at,
             resolved_at: None,
         });
+    }
+
+    let column = |which: &[usize], f: fn(&DivergenceRow) -> Option<String>| -> Vec<Option<String>> {
+        which.iter().map(|&k| f(&rows[k])).collect()
+    };
+    if !refreshed.is_empty() {
+        sqlx::query!(
+            r#"UPDATE divergences d SET broker_value = t.broker_value, platform_value = t.platform_value,
+                      difference_pct = t.difference_pct, message = t.message, last_seen_sync_id = $1,
+                      position_id = t.position_id
+               FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::uuid[])
+                    AS t(divergence_id, broker_value, platform_value, difference_pct, message, position_id)
+               WHERE d.divergence_id = t.divergence_id"#,
+            sync_id,
+            &refreshed.iter().map(|&k| rows[k].divergence_id).collect::<Vec<_>>(),
+            &column(&refreshed, |r| r.broker_value.clone()) as &[Option<String>],
+            &column(&refreshed, |r| r.platform_value.clone()) as &[Option<String>],
+            &refreshed.iter().map(|&k| rows[k].difference_pct).collect::<Vec<_>>()
+                as &[Option<rust_decimal::Decimal>],
+            &refreshed.iter().map(|&k| rows[k].message.clone()).collect::<Vec<_>>(),
+            &refreshed.iter().map(|&k| rows[k].position_id).collect::<Vec<_>>() as &[Option<Uuid>]
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !inserted.is_empty() {
+        sqlx::query!(
+            r#"INSERT INTO divergences (divergence_id, user_id, kind, symbol, position_id, position_identifier,
+                      platform_trade_id, broker_value, platform_value, difference_pct, message, detected_sync_id,
+                      detected_at, last_seen_sync_id)
+               SELECT t.divergence_id, $1, t.kind, t.symbol, t.position_id, t.position_identifier,
+                      t.platform_trade_id, t.broker_value, t.platform_value, t.difference_pct, t.message, $2, $3, $2
+               FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::uuid[], $8::text[], $9::text[], $10::text[],
+                           $11::text[], $12::numeric[], $13::text[])
+                    AS t(divergence_id, kind, symbol, position_id, position_identifier, platform_trade_id,
+                         broker_value, platform_value, difference_pct, message)"#,
+            user_id,
+            sync_id,
+            sync.finished_at,
+            &inserted.iter().map(|&k| rows[k].divergence_id).collect::<Vec<_>>(),
+            &inserted.iter().map(|&k| rows[k].kind.as_str().to_owned()).collect::<Vec<_>>(),
+            &inserted.iter().map(|&k| rows[k].symbol.clone()).collect::<Vec<_>>(),
+            &inserted.iter().map(|&k| rows[k].position_id).collect::<Vec<_>>() as &[Option<Uuid>],
+            &column(&inserted, |r| r.position_identifier.clone()) as &[Option<String>],
+            &column(&inserted, |r| r.platform_trade_id.clone()) as &[Option<String>],
+            &column(&inserted, |r| r.broker_value.clone()) as &[Option<String>],
+            &column(&inserted, |r| r.platform_value.clone()) as &[Option<String>],
+            &inserted.iter().map(|&k| rows[k].difference_pct).collect::<Vec<_>>() as &[Option<rust_decimal::Decimal>],
+            &inserted.iter().map(|&k| rows[k].message.clone()).collect::<Vec<_>>()
+        )
+        .execute(&mut **tx)
+        .await?;
     }
 
     let resolved: Vec<Uuid> = still_open.values().map(|(id, _)| *id).collect();

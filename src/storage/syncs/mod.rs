@@ -3,6 +3,12 @@
 //!
 //! Concurrency: the account row is locked (`FOR UPDATE`) first, so syncs of one user apply one at a time and
 //! the high-water mark can never lose a peak; syncs of different users do not wait for each other.
+//!
+//! Time: a sync whose reported finish time is older than the snapshot already applied is *superseded*: it is
+//! recorded (counted, with its event) but changes nothing: not positions, divergences, equity, the high-water
+//! mark nor the drawdown level. Reported times are kept as the facts they are (`equity_time`, position and
+//! divergence times, event details); event times and drawdown level changes take the server's clock, so a late
+//! sync cannot start a liquidation countdown in the past.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -14,7 +20,7 @@ mod account;
 mod divergences;
 mod positions;
 
-use account::{Snapshot, apply_account};
+use account::apply_account;
 use divergences::apply_divergences;
 use positions::apply_positions;
 
@@ -88,13 +94,35 @@ pub struct NewSync {
     pub result: SyncResult,
 }
 
-/// What a recorded sync produced.
+/// How a recorded sync ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// Reconciled and applied.
+    Completed,
+    /// The broker could not be queried; nothing was applied.
+    Failed,
+    /// Older than the snapshot already applied: recorded, nothing applied.
+    Superseded,
+}
+
+impl SyncOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            SyncOutcome::Completed => "completed",
+            SyncOutcome::Failed => "failed",
+            SyncOutcome::Superseded => "superseded",
+        }
+    }
+}
+
+/// What a recorded sync produced. The counts and `divergences` describe what was applied, so they agree: all
+/// zero and empty for a failed or superseded sync.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncRecord {
     /// Server id of the sync.
     pub sync_id: Uuid,
-    /// False for a failed sync.
-    pub completed: bool,
+    /// How it ended.
+    pub outcome: SyncOutcome,
     /// Matched pairs.
     pub matched: i32,
     /// Divergences of matched pairs.
@@ -174,9 +202,14 @@ pub async fn record(
         return Ok(RecordOutcome::CurrencyMismatch { account_currency: existing.clone() });
     }
 
-    let (status, error_message) = match &sync.result {
-        SyncResult::Failed { error_message } => ("failed", Some(error_message.as_str())),
-        SyncResult::Completed(_) => ("completed", None),
+    // A snapshot older than the one already applied (late delivery, concurrent workers) must not roll anything
+    // back.
+    let superseded = matches!(sync.result, SyncResult::Completed(_))
+        && account.equity_time.is_some_and(|applied| sync.finished_at < applied);
+    let (outcome, error_message) = match &sync.result {
+        SyncResult::Failed { error_message } => (SyncOutcome::Failed, Some(error_message.as_str())),
+        SyncResult::Completed(_) if superseded => (SyncOutcome::Superseded, None),
+        SyncResult::Completed(_) => (SyncOutcome::Completed, None),
     };
     let sync_id = Uuid::now_v7();
     let inserted = sqlx::query_scalar!(
@@ -187,7 +220,7 @@ pub async fn record(
         sync_id,
         sync.request_id,
         user_id,
-        status,
+        outcome.as_str(),
         sync.started_at,
         sync.finished_at,
         error_message
@@ -201,6 +234,17 @@ pub async fn record(
     }
 
     let mut events = Vec::new();
+    let reported = sync.finished_at.to_rfc3339();
+    let empty = |outcome| SyncRecord {
+        sync_id,
+        outcome,
+        matched: 0,
+        pair_divergences: 0,
+        broker_only: 0,
+        missing_at_broker: 0,
+        divergences: Vec::new(),
+        committed_at,
+    };
     let record = match &sync.result {
         SyncResult::Failed { error_message } => {
             events.push(NewEvent {
@@ -208,18 +252,27 @@ pub async fn record(
                 position_id: None,
                 symbol: None,
                 message: format!("sync failed: {error_message}"),
-                details: json!({ "error": error_message }),
+                details: json!({ "error": error_message, "finished_time": reported }),
             });
-            SyncRecord {
-                sync_id,
-                completed: false,
-                matched: 0,
-                pair_divergences: 0,
-                broker_only: 0,
-                missing_at_broker: 0,
-                divergences: Vec::new(),
-                committed_at,
-            }
+            empty(SyncOutcome::Failed)
+        }
+        SyncResult::Completed(c) if superseded => {
+            events.push(NewEvent {
+                event_type: EventType::SyncCompleted,
+                position_id: None,
+                symbol: None,
+                message: format!(
+                    "sync superseded: it finished at {reported}, before the snapshot already applied; recorded, \
+                     nothing changed"
+                ),
+                details: json!({
+                    "superseded": "true",
+                    "equity": c.equity.to_string(),
+                    "finished_time": reported,
+                    "applied_snapshot_time": account.equity_time.map(|t| t.to_rfc3339()),
+                }),
+            });
+            empty(SyncOutcome::Superseded)
         }
         SyncResult::Completed(c) => {
             let thresholds = drawdown_defaults.with_overrides(
@@ -228,22 +281,9 @@ pub async fn record(
                 account.min_equity,
             );
             let previous_level: DrawdownLevel = parse_stored(&account.drawdown_level)?;
-            // A snapshot older than the one already applied (late delivery, concurrent workers) must not roll
-            // positions back: it is recorded and its equity still counts for the peak, but state stays.
-            let superseded = account.equity_time.is_some_and(|applied| sync.finished_at < applied);
-            let divergences = if superseded {
-                let current = Snapshot { equity: account.equity.unwrap_or(c.equity), at: account.equity_time };
-                apply_account(&mut tx, sync, c, current, account.peak_equity, previous_level, &thresholds, &mut events)
-                    .await?;
-                Vec::new()
-            } else {
-                let positions = apply_positions(&mut tx, sync, sync_id, c, &mut events).await?;
-                let divergences = apply_divergences(&mut tx, sync, sync_id, c, &positions, &mut events).await?;
-                let current = Snapshot { equity: c.equity, at: Some(sync.finished_at) };
-                apply_account(&mut tx, sync, c, current, account.peak_equity, previous_level, &thresholds, &mut events)
-                    .await?;
-                divergences
-            };
+            let positions = apply_positions(&mut tx, sync, sync_id, c, &mut events).await?;
+            let divergences = apply_divergences(&mut tx, sync, sync_id, c, &positions, &mut events).await?;
+            apply_account(&mut tx, sync, c, account.peak_equity, previous_level, &thresholds, &mut events).await?;
             let r = &c.reconciliation;
             let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
             events.push(NewEvent {
@@ -251,8 +291,7 @@ pub async fn record(
                 position_id: None,
                 symbol: None,
                 message: format!(
-                    "sync {}: {} matched, {} divergences, {} broker-only, {} missing at broker",
-                    if superseded { "superseded by a newer one (recorded, state unchanged)" } else { "reconciled" },
+                    "sync reconciled: {} matched, {} divergences, {} broker-only, {} missing at broker",
                     r.pairs.len(),
                     r.pair_divergence_count(),
                     r.broker_only.len(),
@@ -264,12 +303,13 @@ pub async fn record(
                     "broker_only": r.broker_only.len().to_string(),
                     "missing_at_broker": r.missing_at_broker.len().to_string(),
                     "equity": c.equity.to_string(),
-                    "superseded": superseded.to_string(),
+                    "superseded": "false",
+                    "finished_time": reported,
                 }),
             });
             SyncRecord {
                 sync_id,
-                completed: true,
+                outcome: SyncOutcome::Completed,
                 matched: count(r.pairs.len()),
                 pair_divergences: count(r.pair_divergence_count()),
                 broker_only: count(r.broker_only.len()),
@@ -280,8 +320,8 @@ pub async fn record(
         }
     };
 
-    insert_events(&mut tx, user_id, sync_id, sync.finished_at, events).await?;
-    update_summary(&mut tx, sync, sync_id, record.completed).await?;
+    insert_events(&mut tx, user_id, sync_id, events).await?;
+    update_summary(&mut tx, sync, sync_id, record.outcome != SyncOutcome::Failed).await?;
     let response = encode(&record);
     sqlx::query!(
         r#"UPDATE syncs SET matched_count = $2, divergence_count = $3, broker_only_count = $4, missing_count = $5,
@@ -326,11 +366,11 @@ async fn replay(pool: &PgPool, sync: &NewSync) -> Result<Option<RecordOutcome>, 
     }))
 }
 
+/// Appends the sync's events, at the server's time (the transaction's), in order.
 async fn insert_events(
     tx: &mut Transaction<'_, Postgres>,
     user_id: Uuid,
     sync_id: Uuid,
-    at: DateTime<Utc>,
     events: Vec<NewEvent>,
 ) -> Result<(), StorageError> {
     let mut types = Vec::with_capacity(events.len());
@@ -347,12 +387,11 @@ async fn insert_events(
     }
     sqlx::query!(
         r#"INSERT INTO events (user_id, event_type, occurred_at, sync_id, position_id, symbol, message, details)
-           SELECT $1, t.event_type, $2, $3, t.position_id, t.symbol, t.message, t.details
-           FROM UNNEST($4::text[], $5::uuid[], $6::text[], $7::text[], $8::jsonb[]) WITH ORDINALITY
+           SELECT $1, t.event_type, now(), $2, t.position_id, t.symbol, t.message, t.details
+           FROM UNNEST($3::text[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[]) WITH ORDINALITY
                 AS t(event_type, position_id, symbol, message, details, n)
            ORDER BY t.n"#,
         user_id,
-        at,
         sync_id,
         &types,
         &positions as &[Option<Uuid>],
