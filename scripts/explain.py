@@ -110,7 +110,8 @@ def value(kind, counters, query, user=HEAVY_USER, event_types=("sync_failed",)):
         # Event windows: lower bound first, then the keyset/upper bound.
         return ["'0001-01-01'::timestamptz", "'9999-12-31'::timestamptz"][min(n, 1)]
     if kind == "Int8":
-        return ["9223372036854775807", "51"][min(n, 1)] if "event_id" in query else "51"
+        # Keyset walks take the cursor's event id first, then the limit; other queries only a limit.
+        return ["9223372036854775807", "51"][min(n, 1)] if "event_id) <" in query else "51"
     if kind == "Text":
         return "'XAUUSD'"
     if kind == "TextArray":

@@ -140,6 +140,10 @@ pub struct ServerArgs {
     /// After SIGTERM/ctrl-c, how long in-flight requests may take to finish before the server stops anyway.
     #[arg(long, env = "TM_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
+    /// How often each replica re-reads the market snapshot (latest quotes, active alerts) it values positions
+    /// with: bounds how old another replica's quotes can be here (a replica's own quotes are seen at once).
+    #[arg(long, env = "TM_MARKET_REFRESH_INTERVAL", value_parser = humantime::parse_duration, default_value = "100ms")]
+    pub market_refresh_interval: Duration,
     /// How often the health reporter checks PostgreSQL.
     #[arg(long, env = "TM_HEALTH_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
     pub health_interval: Duration,
@@ -226,9 +230,21 @@ pub struct CacheArgs {
     /// While PostgreSQL is down, cached responses up to this old are served (marked `x-cache: stale`).
     #[arg(long, env = "TM_CACHE_STALE_MAX_AGE", value_parser = humantime::parse_duration, default_value = "30s")]
     pub cache_stale_max_age: Duration,
-    /// TTL of the in-process L1 in front of Redis; bounds how long another replica's write can go unseen here.
+    /// How long the in-process L1 serves an entry while this replica cannot hear other replicas'
+    /// invalidations (while it can, entries live their whole freshness): bounds how long another replica's
+    /// write can go unseen here then.
     #[arg(long, env = "TM_CACHE_L1_TTL", value_parser = humantime::parse_duration, default_value = "500ms")]
     pub cache_l1_ttl: Duration,
+    /// A cached value hit within this last share of its freshness (percent of the TTL) is refreshed in the
+    /// background, so hot keys never make a caller wait on PostgreSQL; 0 turns refresh-ahead off.
+    #[arg(long, env = "TM_CACHE_REFRESH_AHEAD_PCT", default_value_t = 20)]
+    pub cache_refresh_ahead_pct: u8,
+    /// How often each replica sends itself a heartbeat on the invalidation channel.
+    #[arg(long, env = "TM_CACHE_HEARTBEAT", value_parser = humantime::parse_duration, default_value = "250ms")]
+    pub cache_heartbeat: Duration,
+    /// A replica counts as hearing invalidations while its own last heartbeat came back within this long.
+    #[arg(long, env = "TM_CACHE_HEARING_LEASE", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub cache_hearing_lease: Duration,
     /// Most memory the in-process L1 may use, in bytes (keys plus encoded responses).
     #[arg(long, env = "TM_CACHE_L1_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_l1_max_bytes: u64,
@@ -263,9 +279,12 @@ impl CacheArgs {
             ttl: self.cache_ttl,
             ttl_jitter: f64::from(self.cache_ttl_jitter_pct.min(100)) / 100.0,
             stale_max_age: self.cache_stale_max_age.max(self.cache_ttl),
-            // L1 must never make a response outlive its freshness.
+            // L1 must never make a value outlive its freshness.
             l1_ttl: self.cache_l1_ttl.min(self.cache_ttl),
             l1_max_bytes: self.cache_l1_max_bytes,
+            refresh_ahead: f64::from(self.cache_refresh_ahead_pct.min(100)) / 100.0,
+            heartbeat: self.cache_heartbeat,
+            hearing_lease: self.cache_hearing_lease.max(self.cache_heartbeat * 2),
             redis_timeout: self.redis_timeout,
             breaker_failures: self.redis_breaker_failures,
             breaker_cooldown: self.redis_breaker_cooldown,

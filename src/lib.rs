@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod market_view;
 pub mod pb;
 pub mod server;
 pub mod services;

@@ -43,15 +43,6 @@ impl Rpc {
         }
     }
 
-    /// Whether the response depends on market data (prices, FX conversion, alerts), so any quote ingest
-    /// invalidates it, whoever holds what.
-    pub fn depends_on_market(self) -> bool {
-        match self {
-            Rpc::ListOpenPositions | Rpc::GetPosition | Rpc::GetGuardStatus | Rpc::ListMarketAlerts => true,
-            Rpc::GetReconciliationStatus | Rpc::GetDrawdownStatus => false,
-        }
-    }
-
     fn index(self) -> usize {
         self as usize
     }
@@ -60,7 +51,7 @@ impl Rpc {
 /// What a cached read returned, also sent as the `x-cache` response metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
-    /// Served from the in-process L1 or from Redis, within the TTL.
+    /// Served from the in-process L1 or from Redis, within its freshness.
     Hit,
     /// Read from PostgreSQL (and cached).
     Miss,
@@ -92,6 +83,7 @@ struct Counters {
     bypass: AtomicU64,
     redis_errors: AtomicU64,
     pg_queries: AtomicU64,
+    refreshes: AtomicU64,
 }
 
 /// A point-in-time copy of one RPC's counters.
@@ -109,8 +101,10 @@ pub struct Snapshot {
     pub bypass: u64,
     /// Redis calls that failed or timed out.
     pub redis_errors: u64,
-    /// PostgreSQL loads issued (each runs the RPC's queries once).
+    /// PostgreSQL loads issued (each one statement), including refreshes.
     pub pg_queries: u64,
+    /// Background refreshes of hot values near the end of their freshness (no caller waited on them).
+    pub refreshes: u64,
 }
 
 impl std::ops::Add for Snapshot {
@@ -124,6 +118,7 @@ impl std::ops::Add for Snapshot {
             bypass: self.bypass + o.bypass,
             redis_errors: self.redis_errors + o.redis_errors,
             pg_queries: self.pg_queries + o.pg_queries,
+            refreshes: self.refreshes + o.refreshes,
         }
     }
 }
@@ -154,6 +149,8 @@ pub enum Event {
     RedisError,
     /// A PostgreSQL load.
     PgQuery,
+    /// A background refresh (from Redis or PostgreSQL) of a value near the end of its freshness.
+    Refresh,
 }
 
 impl Metrics {
@@ -171,6 +168,7 @@ impl Metrics {
             Event::Bypass => &c.bypass,
             Event::RedisError => &c.redis_errors,
             Event::PgQuery => &c.pg_queries,
+            Event::Refresh => &c.refreshes,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -187,6 +185,7 @@ impl Metrics {
             bypass: load(&c.bypass),
             redis_errors: load(&c.redis_errors),
             pg_queries: load(&c.pg_queries),
+            refreshes: load(&c.refreshes),
         }
     }
 
@@ -198,7 +197,7 @@ impl Metrics {
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let series: [Series; 7] = [
+        let series: [Series; 8] = [
             ("trading_monitor_cache_hits_total", "responses served from cache (L1 or Redis)", |s| s.hits),
             ("trading_monitor_cache_l1_hits_total", "responses served from the in-process L1", |s| s.l1_hits),
             ("trading_monitor_cache_misses_total", "responses read from PostgreSQL and cached", |s| s.misses),
@@ -206,6 +205,7 @@ impl Metrics {
             ("trading_monitor_cache_bypass_total", "responses read from PostgreSQL without the cache", |s| s.bypass),
             ("trading_monitor_cache_redis_errors_total", "Redis calls that failed or timed out", |s| s.redis_errors),
             ("trading_monitor_pg_queries_total", "PostgreSQL loads issued by cached RPCs", |s| s.pg_queries),
+            ("trading_monitor_cache_refreshes_total", "background refreshes of values near expiry", |s| s.refreshes),
         ];
         for (name, help, get) in series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -1,26 +1,34 @@
-//! Cache-aside for the read RPCs: an in-process L1 (moka) in front of Redis (fred), with single-flight loads,
-//! O(1) invalidation, a circuit breaker, and stale serving while PostgreSQL is down.
+//! Cache-aside for the read RPCs: an in-process L1 (moka) in front of Redis (fred), in front of PostgreSQL, with
+//! single-flight loads, O(1) invalidation heard by every replica, refresh-ahead of hot entries, a circuit
+//! breaker, and stale serving while PostgreSQL is down.
+//!
+//! **What is cached** is per-user *state* that changes only with that user's own writes (the book: account, open
+//! positions, divergences; the reconciliation status with its recent events), never prices: responses are valued
+//! against the replica-local market snapshot when they are served (`market_view`), so a quote batch invalidates
+//! nothing per user unless it raises or clears an alert (whose events land in the holders' logs).
 //!
 //! **Keys.** Every key of a user shares the hash tag `{u:<user_id>}`, so the pair read together lives in one
 //! Redis Cluster slot:
-//! - `<prefix>:{u:<user>}:gen`: the user's generation counter; invalidation is `INCR` (never `KEYS`/`SCAN`).
-//! - `<prefix>:{u:<user>}:<rpc>:<request shape>`: the encoded protobuf response, prefixed by the generation it
-//!   was loaded under, when it was read from PostgreSQL, and until when it is fresh (TTL with jitter). It lives
+//! - `<prefix>:gen:{u:<user>}`: the user's generation; invalidation is `SET NX <now µs>` + `INCR` (never
+//!   `KEYS`/`SCAN`), so a generation never repeats, even after a restart without persistence or a `FLUSHALL`.
+//! - `<prefix>:{u:<user>}:<kind>:<shape>`: the encoded value behind a header with the generation it was loaded
+//!   under, when it was read from PostgreSQL, and until when it is fresh (TTL with jitter). It lives
 //!   `stale_max_age` in Redis so it can be served stale if PostgreSQL goes down.
 //!
-//! - `<prefix>:market:gen`: the market generation. A quote moves P&L and alerts not only for the holders of the
-//!   quoted symbol but for every account that converts through it (a GBPUSD quote revalues a GBP account's
-//!   gold), so quote ingest bumps this one counter, and responses that depend on prices also carry it.
+//! A lookup is one `MGET` of the two; a value of another generation is a miss, so an acknowledged write (which
+//! bumps the generation before the RPC returns) is never followed by older data from Redis. A load that raced
+//! with a write stores its value under the old generation, where nobody reads it.
 //!
-//! One round trip (a pipeline: `MGET` of the user's two keys, plus `GET` of the market generation for
-//! price-dependent RPCs) answers a lookup; a value whose generations differ from the counters is a miss, so an
-//! acknowledged write (which bumps a counter before the RPC returns) is never followed by older data from
-//! Redis. A load that raced with a write stores its value under the old generation, where nobody reads it.
+//! **L1** holds decoded values, tagged with this replica's per-user invalidation epoch. An invalidation (this
+//! replica's own, or another's heard on the invalidation channel, see `listener`) bumps the epoch and hides the
+//! user's entries at once. While this replica hears every invalidation, an L1 entry is served for the value's
+//! whole freshness; while it does not, only for the short `l1_ttl` (other replicas' writes then go unseen here
+//! for at most that long), and while Redis is unreachable altogether for the whole freshness again (no replica
+//! can see another's writes then; this keeps PostgreSQL's load at one query per key per TTL).
 //!
-//! **L1** entries carry this replica's per-user invalidation epoch, so this replica's own invalidations hide
-//! them at once; other replicas' invalidations reach L1 within its short TTL. While Redis is unreachable (when
-//! replicas cannot see each other's invalidations at all) L1 keeps responses for the full TTL, so PostgreSQL's
-//! load stays at one query per key per TTL. L1 is cleared when Redis recovers.
+//! **Refresh-ahead.** A hit on a value in the last `refresh_ahead` fraction of its freshness starts one
+//! background load (single flight), so hot keys are replaced before they expire and no caller waits on
+//! PostgreSQL for them.
 //!
 //! **Faults.** Every Redis call has a short timeout (fred's per-command options plus an outer timeout); a
 //! breaker stops calling Redis while it fails and lets one probe through after a cooldown. Reads then go to
@@ -28,28 +36,31 @@
 //! trusting that user's Redis values for `stale_max_age`.
 
 mod breaker;
+mod flight;
+mod listener;
 mod metrics;
 mod redis;
 mod stored;
+mod value;
 
-use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::clients::Pool;
-use fred::interfaces::{ClientLike, EventInterface, KeysInterface};
-use fred::prelude::{Builder, Config, Expiration, ReconnectPolicy};
-use prost::Message;
-use tokio::sync::OnceCell;
+use fred::interfaces::{ClientLike, EventInterface};
+use fred::prelude::{Builder, Config, ReconnectPolicy};
 use uuid::Uuid;
 
 pub use breaker::{Breaker, Transition};
 pub use metrics::{Event, Freshness, Metrics, Rpc, Snapshot};
+pub use value::CacheValue;
 
-use redis::incr_all;
+use flight::{Flight, FlightGuard, Flights};
+use listener::{Hearing, Invalidations, ListenerSettings};
 use stored::{Stored, now_ms};
+use value::{Shared, downcast};
 
 use crate::error::ApiError;
 
@@ -64,16 +75,22 @@ pub struct CacheSettings {
     pub pool_size: usize,
     /// Key namespace, e.g. `trading:v1`.
     pub key_prefix: String,
-    /// Freshness of a cached response.
+    /// Freshness of a cached value.
     pub ttl: Duration,
     /// Random extra TTL, as a fraction of `ttl` (0.1 = up to +10 %), so keys do not expire together.
     pub ttl_jitter: f64,
-    /// How old a cached response may be and still be served (marked stale) while PostgreSQL is down.
+    /// How old a cached value may be and still be served (marked stale) while PostgreSQL is down.
     pub stale_max_age: Duration,
-    /// TTL of the in-process L1.
+    /// How long an L1 entry is served while this replica cannot hear other replicas' invalidations.
     pub l1_ttl: Duration,
-    /// Most bytes the L1 holds (keys plus encoded responses): callers cannot grow it without bound.
+    /// Most bytes the L1 holds (keys plus encoded values): callers cannot grow it without bound.
     pub l1_max_bytes: u64,
+    /// A hit within this fraction of the end of a value's freshness refreshes it in the background.
+    pub refresh_ahead: f64,
+    /// How often this replica sends itself a heartbeat on the invalidation channel.
+    pub heartbeat: Duration,
+    /// How recent the last heartbeat heard must be for this replica to count as hearing invalidations.
+    pub hearing_lease: Duration,
     /// Upper bound on one Redis call.
     pub redis_timeout: Duration,
     /// Consecutive Redis failures that open the breaker.
@@ -82,75 +99,34 @@ pub struct CacheSettings {
     pub breaker_cooldown: Duration,
 }
 
-/// This replica's invalidation epochs when a load started: the user's and the market's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Epochs {
-    user: u64,
-    market: u64,
-}
-
-/// A response in L1.
-#[derive(Debug)]
+/// A decoded value in L1.
 struct L1Entry {
-    payload: Vec<u8>,
-    epochs: Epochs,
-    /// How long it may stay: the L1 TTL, or less if the value's freshness ends sooner.
-    ttl: Duration,
+    value: Shared,
+    epoch: u64,
+    inserted: Instant,
+    fresh_until: Instant,
+    /// Loaded while Redis could not be used: no replica could see another's writes then, so it is served for
+    /// its whole freshness (L1 is cleared when Redis comes back).
+    without_redis: bool,
+    /// Bytes it stands for (key + encoded value), for the L1's byte bound.
+    weight: u32,
 }
 
-/// Per-entry L1 expiry: each entry carries its own remaining lifetime.
+/// Per-entry L1 expiry: an entry lives until its value's freshness ends.
 struct L1Expiry;
 
 impl moka::Expiry<String, Arc<L1Entry>> for L1Expiry {
-    fn expire_after_create(&self, _: &String, entry: &Arc<L1Entry>, _: std::time::Instant) -> Option<Duration> {
-        Some(entry.ttl)
+    fn expire_after_create(&self, _: &String, entry: &Arc<L1Entry>, now: Instant) -> Option<Duration> {
+        Some(entry.fresh_until.saturating_duration_since(now))
     }
 }
 
-/// Bytes an L1 entry costs besides its key and payload (the entry, its Arc and moka's bookkeeping, roughly).
+/// Bytes an L1 entry costs besides its key and payload (the entry, its Arcs and moka's bookkeeping, roughly).
 const L1_ENTRY_OVERHEAD: usize = 128;
 
-/// How long this replica remembers an invalidation epoch (far longer than any request may run).
+/// How long this replica remembers an invalidation epoch (far longer than any request may run or any L1 entry
+/// may live, so an entry can never see its epoch expire back to an older value).
 const EPOCH_LIFETIME: Duration = Duration::from_secs(120);
-
-/// The outcome of a shared load.
-type Flight = Result<(Vec<u8>, Freshness), Arc<ApiError>>;
-
-/// Loads in progress, by key and epochs: the shared cell and how many callers are waiting on it.
-type Flights = Mutex<HashMap<String, (Arc<OnceCell<Flight>>, usize)>>;
-
-/// One caller's share of a flight. Dropping it removes the flight from the map once the load is done, or
-/// when it was the last caller waiting: a load whose callers were all cancelled (deadline, reset stream) or
-/// that panicked must not leave its entry behind.
-struct FlightGuard<'a> {
-    flights: &'a Flights,
-    key: String,
-    cell: Arc<OnceCell<Flight>>,
-}
-
-impl<'a> FlightGuard<'a> {
-    fn join(flights: &'a Flights, key: String) -> Self {
-        let mut map = flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (cell, callers) = map.entry(key.clone()).or_insert_with(|| (Arc::new(OnceCell::new()), 0));
-        *callers += 1;
-        let cell = cell.clone();
-        FlightGuard { flights, key, cell }
-    }
-}
-
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        let mut map = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((cell, callers)) = map.get_mut(&self.key)
-            && Arc::ptr_eq(cell, &self.cell)
-        {
-            *callers -= 1;
-            if *callers == 0 || cell.initialized() {
-                map.remove(&self.key);
-            }
-        }
-    }
-}
 
 /// The cache. Cheap to clone.
 #[derive(Clone)]
@@ -161,19 +137,49 @@ pub struct Cache {
 struct Inner {
     settings: CacheSettings,
     redis: Option<Pool>,
-    l1: moka::future::Cache<String, Arc<L1Entry>>,
-    /// Per-user invalidation epoch of this replica; entries live longer than any L1 entry they could hide.
-    epochs: moka::sync::Cache<Uuid, u64>,
-    next_epoch: AtomicU64,
-    /// This replica's market epoch, bumped by its own quote ingests.
-    market_epoch: AtomicU64,
+    hearing: Option<Arc<Hearing>>,
+    l1: moka::sync::Cache<String, Arc<L1Entry>>,
+    epochs: Epochs,
     /// Users whose Redis values this replica must not trust (an invalidation failed to reach Redis).
     distrusted: moka::sync::Cache<Uuid, ()>,
-    /// Until when price-dependent Redis values are not trusted (a market invalidation failed to reach Redis).
-    market_distrusted_until: Mutex<Option<std::time::Instant>>,
     flights: Flights,
     breaker: Breaker,
     metrics: Metrics,
+}
+
+/// This replica's per-user invalidation epochs (shared with the listener).
+#[derive(Clone)]
+struct Epochs {
+    by_user: moka::sync::Cache<Uuid, u64>,
+    next: Arc<AtomicU64>,
+}
+
+impl Epochs {
+    fn get(&self, user: Uuid) -> u64 {
+        self.by_user.get(&user).unwrap_or(0)
+    }
+
+    fn bump(&self, user: Uuid) {
+        self.by_user.insert(user, self.next.fetch_add(1, Ordering::Relaxed));
+    }
+}
+
+/// What the listener changes.
+struct ListenerTarget {
+    epochs: Epochs,
+    l1: moka::sync::Cache<String, Arc<L1Entry>>,
+}
+
+impl Invalidations for ListenerTarget {
+    fn users(&self, users: &[Uuid]) {
+        for user in users {
+            self.epochs.bump(*user);
+        }
+    }
+
+    fn flush(&self) {
+        self.l1.invalidate_all();
+    }
 }
 
 impl std::fmt::Debug for Cache {
@@ -186,9 +192,18 @@ impl Cache {
     /// Builds the cache and starts connecting to Redis in the background: start-up never waits for Redis,
     /// and a Redis that is down only means reads bypass it.
     pub fn new(settings: CacheSettings) -> Result<Cache, fred::error::Error> {
-        let redis = if settings.enabled {
+        let l1 = moka::sync::Cache::builder()
+            .max_capacity(settings.l1_max_bytes)
+            .weigher(|_: &String, entry: &Arc<L1Entry>| entry.weight)
+            .expire_after(L1Expiry)
+            .build();
+        let epochs = Epochs {
+            by_user: moka::sync::Cache::builder().time_to_live(EPOCH_LIFETIME.max(settings.ttl * 4)).build(),
+            next: Arc::new(AtomicU64::new(1)),
+        };
+        let (redis, hearing) = if settings.enabled {
             let config = Config::from_url(&settings.redis_url)?;
-            let pool = Builder::from_config(config)
+            let pool = Builder::from_config(config.clone())
                 .with_connection_config(|c| {
                     c.connection_timeout = Duration::from_secs(1);
                     c.internal_command_timeout = Duration::from_secs(1);
@@ -198,48 +213,42 @@ impl Cache {
                 // Without a policy fred never reconnects after losing Redis.
                 .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
                 .build_pool(settings.pool_size.max(1))?;
-            Some(pool)
-        } else {
-            None
-        };
-        let l1 = moka::future::Cache::builder()
-            .max_capacity(settings.l1_max_bytes)
-            // Bytes, not entries: a user's large response weighs what it costs.
-            .weigher(|key: &String, entry: &Arc<L1Entry>| {
-                u32::try_from(key.len() + entry.payload.len() + L1_ENTRY_OVERHEAD).unwrap_or(u32::MAX)
-            })
-            .expire_after(L1Expiry)
-            .build();
-        let inner = Arc::new(Inner {
-            // An epoch must outlive every load that started before it was bumped (loads are bounded by the
-            // request timeout); otherwise a slow load could see "no epoch" again and fill L1 with old data.
-            epochs: moka::sync::Cache::builder().time_to_live(EPOCH_LIFETIME.max(settings.l1_ttl * 4)).build(),
-            market_distrusted_until: Mutex::new(None),
-            distrusted: moka::sync::Cache::builder().time_to_live(settings.stale_max_age).build(),
-            next_epoch: AtomicU64::new(1),
-            market_epoch: AtomicU64::new(0),
-            flights: Mutex::new(HashMap::new()),
-            breaker: Breaker::new(settings.breaker_failures, settings.breaker_cooldown),
-            metrics: Metrics::default(),
-            settings,
-            redis,
-            l1,
-        });
-        if let Some(pool) = &inner.redis {
             let _connection_tasks = pool.connect();
             for client in pool.clients() {
-                let l1 = inner.l1.clone();
+                let l1 = l1.clone();
                 // Values written while this replica could not see Redis may be missing invalidations.
                 let _listener = client.on_reconnect(move |server| {
                     let l1 = l1.clone();
                     async move {
-                        tracing::info!(server = %server, "redis reconnected: clearing L1");
+                        tracing::debug!(server = %server, "redis connected: clearing L1");
                         l1.invalidate_all();
                         Ok(())
                     }
                 });
             }
-        }
+            let listener = ListenerSettings {
+                channel: format!("{}:invalidations", settings.key_prefix),
+                heartbeat: settings.heartbeat,
+                lease: settings.hearing_lease,
+                timeout: settings.redis_timeout.max(Duration::from_millis(250)),
+            };
+            let target = ListenerTarget { epochs: epochs.clone(), l1: l1.clone() };
+            let hearing = listener::start(config, listener, target)?;
+            (Some(pool), Some(hearing))
+        } else {
+            (None, None)
+        };
+        let inner = Arc::new(Inner {
+            distrusted: moka::sync::Cache::builder().time_to_live(settings.stale_max_age).build(),
+            flights: Flights::default(),
+            breaker: Breaker::new(settings.breaker_failures, settings.breaker_cooldown),
+            metrics: Metrics::default(),
+            settings,
+            redis,
+            hearing,
+            l1,
+            epochs,
+        });
         Ok(Cache { inner })
     }
 
@@ -248,78 +257,119 @@ impl Cache {
         &self.inner.metrics
     }
 
-    /// Loads in progress (shared by their concurrent callers); zero when the cache is idle.
-    pub fn flights_in_progress(&self) -> usize {
-        self.inner.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
-    }
-
     /// Whether Redis is currently believed healthy (breaker closed).
     pub fn redis_healthy(&self) -> bool {
         self.inner.redis.is_some() && self.inner.breaker.is_closed()
     }
 
+    /// Whether this replica hears every other replica's invalidations right now (so its L1 keeps entries for
+    /// their whole freshness).
+    pub fn hearing_invalidations(&self) -> bool {
+        self.inner.hearing.as_ref().is_some_and(|h| h.now())
+    }
+
+    /// Invalidation messages heard from the channel, and L1 flushes done because some may have been missed.
+    pub fn listener_counts(&self) -> (u64, u64) {
+        self.inner
+            .hearing
+            .as_ref()
+            .map_or((0, 0), |h| (h.messages.load(Ordering::Relaxed), h.flushes.load(Ordering::Relaxed)))
+    }
+
+    /// Loads in progress (shared by their concurrent callers); zero when the cache is idle.
+    pub fn flights_in_progress(&self) -> usize {
+        self.inner.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
     fn gen_key(&self, user: Uuid) -> String {
-        format!("{}:{{u:{user}}}:gen", self.inner.settings.key_prefix)
+        format!("{}:gen:{{u:{user}}}", self.inner.settings.key_prefix)
     }
 
-    fn data_key(&self, user: Uuid, rpc: Rpc, shape: &str) -> String {
-        format!("{}:{{u:{user}}}:{}:{shape}", self.inner.settings.key_prefix, rpc.name())
+    fn data_key(&self, user: Uuid, kind: &str, shape: &str) -> String {
+        format!("{}:{{u:{user}}}:{kind}:{shape}", self.inner.settings.key_prefix)
     }
 
-    fn market_key(&self) -> String {
-        format!("{}:market:gen", self.inner.settings.key_prefix)
-    }
-
-    fn epochs(&self, user: Uuid, rpc: Rpc) -> Epochs {
-        Epochs {
-            user: self.inner.epochs.get(&user).unwrap_or(0),
-            market: if rpc.depends_on_market() { self.inner.market_epoch.load(Ordering::Acquire) } else { 0 },
+    /// Whether an L1 entry may be served now (see the module docs).
+    fn l1_usable(&self, entry: &L1Entry, now: Instant) -> bool {
+        if now >= entry.fresh_until {
+            return false;
         }
+        if entry.without_redis || self.hearing_invalidations() {
+            return true;
+        }
+        if !self.redis_healthy() {
+            // Nobody hears anybody while Redis is away; keep serving, and let one probe find out whether it is
+            // back (L1 hits alone would never call Redis again).
+            self.probe_redis_in_background();
+            return true;
+        }
+        now.saturating_duration_since(entry.inserted) < self.inner.settings.l1_ttl
     }
 
-    /// Serves `rpc` for `user` and `shape` (the request's other fields, normalised) from cache, or runs `load`
-    /// once for all concurrent callers of the same key and caches its result.
-    pub async fn get_or_load<M, F, Fut>(
+    /// Sends one PING as the breaker's probe, if the breaker is due for one.
+    fn probe_redis_in_background(&self) {
+        if self.inner.redis.is_none() || !self.inner.breaker.allow() {
+            return;
+        }
+        let cache = self.clone();
+        tokio::spawn(async move {
+            if let Some(pool) = &cache.inner.redis {
+                let client = pool.next_connected().with_options(&Cache::options());
+                let _ = cache.redis_call(None, client.ping::<()>(None)).await;
+            }
+        });
+    }
+
+    /// Serves the `kind` value of `user` for `shape` (the request's other inputs that change the value,
+    /// normalised) from cache, or runs `load` once for all concurrent callers of the same key and caches its
+    /// result. `rpc` is the RPC being served, for the counters.
+    pub async fn get<T, F, Fut>(
         &self,
         rpc: Rpc,
         user: Uuid,
+        kind: &'static str,
         shape: &str,
         load: F,
-    ) -> Result<(M, Freshness), ApiError>
+    ) -> Result<(Arc<T>, Freshness), ApiError>
     where
-        M: Message + Default,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<M, ApiError>>,
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
     {
         let metrics = &self.inner.metrics;
         if !self.inner.settings.enabled {
             metrics.record(rpc, Event::PgQuery);
             metrics.record(rpc, Event::Bypass);
-            return load().await.map(|m| (m, Freshness::Bypass));
+            return load().await.map(|v| (Arc::new(v), Freshness::Bypass));
         }
-        let key = self.data_key(user, rpc, shape);
-        let epochs = self.epochs(user, rpc);
-        if let Some(entry) = self.inner.l1.get(&key).await
-            && entry.epochs == epochs
+        let key = self.data_key(user, kind, shape);
+        let epoch = self.inner.epochs.get(user);
+        let now = Instant::now();
+        if let Some(entry) = self.inner.l1.get(&key)
+            && entry.epoch == epoch
+            && self.l1_usable(&entry, now)
+            && let Some(value) = downcast::<T>(entry.value.clone())
         {
             metrics.record(rpc, Event::L1Hit);
-            return decode(&entry.payload).map(|m| (m, Freshness::Hit));
+            if self.near_expiry(entry.fresh_until, now) {
+                self.refresh_in_background::<T, F, Fut>(rpc, user, key, epoch, load);
+            }
+            return Ok((value, Freshness::Hit));
         }
 
         // Callers that arrive after an invalidation must not join a load that started before it.
-        let flight_key = format!("{key}#{}.{}", epochs.user, epochs.market);
-        let guard = FlightGuard::join(&self.inner.flights, flight_key);
+        let guard = FlightGuard::join(&self.inner.flights, format!("{key}#{epoch}"));
         let mut led = false;
         let result = guard
             .cell
             .get_or_init(|| {
                 led = true;
-                self.fill(rpc, user, key, epochs, load)
+                self.fill(rpc, user, key, epoch, load, false)
             })
             .await
             .clone();
         drop(guard);
-        let (payload, freshness) = result.map_err(|e| share_error(&e))?;
+        let (value, freshness) = result.map_err(|e| share_error(&e))?;
         let freshness = if led {
             freshness
         } else {
@@ -335,35 +385,75 @@ impl Cache {
                 }
             }
         };
-        decode(&payload).map(|m| (m, freshness))
+        let value = downcast::<T>(value)
+            .ok_or_else(|| ApiError::Internal("a cache key was shared by values of two types".into()))?;
+        Ok((value, freshness))
     }
 
-    /// The leader's work: Redis, then PostgreSQL, then populate both levels.
-    async fn fill<M, F, Fut>(&self, rpc: Rpc, user: Uuid, key: String, epochs: Epochs, load: F) -> Flight
+    fn near_expiry(&self, fresh_until: Instant, now: Instant) -> bool {
+        let window = self.inner.settings.ttl.mul_f64(self.inner.settings.refresh_ahead.clamp(0.0, 1.0));
+        fresh_until.saturating_duration_since(now) < window
+    }
+
+    /// Starts one background load of a value near the end of its freshness (unless one is in progress).
+    fn refresh_in_background<T, F, Fut>(&self, rpc: Rpc, user: Uuid, key: String, epoch: u64, load: F)
     where
-        M: Message + Default,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<M, ApiError>>,
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
+    {
+        let flight_key = format!("{key}#{epoch}");
+        if FlightGuard::in_progress(&self.inner.flights, &flight_key) {
+            return;
+        }
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let guard = FlightGuard::join(&cache.inner.flights, flight_key);
+            let _ = guard.cell.get_or_init(|| cache.fill(rpc, user, key, epoch, load, true)).await;
+        });
+    }
+
+    /// The leader's work: Redis, then PostgreSQL, then populate both levels. A `refresh` takes a Redis value
+    /// only if it is not itself about to expire.
+    async fn fill<T, F, Fut>(&self, rpc: Rpc, user: Uuid, key: String, epoch: u64, load: F, refresh: bool) -> Flight
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
     {
         let metrics = &self.inner.metrics;
         let settings = &self.inner.settings;
-        let usable = self.inner.redis.is_some()
-            && !self.inner.distrusted.contains_key(&user)
-            && !(rpc.depends_on_market() && self.market_distrusted())
-            && self.inner.breaker.allow();
-        let mut generations = None;
+        let usable =
+            self.inner.redis.is_some() && !self.inner.distrusted.contains_key(&user) && self.inner.breaker.allow();
+        let mut generation = None;
         let mut stale = None;
         if usable && let Some(pool) = &self.inner.redis {
-            let found = self.redis_call(Some(rpc), self.lookup(pool, user, &key, rpc.depends_on_market())).await;
-            if let Some((current, market, stored)) = found {
-                generations = Some((current, market));
-                if let Some(s) = stored.filter(|s| s.generation == current && s.market_generation == market) {
+            let found = self.redis_call(Some(rpc), redis::lookup(pool, self.gen_key(user), key.clone())).await;
+            if let Some((current, stored)) = found {
+                generation = Some(current);
+                if let Some(s) = stored.filter(|s| s.generation == current) {
                     let now = now_ms();
-                    if now < s.fresh_until_ms {
-                        let left = Duration::from_millis(u64::try_from(s.fresh_until_ms - now).unwrap_or(0));
-                        self.fill_l1(user, rpc, key, epochs, s.payload.clone(), left.min(settings.l1_ttl)).await;
-                        metrics.record(rpc, Event::Hit);
-                        return Ok((s.payload, Freshness::Hit));
+                    let left = Duration::from_millis(u64::try_from(s.fresh_until_ms - now).unwrap_or(0));
+                    let wanted = if refresh {
+                        settings.ttl.mul_f64(settings.refresh_ahead.clamp(0.0, 1.0))
+                    } else {
+                        Duration::ZERO
+                    };
+                    if now < s.fresh_until_ms
+                        && left > wanted
+                        && let Some(value) = T::decode(&s.payload)
+                    {
+                        let value: Shared = Arc::new(value);
+                        self.fill_l1(user, key.clone(), epoch, value.clone(), s.payload.len(), left, false);
+                        if refresh {
+                            metrics.record(rpc, Event::Refresh);
+                        } else {
+                            metrics.record(rpc, Event::Hit);
+                            if left < settings.ttl.mul_f64(settings.refresh_ahead.clamp(0.0, 1.0)) {
+                                self.refresh_in_background::<T, F, Fut>(rpc, user, key, epoch, load);
+                            }
+                        }
+                        return Ok((value, Freshness::Hit));
                     }
                     let max_age = i64::try_from(settings.stale_max_age.as_millis()).unwrap_or(i64::MAX);
                     if now - s.read_at_ms <= max_age {
@@ -376,38 +466,29 @@ impl Cache {
         metrics.record(rpc, Event::PgQuery);
         let read_at_ms = now_ms();
         match load().await {
-            Ok(message) => {
-                let payload = message.encode_to_vec();
-                // Without Redis no replica can see another's invalidations anyway, so L1 may keep the response
-                // for the whole TTL (this replica's own writes still clear it at once, and L1 is cleared when
-                // Redis returns); that keeps PostgreSQL's load at one query per key per TTL while Redis is down.
-                let lifetime = if generations.is_some() { settings.l1_ttl } else { settings.ttl };
-                self.fill_l1(user, rpc, key.clone(), epochs, payload.clone(), lifetime).await;
-                let Some((generation, market_generation)) = generations else {
+            Ok(value) => {
+                let payload = value.encode();
+                let freshness = self.jittered_ttl();
+                let shared: Shared = Arc::new(value);
+                self.fill_l1(user, key.clone(), epoch, shared.clone(), payload.len(), freshness, generation.is_none());
+                let Some(generation) = generation else {
                     metrics.record(rpc, Event::Bypass);
-                    return Ok((payload, Freshness::Bypass));
-                };
-                let stored = Stored {
-                    generation,
-                    market_generation,
-                    read_at_ms,
-                    fresh_until_ms: read_at_ms + self.jittered_ttl_ms(),
-                    payload: payload.clone(),
+                    return Ok((shared, Freshness::Bypass));
                 };
                 if let Some(pool) = &self.inner.redis {
-                    let expire = Expiration::PX(i64::try_from(settings.stale_max_age.as_millis()).unwrap_or(i64::MAX));
-                    let client = pool.with_options(&Self::options());
-                    let write = client.set::<(), _, _>(key, stored.encode(), Some(expire), None, false);
-                    let _ = self.redis_call(Some(rpc), write).await;
+                    let fresh_until_ms = read_at_ms + i64::try_from(freshness.as_millis()).unwrap_or(i64::MAX);
+                    let stored = Stored { generation, read_at_ms, fresh_until_ms, payload };
+                    let lifetime = i64::try_from(settings.stale_max_age.as_millis()).unwrap_or(i64::MAX);
+                    let _ = self.redis_call(Some(rpc), redis::write(pool, key, stored, lifetime)).await;
                 }
-                metrics.record(rpc, Event::Miss);
-                Ok((payload, Freshness::Miss))
+                metrics.record(rpc, if refresh { Event::Refresh } else { Event::Miss });
+                Ok((shared, Freshness::Miss))
             }
-            Err(ApiError::Unavailable(reason)) => match stale {
-                Some(payload) => {
-                    tracing::warn!(rpc = rpc.name(), %user, reason, "postgres unavailable: serving a stale cached response");
+            Err(ApiError::Unavailable(reason)) => match stale.and_then(|payload| T::decode(&payload)) {
+                Some(value) => {
+                    tracing::warn!(rpc = rpc.name(), %user, reason, "postgres unavailable: serving a stale cached value");
                     metrics.record(rpc, Event::Stale);
-                    Ok((payload, Freshness::Stale))
+                    Ok((Arc::new(value) as Shared, Freshness::Stale))
                 }
                 None => Err(Arc::new(ApiError::Unavailable(reason))),
             },
@@ -415,42 +496,57 @@ impl Cache {
         }
     }
 
-    /// Puts a response in L1 for `ttl`, unless an invalidation happened since its load started.
-    async fn fill_l1(&self, user: Uuid, rpc: Rpc, key: String, epochs: Epochs, payload: Vec<u8>, ttl: Duration) {
-        if self.epochs(user, rpc) != epochs {
+    /// Puts a value in L1 for `freshness`, unless an invalidation happened since its load started.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_l1(
+        &self,
+        user: Uuid,
+        key: String,
+        epoch: u64,
+        value: Shared,
+        bytes: usize,
+        freshness: Duration,
+        without_redis: bool,
+    ) {
+        if self.inner.epochs.get(user) != epoch {
             return;
         }
-        self.inner.l1.insert(key, Arc::new(L1Entry { payload, epochs, ttl })).await;
+        let now = Instant::now();
+        let weight = u32::try_from(key.len() + bytes + L1_ENTRY_OVERHEAD).unwrap_or(u32::MAX);
+        let entry = L1Entry { value, epoch, inserted: now, fresh_until: now + freshness, without_redis, weight };
+        self.inner.l1.insert(key, Arc::new(entry));
     }
 
-    fn market_distrusted(&self) -> bool {
-        let until = self.inner.market_distrusted_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        until.is_some_and(|t| std::time::Instant::now() < t)
-    }
-
-    fn jittered_ttl_ms(&self) -> i64 {
-        let ttl = self.inner.settings.ttl.as_millis() as f64;
+    fn jittered_ttl(&self) -> Duration {
         // Uuid v4 bytes are a ready source of randomness; no need for a dedicated RNG here.
         let unit = (Uuid::new_v4().as_u128() % 10_000) as f64 / 10_000.0;
-        (ttl * (1.0 + self.inner.settings.ttl_jitter * unit)) as i64
+        self.inner.settings.ttl.mul_f64(1.0 + self.inner.settings.ttl_jitter.max(0.0) * unit)
     }
 
-    /// Invalidates everything cached for `users`: at once in this replica's L1, and in Redis by bumping each
-    /// user's generation (one pipelined round trip). Call after the write committed, before acknowledging it.
+    /// Invalidates everything cached for `users`: at once in this replica's L1, and for every replica by bumping
+    /// each user's generation in Redis and announcing them on the invalidation channel (one pipelined round
+    /// trip). Call after the write committed, before acknowledging it.
     pub async fn invalidate(&self, users: &[Uuid]) {
         if users.is_empty() || !self.inner.settings.enabled {
             return;
         }
         for user in users {
-            self.inner.epochs.insert(*user, self.inner.next_epoch.fetch_add(1, Ordering::Relaxed));
+            self.inner.epochs.bump(*user);
         }
         let Some(pool) = &self.inner.redis else { return };
         let reached = if self.inner.breaker.allow() {
             let keys: Vec<String> = users.iter().map(|u| self.gen_key(*u)).collect();
-            self.redis_call(None, incr_all(pool, keys)).await.is_some()
+            let message = users.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+            let channel = format!("{}:invalidations", self.inner.settings.key_prefix);
+            self.redis_call(None, redis::invalidate(pool, keys, &channel, message)).await.is_some()
         } else {
             false
         };
+        // A read that fetched the old value from Redis before the bump landed may have filled L1 since the first
+        // epoch bump: bump again so nothing read before the acknowledgement survives it.
+        for user in users {
+            self.inner.epochs.bump(*user);
+        }
         if !reached {
             tracing::warn!(
                 users = users.len(),
@@ -461,36 +557,6 @@ impl Cache {
             }
         }
     }
-}
-
-impl Cache {
-    /// Invalidates every price-dependent response of every user (positions, guard status, alerts): at once in
-    /// this replica's L1, and in Redis by bumping the market generation. Call after quotes committed.
-    pub async fn invalidate_market(&self) {
-        if !self.inner.settings.enabled {
-            return;
-        }
-        self.inner.market_epoch.fetch_add(1, Ordering::AcqRel);
-        let Some(pool) = &self.inner.redis else { return };
-        let reached = self.inner.breaker.allow() && {
-            let client = pool.with_options(&Self::options());
-            self.redis_call(None, client.incr::<i64, _>(self.market_key())).await.is_some()
-        };
-        if !reached {
-            // This replica stops trusting price-dependent Redis values for as long as they can live there.
-            // (Other replicas may serve theirs until their TTL: nothing more can be done without Redis.)
-            tracing::warn!(
-                "could not bump the market generation in redis: ignoring cached prices in redis for a while"
-            );
-            let mut until =
-                self.inner.market_distrusted_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            *until = Some(std::time::Instant::now() + self.inner.settings.stale_max_age);
-        }
-    }
-}
-
-fn decode<M: Message + Default>(payload: &[u8]) -> Result<M, ApiError> {
-    M::decode(payload).map_err(|e| ApiError::Internal(Box::new(e)))
 }
 
 /// Re-creates a shared load error for one of the callers that waited on it.
@@ -522,6 +588,9 @@ mod tests {
             stale_max_age: Duration::from_secs(30),
             l1_ttl: Duration::from_millis(500),
             l1_max_bytes: 1 << 20,
+            refresh_ahead: 0.2,
+            heartbeat: Duration::from_millis(250),
+            hearing_lease: Duration::from_secs(1),
             redis_timeout: Duration::from_millis(50),
             breaker_failures: 1,
             breaker_cooldown: Duration::from_secs(60),
@@ -530,16 +599,20 @@ mod tests {
     }
 
     type Response = crate::pb::GetDrawdownStatusResponse;
+    crate::prost_cache_value!(crate::pb::GetDrawdownStatusResponse);
+
+    fn never() -> impl Future<Output = Result<Response, ApiError>> + Send + 'static {
+        std::future::pending()
+    }
 
     #[tokio::test]
     async fn a_load_whose_callers_all_give_up_leaves_no_flight_behind() {
         let cache = cache();
         let user = Uuid::new_v4();
-        let never = || std::future::pending::<Result<Response, ApiError>>();
         let one =
-            tokio::time::timeout(Duration::from_millis(50), cache.get_or_load(Rpc::GetDrawdownStatus, user, "", never));
+            tokio::time::timeout(Duration::from_millis(50), cache.get(Rpc::GetDrawdownStatus, user, "t", "", never));
         let two =
-            tokio::time::timeout(Duration::from_millis(80), cache.get_or_load(Rpc::GetDrawdownStatus, user, "", never));
+            tokio::time::timeout(Duration::from_millis(80), cache.get(Rpc::GetDrawdownStatus, user, "t", "", never));
         let (one, two) = tokio::join!(one, two);
         assert!(one.is_err() && two.is_err(), "both callers timed out");
         assert_eq!(cache.flights_in_progress(), 0);
@@ -550,17 +623,13 @@ mod tests {
         let cache = cache();
         let user = Uuid::new_v4();
         let panicking = || async { panic!("boom") };
-        let caught = std::panic::AssertUnwindSafe(cache.get_or_load::<Response, _, _>(
-            Rpc::GetDrawdownStatus,
-            user,
-            "",
-            panicking,
-        ))
-        .catch_unwind()
-        .await;
+        let caught =
+            std::panic::AssertUnwindSafe(cache.get::<Response, _, _>(Rpc::GetDrawdownStatus, user, "t", "", panicking))
+                .catch_unwind()
+                .await;
         assert!(caught.is_err(), "the panic propagates to the caller (the server's catch-panic layer answers it)");
         assert_eq!(cache.flights_in_progress(), 0);
-        let ok = cache.get_or_load(Rpc::GetDrawdownStatus, user, "", || async { Ok(Response::default()) }).await;
+        let ok = cache.get(Rpc::GetDrawdownStatus, user, "t", "", || async { Ok(Response::default()) }).await;
         assert!(ok.is_ok());
         assert_eq!(cache.flights_in_progress(), 0);
     }
@@ -569,14 +638,12 @@ mod tests {
     async fn a_waiter_takes_over_when_the_leader_is_cancelled() {
         let cache = cache();
         let user = Uuid::new_v4();
-        let leader = tokio::time::timeout(
-            Duration::from_millis(30),
-            cache.get_or_load(Rpc::GetDrawdownStatus, user, "", std::future::pending::<Result<Response, ApiError>>),
-        );
+        let leader =
+            tokio::time::timeout(Duration::from_millis(30), cache.get(Rpc::GetDrawdownStatus, user, "t", "", never));
         let waiter = async {
             tokio::time::sleep(Duration::from_millis(10)).await;
             cache
-                .get_or_load(Rpc::GetDrawdownStatus, user, "", || async {
+                .get(Rpc::GetDrawdownStatus, user, "t", "", || async {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     Ok(Response::default())
                 })

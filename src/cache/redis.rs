@@ -1,14 +1,14 @@
 //! The cache's Redis calls: per-call options and timeout, the breaker bookkeeping, the one-round-trip lookup,
-//! and pipelined invalidation.
+//! the value write, and pipelined invalidation.
+
+use std::future::Future;
 
 use fred::clients::Pool;
-use fred::interfaces::KeysInterface;
-use fred::prelude::Options;
-use fred::types::Value;
-use std::future::Future;
-use uuid::Uuid;
+use fred::interfaces::{ClientLike, KeysInterface, PubsubInterface};
+use fred::prelude::{Expiration, Options};
+use fred::types::{SetOptions, Value};
 
-use super::stored::Stored;
+use super::stored::{Stored, now_ms};
 use super::{Cache, Event, Rpc, Transition};
 
 impl Cache {
@@ -54,41 +54,51 @@ impl Cache {
             tracing::debug!(reason, "redis call failed");
         }
     }
-
-    /// One round trip: the user's generation and the cached value (one slot, so `MGET` is fine on a cluster),
-    /// plus the market generation when the RPC depends on prices (pipelined; it may live in another slot).
-    pub(super) async fn lookup(
-        &self,
-        pool: &Pool,
-        user: Uuid,
-        key: &str,
-        market: bool,
-    ) -> Result<(i64, i64, Option<Stored>), fred::error::Error> {
-        let pipeline = pool.next().pipeline();
-        let _: () = pipeline.mget(vec![self.gen_key(user), key.to_owned()]).await?;
-        if market {
-            let _: () = pipeline.get(self.market_key()).await?;
-        }
-        let results: Vec<Value> = pipeline.all().await?;
-        let pair = match results.first() {
-            Some(Value::Array(values)) => values.as_slice(),
-            _ => &[],
-        };
-        let generation = pair.first().and_then(Value::as_i64).unwrap_or(0);
-        let stored = pair.get(1).and_then(Value::as_bytes).and_then(Stored::decode);
-        let market_generation = if market { results.get(1).and_then(Value::as_i64).unwrap_or(0) } else { 0 };
-        Ok((generation, market_generation, stored))
-    }
 }
 
-/// INCRs every key in one pipeline (keys of different users may sit in different cluster slots; fred routes
-/// each command).
-pub(super) async fn incr_all(pool: &Pool, keys: Vec<String>) -> Result<(), fred::error::Error> {
-    let client = pool.next();
+/// One round trip: the user's generation and the cached value (one hash slot, so `MGET` is fine on a cluster).
+pub(super) async fn lookup(
+    pool: &Pool,
+    gen_key: String,
+    key: String,
+) -> Result<(i64, Option<Stored>), fred::error::Error> {
+    let client = pool.next_connected().with_options(&Cache::options());
+    let values: Vec<Value> = client.mget(vec![gen_key, key]).await?;
+    let generation = values.first().and_then(Value::as_i64).unwrap_or(0);
+    let stored = values.get(1).and_then(Value::as_bytes).and_then(Stored::decode);
+    Ok((generation, stored))
+}
+
+/// Stores a value for `lifetime_ms` (how long it may be served stale, past its freshness).
+pub(super) async fn write(
+    pool: &Pool,
+    key: String,
+    stored: Stored,
+    lifetime_ms: i64,
+) -> Result<(), fred::error::Error> {
+    let client = pool.next_connected().with_options(&Cache::options());
+    client.set::<(), _, _>(key, stored.encode(), Some(Expiration::PX(lifetime_ms)), None, false).await
+}
+
+/// Bumps every generation and announces the users on the invalidation channel, in one pipeline.
+///
+/// A generation that does not exist (a Redis restarted without persistence, `FLUSHALL`, an eviction) starts at
+/// the current time in microseconds, not at 1: a generation value never repeats, so a value stored under an
+/// old generation can never pass for current.
+pub(super) async fn invalidate(
+    pool: &Pool,
+    gen_keys: Vec<String>,
+    channel: &str,
+    message: String,
+) -> Result<(), fred::error::Error> {
+    let client = pool.next_connected();
     let pipeline = client.pipeline();
-    for key in keys {
+    let start = now_ms().saturating_mul(1000);
+    for key in gen_keys {
+        let _: () = pipeline.set(key.as_str(), start, None, Some(SetOptions::NX), false).await?;
         let _: () = pipeline.incr(key).await?;
     }
+    let _: () = pipeline.publish(channel, message).await?;
     let _: Vec<Value> = pipeline.all().await?;
     Ok(())
 }

@@ -1,25 +1,21 @@
-//! The format of a cached response in Redis: a fixed header (generations and times) followed by the encoded
-//! protobuf response.
+//! The format of a cached value in Redis: a fixed header (generation and times) followed by the value's bytes.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A value as stored in Redis: header (user generation, market generation, read time, fresh-until; big-endian
-/// i64s) + payload.
+/// A value as stored in Redis: header (user generation, read time, fresh-until; big-endian i64s) + payload.
 pub(super) struct Stored {
     pub(super) generation: i64,
-    pub(super) market_generation: i64,
     pub(super) read_at_ms: i64,
     pub(super) fresh_until_ms: i64,
     pub(super) payload: Vec<u8>,
 }
 
-const HEADER: usize = 32;
+const HEADER: usize = 24;
 
 impl Stored {
     pub(super) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.payload.len());
         out.extend_from_slice(&self.generation.to_be_bytes());
-        out.extend_from_slice(&self.market_generation.to_be_bytes());
         out.extend_from_slice(&self.read_at_ms.to_be_bytes());
         out.extend_from_slice(&self.fresh_until_ms.to_be_bytes());
         out.extend_from_slice(&self.payload);
@@ -30,9 +26,8 @@ impl Stored {
         let field = |i: usize| bytes.get(i * 8..i * 8 + 8)?.try_into().ok().map(i64::from_be_bytes);
         Some(Stored {
             generation: field(0)?,
-            market_generation: field(1)?,
-            read_at_ms: field(2)?,
-            fresh_until_ms: field(3)?,
+            read_at_ms: field(1)?,
+            fresh_until_ms: field(2)?,
             payload: bytes.get(HEADER..)?.to_vec(),
         })
     }
@@ -49,17 +44,11 @@ mod tests {
 
     #[test]
     fn stored_values_round_trip_and_reject_short_input() {
-        let s = Stored {
-            generation: 7,
-            market_generation: 3,
-            read_at_ms: 1_000,
-            fresh_until_ms: 6_000,
-            payload: vec![1, 2, 3],
-        };
+        let s = Stored { generation: 7, read_at_ms: 1_000, fresh_until_ms: 6_000, payload: vec![1, 2, 3] };
         let back = Stored::decode(&s.encode()).unwrap();
         assert_eq!(
-            (back.generation, back.market_generation, back.read_at_ms, back.fresh_until_ms, back.payload),
-            (7, 3, 1_000, 6_000, vec![1, 2, 3])
+            (back.generation, back.read_at_ms, back.fresh_until_ms, back.payload),
+            (7, 1_000, 6_000, vec![1, 2, 3])
         );
         assert!(Stored::decode(&[0; 10]).is_none());
     }

@@ -15,6 +15,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use crate::auth::{AuthLayer, Verifier};
 use crate::cache::Cache;
 use crate::config::ServeArgs;
+use crate::market_view::MarketView;
 use crate::pb;
 use crate::services::AppState;
 use crate::services::guards::GuardsApi;
@@ -49,6 +50,11 @@ impl Application {
             storage::migrate(&pool).await?;
         }
         let cache = Cache::new(args.cache.to_settings())?;
+        let market = MarketView::new(pool.clone());
+        if let Err(e) = market.refresh().await {
+            // Start anyway (health says NOT_SERVING while PostgreSQL is away); the refresher keeps trying.
+            tracing::warn!(error = %crate::error::error_chain(&e), "cannot read the market snapshot yet");
+        }
         let listener = TcpListener::bind(args.server.listen).await?;
         let local_addr = listener.local_addr()?;
         let metrics_listener = match args.cache.metrics_listen {
@@ -59,7 +65,7 @@ impl Application {
             listener,
             local_addr,
             metrics_listener,
-            state: AppState { pool, rules: Arc::new(rules), cache },
+            state: AppState { pool, rules: Arc::new(rules), cache, market },
             verifier,
             args,
         })
@@ -73,6 +79,11 @@ impl Application {
     /// The database pool (used by `demo` to load data before serving).
     pub fn pool(&self) -> &PgPool {
         &self.state.pool
+    }
+
+    /// The replica-local market snapshot.
+    pub fn market(&self) -> MarketView {
+        self.state.market.clone()
     }
 
     /// The cache (its counters are what the metrics endpoint serves; tests and loadgen read them too).
@@ -101,6 +112,8 @@ impl Application {
             server_args.health_interval,
             stop_rx.clone(),
         ));
+        let market_refresher =
+            tokio::spawn(state.market.clone().keep_fresh(server_args.market_refresh_interval, stop_rx.clone()));
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -164,6 +177,7 @@ impl Application {
             }
         };
         watcher.abort();
+        market_refresher.abort();
         if let Some(task) = metrics_task {
             task.abort();
         }

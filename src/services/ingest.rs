@@ -430,10 +430,12 @@ pub async fn submit_quotes(
     let outcome = quotes::record(&state.pool, &quotes, &candles, &state.rules.market).await.map_err(ApiError::from)?;
     let (raised, cleared) = match outcome {
         QuotesOutcome::Recorded { raised, cleared, holders } => {
-            // New prices change P&L and alerts of the holders and of every account converting through a quoted
-            // pair: price-dependent reads go (market generation), and the holders' other reads too (alert
-            // events), before we acknowledge.
-            state.cache.invalidate_market().await;
+            // Before acknowledging: this replica's reads value positions with the new prices and alerts at once
+            // (other replicas within their market refresh interval), and the holders of a symbol whose alert
+            // changed lose their cached status (new events in their logs). Nothing else is invalidated.
+            if let Err(e) = state.market.refresh().await {
+                tracing::warn!(error = %crate::error::error_chain(&e), "quotes committed but the market snapshot could not be re-read");
+            }
             state.cache.invalidate(&holders).await;
             (raised, cleared)
         }

@@ -4,9 +4,13 @@
 use std::sync::Arc;
 
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::cache::Cache;
 use crate::config::Rules;
+use crate::error::ApiError;
+use crate::market_view::MarketView;
+use crate::storage::Book;
 
 mod decode;
 mod encode;
@@ -25,6 +29,19 @@ pub struct AppState {
     pub rules: Arc<Rules>,
     /// Cache-aside for the read RPCs.
     pub cache: Cache,
+    /// The replica-local market snapshot responses are valued against.
+    pub market: MarketView,
+}
+
+/// Cache kind of a user's book (account, open positions, divergences).
+const BOOK: &str = "book";
+
+crate::postcard_cache_value!(Book);
+crate::prost_cache_value!(crate::pb::GetReconciliationStatusResponse);
+
+/// Loads a user's book (one statement).
+async fn load_book(pool: PgPool, user_id: Uuid) -> Result<Book, ApiError> {
+    Ok(crate::storage::book::load(&pool, user_id).await?)
 }
 
 /// Result type of every RPC.

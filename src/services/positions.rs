@@ -1,6 +1,12 @@
 //! `trading.v1.PositionsService`: open positions with unrealized P&L, and single positions.
+//!
+//! Both are served from the user's cached book and valued against the replica-local market snapshot when the
+//! response is built, so new prices never invalidate anything: the book changes only with the user's syncs.
+//! Filters and paging are applied at serve time too, so no request input but the user chooses a cache key.
 
-use chrono::Utc;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tonic::Request;
 use uuid::Uuid;
@@ -8,17 +14,28 @@ use uuid::Uuid;
 use super::decode::{self, caller, target_user};
 use super::encode::{self, dec, opt_ts, text, ts};
 use super::paging::{self, Cursor};
-use super::{AppState, RpcResult, cached};
+use super::{AppState, BOOK, RpcResult, cached, load_book};
 use crate::cache::Rpc;
-use crate::domain::pnl::{self, FxRates, InstrumentSpec, PnlSource, PositionFigures, Valuation};
-use crate::domain::{Side, Symbol};
+use crate::domain::Side;
+use crate::domain::pnl::{self, InstrumentSpec, PnlSource, PositionFigures, Valuation};
 use crate::error::ApiError;
 use crate::pb;
 use crate::pb::positions_service_server::PositionsService;
-use crate::storage::{self, DivergenceRow, MarketSnapshot, PositionRow};
+use crate::storage::{self, Book, DivergenceRow, MarketSnapshot, PositionRow};
 
 /// Default and maximum of `page_size`.
 const POSITION_PAGE: (u32, u32) = (50, 500);
+/// Cache kind of a closed position (open ones are served from the book).
+const CLOSED_POSITION: &str = "position";
+
+/// A position read by id that is not open (so not in the book), and when it was read.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ClosedPosition {
+    read_at: DateTime<Utc>,
+    row: PositionRow,
+}
+
+crate::postcard_cache_value!(ClosedPosition);
 
 /// The PositionsService implementation.
 #[derive(Debug, Clone)]
@@ -30,98 +47,6 @@ impl PositionsApi {
     /// A handler over shared state.
     pub fn new(state: AppState) -> Self {
         PositionsApi { state }
-    }
-
-    /// Reads and values the open positions from PostgreSQL: one consistent read for the page and the totals.
-    async fn load_open_positions(
-        &self,
-        user_id: Uuid,
-        symbol: Option<&Symbol>,
-        size: usize,
-        filters: u64,
-        after: Option<(chrono::DateTime<Utc>, Uuid)>,
-    ) -> Result<pb::ListOpenPositionsResponse, ApiError> {
-        let as_of = Utc::now();
-        let pool = &self.state.pool;
-        let (account, rows, divergences, market) = tokio::try_join!(
-            storage::accounts::get(pool, user_id),
-            storage::positions::list_open(pool, user_id, symbol.as_ref().map(|s| s.as_str())),
-            storage::positions::open_divergences(pool, user_id),
-            storage::market::snapshot(pool),
-        )?;
-
-        let currency = account.as_ref().and_then(|a| a.currency.clone()).unwrap_or_default();
-        let equity = account.as_ref().and_then(|a| a.equity);
-        let rates = market.fx_rates();
-        let valued: Vec<(PositionRow, Valuation)> = rows
-            .into_iter()
-            .map(|row| {
-                let v = valuation(&row, &market, &rates, &currency);
-                (row, v)
-            })
-            .collect();
-
-        let unavailable = valued.iter().filter(|(_, v)| matches!(v, Valuation::Unavailable { .. })).count();
-        let known = valued.iter().filter_map(|(_, v)| match v {
-            Valuation::Known { pnl, .. } => Some(*pnl),
-            Valuation::Unavailable { .. } => None,
-        });
-        let (total, total_reason) = match (unavailable, pnl::checked_sum(known)) {
-            (0, Some(sum)) => (Some(sum), String::new()),
-            (0, None) => (None, "the total P&L overflows the decimal range".to_owned()),
-            (n, _) => (None, format!("P&L unavailable for {n} of {} positions", valued.len())),
-        };
-        let total_percent = total.zip(equity).and_then(|(t, e)| pnl::percent_of(t, e));
-
-        let total_count = valued.len();
-        let mut page: Vec<_> = valued
-            .into_iter()
-            .filter(|(row, _)| after.is_none_or(|cursor| (row.open_time, row.position_id) > cursor))
-            .take(size + 1)
-            .collect();
-        let next_page_token = if page.len() > size {
-            page.truncate(size);
-            page.last()
-                .map(|(row, _)| {
-                    paging::encode(filters, &Cursor { time: row.open_time, key: row.position_id.to_string() })
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-
-        Ok(pb::ListOpenPositionsResponse {
-            positions: page.into_iter().map(|(row, v)| position(row, v, &divergences, &market)).collect(),
-            total_unrealized_pnl: dec(total),
-            total_unrealized_pnl_percent: dec(total_percent),
-            account_currency: currency,
-            next_page_token,
-            as_of: Some(ts(as_of)),
-            total_count: i32::try_from(total_count).unwrap_or(i32::MAX),
-            total_unavailable_reason: total_reason,
-            account_equity: dec(equity),
-        })
-    }
-
-    /// Reads one position of `user_id` from PostgreSQL (NOT_FOUND for anyone else's).
-    async fn load_position(&self, user_id: Uuid, position_id: Uuid) -> Result<pb::GetPositionResponse, ApiError> {
-        let as_of = Utc::now();
-        let pool = &self.state.pool;
-        let (row, account, divergences, market) = tokio::try_join!(
-            storage::positions::get(pool, user_id, position_id),
-            storage::accounts::get(pool, user_id),
-            storage::positions::open_divergences(pool, user_id),
-            storage::market::snapshot(pool),
-        )?;
-        // Another user's position is indistinguishable from a missing one.
-        let row = row.ok_or_else(|| ApiError::NotFound(format!("position {position_id}")))?;
-        let currency = account.and_then(|a| a.currency).unwrap_or_default();
-        let v = if row.closed.is_some() {
-            Valuation::Unavailable { reason: "the position is closed".into() }
-        } else {
-            valuation(&row, &market, &market.fx_rates(), &currency)
-        };
-        Ok(pb::GetPositionResponse { position: Some(position(row, v, &divergences, &market)), as_of: Some(ts(as_of)) })
     }
 }
 
@@ -145,14 +70,11 @@ impl PositionsService for PositionsApi {
             })
             .transpose()?;
 
-        let shape = format!("s={}|n={size}|t={}", symbol.as_ref().map_or("", |s| s.as_str()), req.page_token);
-        let (response, freshness) = self
-            .state
-            .cache
-            .get_or_load(Rpc::ListOpenPositions, user_id, &shape, || {
-                self.load_open_positions(user_id, symbol.as_ref(), size, filters, after)
-            })
-            .await?;
+        let (book, freshness) = self.state.book(Rpc::ListOpenPositions, user_id).await?;
+        let market = self.state.market.current();
+        let matching: Vec<&PositionRow> =
+            book.positions.iter().filter(|p| symbol.as_ref().is_none_or(|s| p.symbol == s.as_str())).collect();
+        let response = list(&book, &market, &matching, size, filters, after);
         Ok(cached(response, freshness))
     }
 
@@ -162,20 +84,104 @@ impl PositionsService for PositionsApi {
         let position_id = decode::parse_uuid("position_id", &req.position_id)?;
         let user_id = target_user(&caller, "user_id", &req.user_id)?;
 
-        let (response, freshness) = self
-            .state
-            .cache
-            .get_or_load(Rpc::GetPosition, user_id, &position_id.to_string(), || {
-                self.load_position(user_id, position_id)
-            })
-            .await?;
+        let (book, freshness) = self.state.book(Rpc::GetPosition, user_id).await?;
+        let market = self.state.market.current();
+        if let Some(row) = book.positions.iter().find(|p| p.position_id == position_id) {
+            let currency = book.account.as_ref().and_then(|a| a.currency.as_deref()).unwrap_or_default();
+            let v = valuation(row, &market, currency);
+            let response = pb::GetPositionResponse {
+                position: Some(position(row, v, &book.divergences, &market)),
+                as_of: Some(ts(book.read_at)),
+                prices_as_of: opt_ts(market.read_at),
+            };
+            return Ok(cached(response, freshness));
+        }
+        // Not open: a closed position of this user, or nobody's (indistinguishable on purpose).
+        let pool = self.state.pool.clone();
+        let load = move || async move {
+            let read_at = Utc::now();
+            let row = storage::positions::get(&pool, user_id, position_id).await?;
+            let row = row.ok_or_else(|| ApiError::NotFound(format!("position {position_id}")))?;
+            Ok(ClosedPosition { read_at, row })
+        };
+        let (closed, freshness) =
+            self.state.cache.get(Rpc::GetPosition, user_id, CLOSED_POSITION, &position_id.to_string(), load).await?;
+        let unavailable = Valuation::Unavailable { reason: "the position is closed".into() };
+        let response = pb::GetPositionResponse {
+            position: Some(position(&closed.row, unavailable, &[], &market)),
+            as_of: Some(ts(closed.read_at)),
+            prices_as_of: opt_ts(market.read_at),
+        };
         Ok(cached(response, freshness))
+    }
+}
+
+impl AppState {
+    /// The user's book, from cache or PostgreSQL (one statement).
+    pub(super) async fn book(&self, rpc: Rpc, user_id: Uuid) -> Result<(Arc<Book>, crate::cache::Freshness), ApiError> {
+        let pool = self.pool.clone();
+        self.cache.get(rpc, user_id, BOOK, "", move || load_book(pool, user_id)).await
+    }
+}
+
+/// One page of `matching` (all open positions passing the filters, in order), with totals over all of them.
+fn list(
+    book: &Book,
+    market: &MarketSnapshot,
+    matching: &[&PositionRow],
+    size: usize,
+    filters: u64,
+    after: Option<(DateTime<Utc>, Uuid)>,
+) -> pb::ListOpenPositionsResponse {
+    let currency = book.account.as_ref().and_then(|a| a.currency.clone()).unwrap_or_default();
+    let equity = book.account.as_ref().and_then(|a| a.equity);
+    let valued: Vec<(&PositionRow, Valuation)> =
+        matching.iter().map(|row| (*row, valuation(row, market, &currency))).collect();
+
+    let unavailable = valued.iter().filter(|(_, v)| matches!(v, Valuation::Unavailable { .. })).count();
+    let known = valued.iter().filter_map(|(_, v)| match v {
+        Valuation::Known { pnl, .. } => Some(*pnl),
+        Valuation::Unavailable { .. } => None,
+    });
+    let (total, total_reason) = match (unavailable, pnl::checked_sum(known)) {
+        (0, Some(sum)) => (Some(sum), String::new()),
+        (0, None) => (None, "the total P&L overflows the decimal range".to_owned()),
+        (n, _) => (None, format!("P&L unavailable for {n} of {} positions", valued.len())),
+    };
+    let total_percent = total.zip(equity).and_then(|(t, e)| pnl::percent_of(t, e));
+
+    let total_count = valued.len();
+    let mut page: Vec<_> = valued
+        .into_iter()
+        .filter(|(row, _)| after.is_none_or(|cursor| (row.open_time, row.position_id) > cursor))
+        .take(size + 1)
+        .collect();
+    let next_page_token = if page.len() > size {
+        page.truncate(size);
+        page.last()
+            .map(|(row, _)| paging::encode(filters, &Cursor { time: row.open_time, key: row.position_id.to_string() }))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+
+    pb::ListOpenPositionsResponse {
+        positions: page.into_iter().map(|(row, v)| position(row, v, &book.divergences, market)).collect(),
+        total_unrealized_pnl: dec(total),
+        total_unrealized_pnl_percent: dec(total_percent),
+        account_currency: currency,
+        next_page_token,
+        as_of: Some(ts(book.read_at)),
+        total_count: i32::try_from(total_count).unwrap_or(i32::MAX),
+        total_unavailable_reason: total_reason,
+        account_equity: dec(equity),
+        prices_as_of: opt_ts(market.read_at),
     }
 }
 
 /// The latest price of a position: the newer of the broker's price at the last sync and the latest quote on
 /// the side that would close it (bid for a buy, ask for a sell).
-fn latest_price(row: &PositionRow, market: &MarketSnapshot) -> (Decimal, chrono::DateTime<Utc>) {
+fn latest_price(row: &PositionRow, market: &MarketSnapshot) -> (Decimal, DateTime<Utc>) {
     match market.quotes.get(&row.symbol) {
         Some(q) if q.quote_time > row.current_price_time => {
             let price = match row.side {
@@ -188,8 +194,8 @@ fn latest_price(row: &PositionRow, market: &MarketSnapshot) -> (Decimal, chrono:
     }
 }
 
-/// Values one open position in the account currency; `rates` are the market's FX mids (built once per load).
-fn valuation(row: &PositionRow, market: &MarketSnapshot, rates: &FxRates, currency: &str) -> Valuation {
+/// Values one open position in the account currency against the market snapshot.
+fn valuation(row: &PositionRow, market: &MarketSnapshot, currency: &str) -> Valuation {
     if currency.is_empty() {
         return Valuation::Unavailable { reason: "the account currency is not known yet".into() };
     }
@@ -207,12 +213,13 @@ fn valuation(row: &PositionRow, market: &MarketSnapshot, rates: &FxRates, curren
         .instruments
         .get(&row.symbol)
         .map(|i| InstrumentSpec { contract_size: i.contract_size, quote_currency: i.quote_currency.clone() });
-    pnl::value_position(&figures, instrument.as_ref(), currency, rates)
+    pnl::value_position(&figures, instrument.as_ref(), currency, &market.rates)
 }
 
 /// Encodes a position with its valuation and open divergences.
-fn position(row: PositionRow, v: Valuation, divergences: &[DivergenceRow], market: &MarketSnapshot) -> pb::Position {
-    let (current_price, current_price_time) = latest_price(&row, market);
+fn position(row: &PositionRow, v: Valuation, divergences: &[DivergenceRow], market: &MarketSnapshot) -> pb::Position {
+    let (current_price, current_price_time) =
+        if row.closed.is_some() { (row.current_price, row.current_price_time) } else { latest_price(row, market) };
     let (unrealized_pnl, pnl_source, reason, percent) = match v {
         Valuation::Known { pnl, source, percent } => {
             let source = match source {
@@ -232,9 +239,9 @@ fn position(row: PositionRow, v: Valuation, divergences: &[DivergenceRow], marke
     pb::Position {
         position_id: row.position_id.to_string(),
         user_id: row.user_id.to_string(),
-        position_identifier: row.position_identifier,
-        ticket: row.ticket,
-        symbol: row.symbol,
+        position_identifier: row.position_identifier.clone(),
+        ticket: row.ticket.clone(),
+        symbol: row.symbol.clone(),
         side: encode::side(row.side).into(),
         volume: row.volume.to_string(),
         entry_price: row.open_price.to_string(),
@@ -244,7 +251,7 @@ fn position(row: PositionRow, v: Valuation, divergences: &[DivergenceRow], marke
         take_profit: dec(row.take_profit),
         stop_loss: dec(row.stop_loss),
         matched: row.matched,
-        platform_trade_id: text(row.platform_trade_id),
+        platform_trade_id: text(row.platform_trade_id.as_ref()),
         open_divergences,
         unrealized_pnl: dec(unrealized_pnl),
         pnl_source: pnl_source.into(),

@@ -1,6 +1,7 @@
 //! `trading.v1.ReconciliationService`: status, event log, and broker sync ingest.
 
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 use tonic::{Request, Response};
 use uuid::Uuid;
 
@@ -20,6 +21,8 @@ use crate::storage::{self, EventQuery};
 const RECENT_EVENTS: (u32, u32) = (5, 100);
 /// The numbers of recent events actually loaded (and cached): a request gets the smallest that covers it.
 const RECENT_EVENTS_LOADED: [u32; 3] = [5, 20, 100];
+/// Cache kind of a status.
+const STATUS: &str = "status";
 /// Default and maximum of `page_size` for events.
 const EVENT_PAGE: (u32, u32) = (50, 500);
 
@@ -34,50 +37,53 @@ impl ReconciliationApi {
     pub fn new(state: AppState) -> Self {
         ReconciliationApi { state }
     }
+}
 
-    /// Reads the status from PostgreSQL: the summary row and the latest events (O(1) in history).
-    async fn load_status(&self, user_id: Uuid, limit: u32) -> Result<pb::GetReconciliationStatusResponse, ApiError> {
-        let as_of = Utc::now();
-        let pool = &self.state.pool;
-        let query = EventQuery {
-            user_id,
-            since: decode::earliest_time(),
-            before: (decode::latest_time(), i64::MAX),
-            types: None,
-            limit: i64::from(limit),
-        };
-        let (summary, events) =
-            tokio::try_join!(storage::summaries::get(pool, user_id), storage::events::list(pool, &query))?;
+/// Reads the status from PostgreSQL in one statement: the summary row and the latest events (O(1) in history).
+/// Its `state` is judged again whenever it is served (STALE depends on the time).
+async fn load_status(pool: PgPool, user_id: Uuid, limit: u32) -> Result<pb::GetReconciliationStatusResponse, ApiError> {
+    let read = storage::summaries::load(&pool, user_id, i64::from(limit)).await?;
+    let summary = read.summary.unwrap_or_default();
+    let last_sync_duration = match (summary.last_sync_started_at, summary.last_sync_finished_at) {
+        (Some(start), Some(end)) => Some(encode::duration(end.signed_duration_since(start))),
+        _ => None,
+    };
+    Ok(pb::GetReconciliationStatusResponse {
+        state: pb::ReconciliationState::Unspecified.into(),
+        last_sync_time: opt_ts(summary.last_sync_finished_at),
+        last_sync_duration,
+        total_syncs: summary.total_syncs,
+        open_positions_count: summary.open_positions,
+        matched_positions_count: summary.matched_positions,
+        divergences_count: summary.open_divergences,
+        recent_events: read.events.into_iter().map(|e| encode::event(e, user_id)).collect(),
+        as_of: Some(ts(read.read_at)),
+        user_id: user_id.to_string(),
+        last_successful_sync_time: opt_ts(summary.last_success_at),
+        last_sync_error: summary.last_sync_error.unwrap_or_default(),
+        failed_syncs: summary.failed_syncs,
+    })
+}
 
-        let summary = summary.unwrap_or_default();
-        let facts = SyncFacts {
-            total_syncs: summary.total_syncs,
-            last_sync_failed: summary.last_sync_failed,
-            last_success_at: summary.last_success_at,
-            open_positions: summary.open_positions,
-            open_divergences: summary.open_divergences,
-        };
-        let state = reconciliation_state(&facts, as_of, self.state.rules.stale_sync_after);
-        let last_sync_duration = match (summary.last_sync_started_at, summary.last_sync_finished_at) {
-            (Some(start), Some(end)) => Some(encode::duration(end - start)),
-            _ => None,
-        };
-        Ok(pb::GetReconciliationStatusResponse {
-            state: encode::reconciliation_state(state).into(),
-            last_sync_time: opt_ts(summary.last_sync_finished_at),
-            last_sync_duration,
-            total_syncs: summary.total_syncs,
-            open_positions_count: summary.open_positions,
-            matched_positions_count: summary.matched_positions,
-            divergences_count: summary.open_divergences,
-            recent_events: events.into_iter().map(|e| encode::event(e, user_id)).collect(),
-            as_of: Some(ts(as_of)),
-            user_id: user_id.to_string(),
-            last_successful_sync_time: opt_ts(summary.last_success_at),
-            last_sync_error: summary.last_sync_error.unwrap_or_default(),
-            failed_syncs: summary.failed_syncs,
-        })
-    }
+/// The reconciliation state of a status at `now`, from the facts it carries.
+fn state_at(
+    status: &pb::GetReconciliationStatusResponse,
+    now: DateTime<Utc>,
+    stale_after: chrono::Duration,
+) -> pb::ReconciliationState {
+    let last_success_at = status
+        .last_successful_sync_time
+        .as_ref()
+        .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)));
+    let facts = SyncFacts {
+        total_syncs: status.total_syncs,
+        // A failed sync always has a (required, non-empty) error message.
+        last_sync_failed: !status.last_sync_error.is_empty(),
+        last_success_at,
+        open_positions: status.open_positions_count,
+        open_divergences: status.divergences_count,
+    };
+    encode::reconciliation_state(reconciliation_state(&facts, now, stale_after))
 }
 
 #[tonic::async_trait]
@@ -94,14 +100,17 @@ impl ReconciliationService for ReconciliationApi {
 
         // A few loaded sizes serve every limit, so callers cannot multiply cache entries by varying it.
         let loaded = RECENT_EVENTS_LOADED.into_iter().find(|n| *n >= limit).unwrap_or(RECENT_EVENTS.1);
-        let (mut response, freshness) = self
+        let pool = self.state.pool.clone();
+        let (status, freshness) = self
             .state
             .cache
-            .get_or_load(Rpc::GetReconciliationStatus, user_id, &format!("n={loaded}"), || {
-                self.load_status(user_id, loaded)
+            .get(Rpc::GetReconciliationStatus, user_id, STATUS, &format!("n={loaded}"), move || {
+                load_status(pool, user_id, loaded)
             })
             .await?;
+        let mut response = pb::GetReconciliationStatusResponse::clone(status.as_ref());
         response.recent_events.truncate(limit as usize);
+        response.state = state_at(&response, Utc::now(), self.state.rules.stale_sync_after).into();
         Ok(cached(response, freshness))
     }
 

@@ -1,15 +1,14 @@
-//! The account row: last broker snapshot, equity high-water mark and drawdown guard state.
+//! The account row: last broker snapshot, equity high-water mark and drawdown guard state (read with the
+//! user's book, `storage::book`).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{StorageError, parse_stored};
 use crate::domain::drawdown::DrawdownLevel;
 
 /// One account.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AccountRow {
     /// Owner.
     pub user_id: Uuid,
@@ -35,36 +34,6 @@ pub struct AccountRow {
     pub max_drawdown_pct: Option<Decimal>,
     /// Per-account override of the minimum equity.
     pub min_equity: Option<Decimal>,
-}
-
-/// The account of `user_id`, or `None` when it never synced.
-#[tracing::instrument(skip_all, fields(user_id = %user_id))]
-pub async fn get(pool: &PgPool, user_id: Uuid) -> Result<Option<AccountRow>, StorageError> {
-    let row = sqlx::query!(
-        r#"SELECT user_id, currency, balance, equity, margin, equity_time, peak_equity, drawdown_level,
-                  drawdown_level_since, warning_drawdown_pct, max_drawdown_pct, min_equity
-           FROM accounts WHERE user_id = $1"#,
-        user_id
-    )
-    .fetch_optional(pool)
-    .await?;
-    row.map(|r| {
-        Ok(AccountRow {
-            user_id: r.user_id,
-            currency: r.currency,
-            balance: r.balance,
-            equity: r.equity,
-            margin: r.margin,
-            equity_time: r.equity_time,
-            peak_equity: r.peak_equity,
-            drawdown_level: parse_stored(&r.drawdown_level)?,
-            drawdown_level_since: r.drawdown_level_since,
-            warning_drawdown_pct: r.warning_drawdown_pct,
-            max_drawdown_pct: r.max_drawdown_pct,
-            min_equity: r.min_equity,
-        })
-    })
-    .transpose()
 }
 
 impl AccountRow {

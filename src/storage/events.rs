@@ -8,7 +8,7 @@ use super::{StorageError, parse_stored};
 use crate::domain::events::EventType;
 
 /// One event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EventRow {
     /// Increasing id.
     pub event_id: i64,

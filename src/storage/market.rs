@@ -1,13 +1,17 @@
-//! Instruments, latest quotes and market alerts.
+//! The market as stored: instruments, latest quotes and active market alerts, read together in one statement
+//! (three small global tables). Each replica keeps a copy of this snapshot in memory (`market_view`) and values
+//! positions against it when it serves a read.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use serde::Deserialize;
 use sqlx::PgPool;
+use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{StorageError, parse_stored};
+use super::StorageError;
 use crate::domain::market::{AlertSeverity, MarketAlertKind};
 use crate::domain::pnl::FxRates;
 
@@ -35,59 +39,8 @@ pub struct QuoteRow {
     pub quote_time: DateTime<Utc>,
 }
 
-/// Every instrument and its latest quote, read together (two small tables, one round trip).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MarketSnapshot {
-    /// By symbol.
-    pub instruments: HashMap<String, InstrumentRow>,
-    /// By symbol; symbols never quoted are absent.
-    pub quotes: HashMap<String, QuoteRow>,
-}
-
-impl MarketSnapshot {
-    /// Mid prices of every quoted instrument, for currency conversion.
-    pub fn fx_rates(&self) -> FxRates {
-        let mut rates = FxRates::default();
-        for (symbol, quote) in &self.quotes {
-            if let Some(i) = self.instruments.get(symbol) {
-                rates.insert_quote(&i.base_currency, &i.quote_currency, quote.bid, quote.ask);
-            }
-        }
-        rates
-    }
-}
-
-/// Reads every instrument with its latest quote.
-#[tracing::instrument(skip_all)]
-pub async fn snapshot(pool: &PgPool) -> Result<MarketSnapshot, StorageError> {
-    let rows = sqlx::query!(
-        r#"SELECT i.symbol AS "symbol!", i.contract_size AS "contract_size!", i.base_currency AS "base_currency!",
-                  i.quote_currency AS "quote_currency!",
-                  q.bid AS "bid?", q.ask AS "ask?", q.quote_time AS "quote_time?"
-           FROM instruments i LEFT JOIN latest_quotes q ON q.symbol = i.symbol"#
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut snapshot = MarketSnapshot::default();
-    for r in rows {
-        if let (Some(bid), Some(ask), Some(quote_time)) = (r.bid, r.ask, r.quote_time) {
-            snapshot.quotes.insert(r.symbol.clone(), QuoteRow { bid, ask, quote_time });
-        }
-        snapshot.instruments.insert(
-            r.symbol.clone(),
-            InstrumentRow {
-                symbol: r.symbol,
-                contract_size: r.contract_size,
-                base_currency: r.base_currency,
-                quote_currency: r.quote_currency,
-            },
-        );
-    }
-    Ok(snapshot)
-}
-
 /// An active gap or spread alert.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AlertRow {
     /// Server id.
     pub alert_id: Uuid,
@@ -109,45 +62,74 @@ pub struct AlertRow {
     pub observed_at: Option<DateTime<Utc>>,
 }
 
-/// Active alerts for `symbols`.
-#[tracing::instrument(skip_all, fields(symbols = symbols.len()))]
-pub async fn active_alerts(pool: &PgPool, symbols: &[String]) -> Result<Vec<AlertRow>, StorageError> {
-    if symbols.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = sqlx::query!(
-        r#"SELECT alert_id, symbol, kind, severity, value_pct, threshold_pct, message, raised_at, observed_at
-           FROM market_alerts
-           WHERE cleared_at IS NULL AND symbol = ANY($1)
-           ORDER BY raised_at, alert_id"#,
-        symbols
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(AlertRow {
-                alert_id: r.alert_id,
-                symbol: r.symbol,
-                kind: parse_stored(&r.kind)?,
-                severity: parse_stored(&r.severity)?,
-                value_pct: r.value_pct,
-                threshold_pct: r.threshold_pct,
-                message: r.message,
-                raised_at: r.raised_at,
-                observed_at: r.observed_at,
-            })
-        })
-        .collect()
+/// Every instrument with its latest quote, and every active alert, as of one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MarketSnapshot {
+    /// When it was read (PostgreSQL's clock); `None` for the empty snapshot before the first read.
+    pub read_at: Option<DateTime<Utc>>,
+    /// By symbol.
+    pub instruments: HashMap<String, InstrumentRow>,
+    /// By symbol; symbols never quoted are absent.
+    pub quotes: HashMap<String, QuoteRow>,
+    /// Active alerts, oldest first.
+    pub alerts: Vec<AlertRow>,
+    /// Mid prices of every quoted instrument, for currency conversion.
+    pub rates: FxRates,
 }
 
-/// Symbols in which `user_id` holds open positions, sorted.
-#[tracing::instrument(skip_all, fields(user_id = %user_id))]
-pub async fn held_symbols(pool: &PgPool, user_id: Uuid) -> Result<Vec<String>, StorageError> {
-    Ok(sqlx::query_scalar!(
-        "SELECT DISTINCT symbol FROM positions WHERE user_id = $1 AND status = 'open' ORDER BY symbol",
-        user_id
+impl MarketSnapshot {
+    /// Active alerts of the given symbols (sorted), oldest first.
+    pub fn alerts_for<'a>(&'a self, symbols: &'a [&'a str]) -> impl Iterator<Item = &'a AlertRow> + 'a {
+        self.alerts.iter().filter(|a| symbols.binary_search(&a.symbol.as_str()).is_ok())
+    }
+}
+
+/// An instrument with its latest quote, as the statement returns it.
+#[derive(Debug, Deserialize)]
+struct InstrumentJson {
+    symbol: String,
+    contract_size: Decimal,
+    base_currency: String,
+    quote_currency: String,
+    bid: Option<Decimal>,
+    ask: Option<Decimal>,
+    quote_time: Option<DateTime<Utc>>,
+}
+
+/// Reads the whole market in one statement.
+#[tracing::instrument(skip_all)]
+pub async fn snapshot(pool: &PgPool) -> Result<MarketSnapshot, StorageError> {
+    let row = sqlx::query!(
+        r#"SELECT now() AS "read_at!",
+             (SELECT COALESCE(json_agg(json_build_object(
+                  'symbol', i.symbol, 'contract_size', i.contract_size::text, 'base_currency', i.base_currency,
+                  'quote_currency', i.quote_currency, 'bid', q.bid::text, 'ask', q.ask::text,
+                  'quote_time', q.quote_time)), '[]')
+              FROM instruments i LEFT JOIN latest_quotes q ON q.symbol = i.symbol)
+              AS "instruments!: Json<Vec<InstrumentJson>>",
+             (SELECT COALESCE(json_agg(json_build_object(
+                  'alert_id', a.alert_id, 'symbol', a.symbol, 'kind', a.kind, 'severity', a.severity,
+                  'value_pct', a.value_pct::text, 'threshold_pct', a.threshold_pct::text, 'message', a.message,
+                  'raised_at', a.raised_at, 'observed_at', a.observed_at) ORDER BY a.raised_at, a.alert_id), '[]')
+              FROM market_alerts a WHERE a.cleared_at IS NULL) AS "alerts!: Json<Vec<AlertRow>>""#
     )
-    .fetch_all(pool)
-    .await?)
+    .fetch_one(pool)
+    .await?;
+    let mut snapshot = MarketSnapshot { read_at: Some(row.read_at), alerts: row.alerts.0, ..MarketSnapshot::default() };
+    for i in row.instruments.0 {
+        if let (Some(bid), Some(ask), Some(quote_time)) = (i.bid, i.ask, i.quote_time) {
+            snapshot.rates.insert_quote(&i.base_currency, &i.quote_currency, bid, ask);
+            snapshot.quotes.insert(i.symbol.clone(), QuoteRow { bid, ask, quote_time });
+        }
+        snapshot.instruments.insert(
+            i.symbol.clone(),
+            InstrumentRow {
+                symbol: i.symbol,
+                contract_size: i.contract_size,
+                base_currency: i.base_currency,
+                quote_currency: i.quote_currency,
+            },
+        );
+    }
+    Ok(snapshot)
 }

@@ -11,6 +11,7 @@ use crate::config::DatabaseArgs;
 use crate::domain::ParseEnumError;
 
 pub mod accounts;
+pub mod book;
 pub mod events;
 pub mod market;
 pub mod positions;
@@ -19,10 +20,11 @@ pub mod summaries;
 pub mod syncs;
 
 pub use accounts::AccountRow;
+pub use book::Book;
 pub use events::{EventPage, EventQuery, EventRow};
 pub use market::{AlertRow, InstrumentRow, MarketSnapshot, QuoteRow};
 pub use positions::{DivergenceRow, PositionRow};
-pub use summaries::SummaryRow;
+pub use summaries::{StatusRead, SummaryRow};
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -1,4 +1,5 @@
-//! Reads of positions and their open divergences.
+//! Position and divergence rows, and the read of one position by id (open positions are read with the
+//! user's book, `storage::book`).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -9,7 +10,7 @@ use super::{StorageError, parse_stored};
 use crate::domain::{CloseReason, DivergenceKind, Side};
 
 /// One position.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PositionRow {
     /// Server id.
     pub position_id: Uuid,
@@ -54,7 +55,7 @@ pub struct PositionRow {
 }
 
 /// One divergence.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DivergenceRow {
     /// Server id.
     pub divergence_id: Uuid,
@@ -117,25 +118,6 @@ macro_rules! position_row {
     }};
 }
 
-/// Every open position of `user_id` (optionally one symbol), oldest entry first. A user holds tens of open
-/// positions, so totals and paging are computed over this one consistent read.
-#[tracing::instrument(skip_all, fields(user_id = %user_id))]
-pub async fn list_open(pool: &PgPool, user_id: Uuid, symbol: Option<&str>) -> Result<Vec<PositionRow>, StorageError> {
-    let rows = sqlx::query!(
-        r#"SELECT position_id, user_id, position_identifier, ticket, symbol, side, volume, open_price, open_time,
-                  current_price, current_price_time, take_profit, stop_loss, swap, commission, profit, matched,
-                  platform_trade_id, closed_at, close_reason, last_seen_at
-           FROM positions
-           WHERE user_id = $1 AND status = 'open' AND ($2::text IS NULL OR symbol = $2)
-           ORDER BY open_time, position_id"#,
-        user_id,
-        symbol
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter().map(|r| Ok(position_row!(r))).collect()
-}
-
 /// The position `position_id` if it belongs to `user_id`.
 #[tracing::instrument(skip_all, fields(user_id = %user_id, position_id = %position_id))]
 pub async fn get(pool: &PgPool, user_id: Uuid, position_id: Uuid) -> Result<Option<PositionRow>, StorageError> {
@@ -154,37 +136,4 @@ pub async fn get(pool: &PgPool, user_id: Uuid, position_id: Uuid) -> Result<Opti
         Some(r) => Some(position_row!(r)),
         None => None,
     })
-}
-
-/// Unresolved divergences of `user_id`, oldest first.
-#[tracing::instrument(skip_all, fields(user_id = %user_id))]
-pub async fn open_divergences(pool: &PgPool, user_id: Uuid) -> Result<Vec<DivergenceRow>, StorageError> {
-    let rows = sqlx::query!(
-        r#"SELECT divergence_id, kind, symbol, position_id, position_identifier, platform_trade_id, broker_value,
-                  platform_value, difference_pct, message, detected_at, resolved_at
-           FROM divergences
-           WHERE user_id = $1 AND resolved_at IS NULL
-           ORDER BY detected_at, divergence_id"#,
-        user_id
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(DivergenceRow {
-                divergence_id: r.divergence_id,
-                kind: parse_stored(&r.kind)?,
-                symbol: r.symbol,
-                position_id: r.position_id,
-                position_identifier: r.position_identifier,
-                platform_trade_id: r.platform_trade_id,
-                broker_value: r.broker_value,
-                platform_value: r.platform_value,
-                difference_pct: r.difference_pct,
-                message: r.message,
-                detected_at: r.detected_at,
-                resolved_at: r.resolved_at,
-            })
-        })
-        .collect()
 }

@@ -53,7 +53,8 @@ pub enum QuotesOutcome {
         raised: Vec<AlertRow>,
         /// Alerts cleared by the batch.
         cleared: usize,
-        /// Users holding open positions in the batch's symbols (whose cached reads the batch changes).
+        /// Users holding open positions in a symbol whose alert the batch raised or cleared (their event logs
+        /// changed); prices alone change nothing cached per user.
         holders: Vec<Uuid>,
     },
     /// A symbol is not a known instrument; nothing was written.
@@ -188,22 +189,28 @@ pub async fn record(
         }
     }
 
-    let (raised, cleared) = apply_alerts(&mut tx, evaluations).await?;
-    let holders = sqlx::query_scalar!(
-        "SELECT DISTINCT user_id FROM positions WHERE symbol = ANY($1) AND status = 'open'",
-        &symbols
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let (raised, cleared, changed) = apply_alerts(&mut tx, evaluations).await?;
+    // Only alert changes write to users' event logs; prices alone change nothing per user.
+    let holders = if changed.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_scalar!(
+            "SELECT DISTINCT user_id FROM positions WHERE symbol = ANY($1) AND status = 'open'",
+            &changed
+        )
+        .fetch_all(&mut *tx)
+        .await?
+    };
     tx.commit().await?;
     Ok(QuotesOutcome::Recorded { raised, cleared, holders })
 }
 
-/// Raises, re-grades or clears the alert of each evaluated (symbol, kind).
+/// Raises, re-grades or clears the alert of each evaluated (symbol, kind). Returns the alerts raised, how many
+/// were cleared, and the symbols whose alerts changed (whose holders got events).
 async fn apply_alerts(
     tx: &mut Transaction<'_, Postgres>,
     evaluations: Vec<Evaluation>,
-) -> Result<(Vec<AlertRow>, usize), StorageError> {
+) -> Result<(Vec<AlertRow>, usize, Vec<String>), StorageError> {
     let symbols: Vec<String> = evaluations.iter().map(|e| e.symbol.clone()).collect();
     let active = sqlx::query!(
         r#"SELECT alert_id, symbol, kind, severity FROM market_alerts
@@ -215,7 +222,7 @@ async fn apply_alerts(
     let mut active: HashMap<(String, String), (Uuid, String)> =
         active.into_iter().map(|a| ((a.symbol, a.kind), (a.alert_id, a.severity))).collect();
 
-    let (mut raised, mut cleared) = (Vec::new(), 0);
+    let (mut raised, mut cleared, mut changed) = (Vec::new(), 0, Vec::new());
     for e in evaluations {
         let current = active.remove(&(e.symbol.clone(), e.kind.as_str().to_owned()));
         let wanted = e.breach.map(|b| b.severity.as_str());
@@ -232,6 +239,9 @@ async fn apply_alerts(
                 .await?;
             }
             (current, breach) => {
+                if current.is_some() || breach.is_some() {
+                    changed.push(e.symbol.clone());
+                }
                 if let Some((alert_id, _)) = current {
                     clear(tx, alert_id, &e).await?;
                     cleared += 1;
@@ -242,7 +252,9 @@ async fn apply_alerts(
             }
         }
     }
-    Ok((raised, cleared))
+    changed.sort();
+    changed.dedup();
+    Ok((raised, cleared, changed))
 }
 
 async fn clear(tx: &mut Transaction<'_, Postgres>, alert_id: Uuid, e: &Evaluation) -> Result<(), StorageError> {

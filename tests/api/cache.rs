@@ -95,6 +95,12 @@ async fn until_miss(app: &TestApp, user: Uuid, within: Duration) -> pb::GetRecon
     }
 }
 
+/// Makes a server unable to hear invalidations (its first heartbeat would come back only after a minute), so
+/// its L1 behaves as while the invalidation channel is down: entries live only the short L1 TTL.
+fn deaf(args: &mut trading_monitor::config::ServeArgs) {
+    args.cache.cache_heartbeat = Duration::from_secs(60);
+}
+
 fn gold() -> pb::BrokerPosition {
     broker("1", "XAUUSD", Buy, "0.5", "2350.00", "2360.50")
 }
@@ -237,31 +243,37 @@ async fn an_acknowledged_sync_invalidates_the_status_and_the_positions_of_its_us
 }
 
 #[tokio::test]
-async fn a_quote_of_a_conversion_pair_revalues_a_cached_account_that_does_not_hold_it() {
+async fn a_quote_batch_revalues_a_cached_account_at_once_without_invalidating_it_or_querying_postgres() {
     let app = spawn_app().await;
     let user = Uuid::new_v4();
     app.submit(sync(user, "10000", vec![gold()], vec![])).await.unwrap();
     let (cache, list) = positions(&app, user, "").await.unwrap();
     assert_eq!((cache.as_str(), list.positions[0].pnl_source()), ("miss", pb::PnlSource::Unavailable));
-    assert_eq!(positions(&app, user, "").await.unwrap().0, "hit");
+    let loads = app.cache.metrics().total().pg_queries;
 
+    // A conversion pair the account does not hold: a GBP account's gold is valued through GBPUSD.
     app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("GBPUSD", "1.25", "1.25")], ..Default::default() })
         .await
         .unwrap();
 
     let (cache, list) = positions(&app, user, "").await.unwrap();
     let p = &list.positions[0];
-    assert_eq!(cache, "miss");
+    assert_eq!(cache, "hit", "prices are valued when served: the cached book is still good");
     // 10.50 x 0.5 lots x 100 oz = 525 USD = 420 GBP at 1.25.
     assert_eq!((p.unrealized_pnl.as_str(), p.pnl_source()), ("420.00", pb::PnlSource::Computed));
-    assert_eq!(positions(&app, user, "").await.unwrap().0, "hit");
+    assert!(at(&list.prices_as_of) > at(&list.as_of), "the prices are newer than the cached book");
 
-    // A holder of the quoted symbol sees the new price.
+    // A holder of the quoted symbol sees the new price, and the guard its quote time.
     let moved = vec![quote("XAUUSD", "2370.00", "2370.50")];
     app.quote(pb::SubmitQuotesRequest { quotes: moved, ..Default::default() }).await.unwrap();
     let (cache, list) = positions(&app, user, "").await.unwrap();
     let p = &list.positions[0];
-    assert_eq!((cache.as_str(), p.current_price.as_str(), p.unrealized_pnl.as_str()), ("miss", "2370.00", "800.00"));
+    assert_eq!((cache.as_str(), p.current_price.as_str(), p.unrealized_pnl.as_str()), ("hit", "2370.00", "800.00"));
+    let guard = app.guards().get_guard_status(authed(pb::GetGuardStatusRequest::default(), &token(user, &[]))).await;
+    let guard = guard.unwrap();
+    assert_eq!(x_cache(&guard), "hit");
+    assert!(guard.into_inner().market_alerts.is_empty(), "the quote is fresh: no stale-quote alert");
+    assert_eq!(app.cache.metrics().total().pg_queries, loads, "no PostgreSQL load for any of it");
 }
 
 #[tokio::test]
@@ -287,10 +299,12 @@ async fn two_hundred_concurrent_reads_of_a_cold_key_query_postgres_once() {
 }
 
 #[tokio::test]
-async fn after_the_l1_ttl_a_read_is_served_from_redis() {
-    let app =
-        spawn_app_with(|args| (args.cache.cache_ttl, args.cache.cache_l1_ttl) = (Duration::from_secs(60), ms(200)))
-            .await;
+async fn while_not_hearing_invalidations_an_l1_entry_lives_the_short_l1_ttl_and_then_comes_from_redis() {
+    let app = spawn_app_with(|args| {
+        (args.cache.cache_ttl, args.cache.cache_l1_ttl) = (Duration::from_secs(60), ms(200));
+        deaf(args);
+    })
+    .await;
     let user = Uuid::new_v4();
     let metrics = || app.cache.metrics().snapshot(Rpc::GetReconciliationStatus);
 
@@ -311,6 +325,7 @@ async fn after_the_ttl_a_read_goes_to_postgres_again() {
         args.cache.cache_ttl = ms(300);
         args.cache.cache_ttl_jitter_pct = 0;
         args.cache.cache_l1_ttl = ms(300);
+        args.cache.cache_refresh_ahead_pct = 0;
     })
     .await;
     let user = Uuid::new_v4();
@@ -329,6 +344,8 @@ async fn an_l1_entry_filled_from_redis_is_not_served_past_the_ttl() {
         args.cache.cache_ttl = ms(400);
         args.cache.cache_ttl_jitter_pct = 0;
         args.cache.cache_l1_ttl = ms(250);
+        args.cache.cache_refresh_ahead_pct = 0;
+        deaf(args);
     })
     .await;
     let user = Uuid::new_v4();
@@ -343,7 +360,10 @@ async fn an_l1_entry_filled_from_redis_is_not_served_past_the_ttl() {
 #[tokio::test]
 async fn an_l1_ttl_longer_than_the_ttl_does_not_extend_freshness() {
     // Defaults: cache_l1_ttl 500 ms.
-    let app = spawn_app_with(|args| (args.cache.cache_ttl, args.cache.cache_ttl_jitter_pct) = (ms(200), 0)).await;
+    let app = spawn_app_with(|args| {
+        (args.cache.cache_ttl, args.cache.cache_ttl_jitter_pct, args.cache.cache_refresh_ahead_pct) = (ms(200), 0, 0);
+    })
+    .await;
     let user = Uuid::new_v4();
     assert_eq!(status(&app, user).await.0, "miss");
     tokio::time::sleep(ms(350)).await;
@@ -385,8 +405,9 @@ async fn with_redis_unreachable_every_cached_read_succeeds_fast_from_postgres() 
         .chain(Rpc::ALL.into_iter().filter(|r| *r != Rpc::GetPosition).map(|rpc| (stranger, rpc)))
         .collect();
 
-    // Three rounds 600 ms apart (past the normal L1 TTL): with Redis down, L1 keeps responses for the whole TTL,
-    // so after each key's first load from PostgreSQL every read is an L1 hit, and nothing slows down.
+    // Three rounds 600 ms apart (past the short L1 TTL): with Redis down, L1 keeps values for the whole TTL, so
+    // after each user's first load of each kind (status, book) every read is an L1 hit, and nothing slows down.
+    let mut loaded = std::collections::HashSet::from([(holder, "book")]);
     for round in 0..3 {
         tokio::time::sleep(ms(600)).await;
         for (user, rpc) in &reads {
@@ -395,19 +416,17 @@ async fn with_redis_unreachable_every_cached_read_succeeds_fast_from_postgres() 
                 let cache = read(&app, *rpc, *user, &position_id).await.unwrap();
                 let took = started.elapsed();
                 assert!(took < ms(500), "{rpc:?} round {round} call {call} took {took:?}");
-                // The holder's positions were loaded (bypass) before the rounds started.
-                let first_load = round == 0 && call == 0 && !(*user == holder && *rpc == Rpc::ListOpenPositions);
+                let kind = if *rpc == Rpc::GetReconciliationStatus { "status" } else { "book" };
+                let first_load = loaded.insert((*user, kind));
                 assert_eq!(cache, if first_load { "bypass" } else { "hit" }, "{rpc:?} round {round} call {call}");
             }
         }
     }
 
-    for rpc in Rpc::ALL {
-        let s = app.cache.metrics().snapshot(rpc);
-        assert_eq!((s.misses, s.bypass, s.hits), (0, s.pg_queries, s.l1_hits), "{rpc:?}: {s:?}");
-    }
     let total = app.cache.metrics().total();
-    assert_eq!((total.bypass, total.l1_hits), (11, 3 * 11 * 2 - 10), "one load per key: {total:?}");
+    // Loads: the holder's status, the stranger's status and book, plus the holder's book before the rounds.
+    assert_eq!((total.misses, total.bypass, total.pg_queries), (0, 4, 4), "one load per user and kind: {total:?}");
+    assert_eq!((total.hits, total.l1_hits), (3 * 11 * 2 - 3, 3 * 11 * 2 - 3), "{total:?}");
     assert!(total.redis_errors >= 2, "{total:?}");
     assert!(!app.cache.redis_healthy(), "the breaker is open");
     for service in ["trading.v1.ReconciliationService", "trading.v1.PositionsService", "trading.v1.GuardsService"] {
@@ -423,6 +442,7 @@ async fn when_redis_dies_reads_keep_working_and_hits_resume_after_it_returns() {
         args.cache.cache_ttl = Duration::from_secs(60);
         args.cache.cache_l1_ttl = ms(100);
         args.cache.redis_breaker_cooldown = ms(200);
+        deaf(args);
     })
     .await;
     let user = Uuid::new_v4();
@@ -462,20 +482,24 @@ async fn a_cancelled_breaker_probe_does_not_disable_redis_for_good() {
         args.cache.redis_timeout = Duration::from_secs(1);
         args.cache.redis_breaker_failures = 1;
         args.cache.redis_breaker_cooldown = ms(200);
+        deaf(args);
     })
     .await;
     let user = Uuid::new_v4();
     until_miss(&app, user, Duration::from_secs(5)).await;
+    // Each limit loads a different number of recent events (5, 20, 100): a key of its own. `until_miss` read 20;
+    // 100 and 5 are cold.
+    let status_with = |limit: i32| {
+        let mut client = app.recon();
+        let request = pb::GetReconciliationStatusRequest { user_id: String::new(), recent_events_limit: limit };
+        async move { client.get_reconciliation_status(authed(request, &token(user, &[]))).await }
+    };
 
     redis.signal("-STOP"); // Redis hangs: every call times out after 1 s
-    let request = pb::GetReconciliationStatusRequest { user_id: String::new(), recent_events_limit: 1 };
-    app.recon().get_reconciliation_status(authed(request, &token(user, &[]))).await.unwrap();
+    status_with(100).await.unwrap();
     assert!(!app.cache.redis_healthy(), "a timeout opens the breaker");
-    tokio::time::sleep(ms(300)).await; // past the cooldown: the next read is the probe
-    let request = pb::GetReconciliationStatusRequest { user_id: String::new(), recent_events_limit: 10 };
-    let mut client = app.recon();
-    let probe = client.get_reconciliation_status(authed(request, &token(user, &[])));
-    assert!(tokio::time::timeout(ms(300), probe).await.is_err(), "the caller gives up during the probe");
+    tokio::time::sleep(ms(300)).await; // past the cooldown: the next Redis call is the probe
+    assert!(tokio::time::timeout(ms(300), status_with(5)).await.is_err(), "the caller gives up during the probe");
     tokio::time::sleep(ms(200)).await; // the server sees the cancellation while Redis still hangs
     redis.signal("-CONT");
 
@@ -484,34 +508,27 @@ async fn a_cancelled_breaker_probe_does_not_disable_redis_for_good() {
 }
 
 #[tokio::test]
-async fn a_quote_acknowledged_while_the_breaker_is_open_is_never_followed_by_older_prices() {
+async fn a_quote_acknowledged_while_redis_hangs_is_seen_by_the_next_read() {
     let redis = RedisServer::start(None).await;
     let app = spawn_app_with(|args| {
         args.cache.redis_url = redis.url();
         args.cache.cache_ttl = Duration::from_secs(60);
-        args.cache.cache_l1_ttl = ms(50);
-        args.cache.redis_breaker_cooldown = Duration::from_secs(1);
+        args.cache.redis_timeout = ms(200);
     })
     .await;
     let user = Uuid::new_v4();
     app.submit(sync(user, "10000", vec![gold()], vec![])).await.unwrap();
-    until_miss(&app, user, Duration::from_secs(5)).await;
     let (cache, list) = positions(&app, user, "").await.unwrap();
     assert_eq!((cache.as_str(), list.total_unrealized_pnl.as_str()), ("miss", ""), "unavailable without GBPUSD");
 
     redis.signal("-STOP");
-    for symbol in ["XAUUSD", "EURUSD", "BTCUSD"] {
-        positions(&app, user, symbol).await.unwrap(); // three timeouts open the breaker
-    }
-    assert!(!app.cache.redis_healthy());
     app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("GBPUSD", "1.25", "1.25")], ..Default::default() })
         .await
         .unwrap();
+    let (_, list) = positions(&app, user, "").await.unwrap();
     redis.signal("-CONT");
-    tokio::time::sleep(ms(1200)).await; // past the cooldown
 
-    let (cache, list) = positions(&app, user, "").await.unwrap();
-    assert_eq!(list.total_unrealized_pnl, "420.00", "x-cache {cache}: a price older than the acknowledged quote");
+    assert_eq!(list.total_unrealized_pnl, "420.00", "a price older than the acknowledged quote");
 }
 
 /// A server whose PostgreSQL connections go through a proxy that can be cut: TTL 300 ms, L1 100 ms, no jitter,

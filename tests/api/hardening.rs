@@ -16,7 +16,7 @@ fn candles(candle_closes: Vec<pb::CandleClose>) -> pb::SubmitQuotesRequest {
     pb::SubmitQuotesRequest { quotes: vec![], candle_closes }
 }
 
-fn at(seconds_ago: i64, mut c: pb::CandleClose) -> pb::CandleClose {
+fn aged(seconds_ago: i64, mut c: pb::CandleClose) -> pb::CandleClose {
     c.open_time = ts(Utc::now() - Duration::seconds(seconds_ago));
     c
 }
@@ -149,12 +149,12 @@ async fn a_late_candle_never_clears_an_alert_a_newer_one_raised() {
     app.submit(sync(user, "10000", vec![broker("1", "BTCUSD", pb::Side::Buy, "1", "60000", "60000")], vec![]))
         .await
         .unwrap();
-    let newer = candles(vec![at(0, candle("BTCUSD", "60000", "67200"))]); // a 12 % gap: CRITICAL
+    let newer = candles(vec![aged(0, candle("BTCUSD", "60000", "67200"))]); // a 12 % gap: CRITICAL
     let raised = app.quote(newer.clone()).await.unwrap();
     assert_eq!(raised.raised_alerts.len(), 1);
 
     // A late batch with an older candle (0.1 %), and a retry of the newer one.
-    let late = app.quote(candles(vec![at(60, candle("BTCUSD", "60000", "60060"))])).await.unwrap();
+    let late = app.quote(candles(vec![aged(60, candle("BTCUSD", "60000", "60060"))])).await.unwrap();
     let retried = app.quote(newer).await.unwrap();
 
     assert_eq!((late.accepted_candle_closes, late.raised_alerts.len(), late.cleared_alerts_count), (1, 0, 0));
@@ -202,7 +202,7 @@ async fn shuffled_candle_and_quote_batches_leave_the_state_the_newest_data_impli
             quote_time: ts(Utc::now() - Duration::seconds(seconds_ago)),
             ..quote("XAUUSD", "2000", asks[i % asks.len()])
         };
-        let c = at(seconds_ago, candle("BTCUSD", "60000", &open.to_string()));
+        let c = aged(seconds_ago, candle("BTCUSD", "60000", &open.to_string()));
         batches.push(pb::SubmitQuotesRequest { quotes: vec![q], candle_closes: vec![c] });
     }
     let newest = batches.last().cloned().unwrap();

@@ -300,6 +300,11 @@ pub fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
     Some(pb::timestamp(t))
 }
 
+/// A timestamp as comparable (seconds, nanos); absent is the smallest.
+pub fn at(t: &Option<prost_types::Timestamp>) -> (i64, i32) {
+    t.as_ref().map_or((i64::MIN, 0), |t| (t.seconds, t.nanos))
+}
+
 /// A broker position with no TP/SL and no broker-reported P&L.
 pub fn broker(id: &str, symbol: &str, side: pb::Side, volume: &str, open: &str, current: &str) -> pb::BrokerPosition {
     pb::BrokerPosition {
