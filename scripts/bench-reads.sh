@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Read benchmark of the cache layer, all in one run on this machine (see BENCHMARKS.md):
 #   1. a bare tonic echo server (same services, canned payloads captured from the real server) under the mix
-#   2. the real server, cached (Redis + L1), same mix: ratio to (1), cache hit rate, PostgreSQL loads
-#   3. a stampede: 1,000 concurrent requests for one cold key
-#   4. the cached mix again, with Redis killed half-way through
-#   5. the uncached path (--cache-disabled) with 1,000,000 events in the log
-# 1,000 users with demo-like data, 100 concurrent streams over 4 HTTP/2 connections, the 5:3:2 mix.
+#   2. the real server, cached (Redis + L1), reads only: ratio to (1), cache hit rate, PostgreSQL loads
+#   3. cached, with a live market: 5 quote batches/s and every user re-synced every 10 s (100 syncs/s)
+#   4. the same with 50 quote batches/s
+#   5. a stampede: 1,000 concurrent requests for one cold key
+#   6. cross-replica invalidation latency: a second replica on the same database and Redis
+#   7. the cached mix, with Redis killed half-way through
+#   8. the uncached path (--cache-disabled) with 1,000,000 events in the log
+#   9. the cached mix against a local Redis Cluster (3 primaries + 3 replicas), reads only
+# 1,000 users with demo-like data, 100 concurrent streams over 4 HTTP/2 connections, the 5:3:2 mix. After each
+# phase: the server's CPU time per request, from /proc/<pid>/stat (utime + stime) before and after.
 #   DURATION=30s scripts/bench-reads.sh
 #   SERVER_ARGS="--cache-l1-ttl 1s" scripts/bench-reads.sh     # extra flags for the server under test
 set -euo pipefail
@@ -16,25 +21,43 @@ cargo build --release --quiet --bin trading-monitor --bin loadgen
 duration="${DURATION:-30s}"
 users=1000
 db="tm_bench_reads_$$"
-port=50093 metrics_port=9193 redis_port=6393 echo_port=50094
+port=50093 metrics_port=9193 redis_port=6393 echo_port=50094 replica_port=50095 cluster_base=7191
 secret="bench-secret-0123456789abcdef0123456789"
 export TM_JWT_SECRET="$secret"
 target="http://127.0.0.1:$port"
 loadgen=target/release/loadgen
-server_pid="" echo_pid="" redis_pid=""
+server_pid="" echo_pid="" redis_pid="" replica_pid="" cluster=""
+hz=$(getconf CLK_TCK)
 
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 stop() { if [[ -n "${1:-}" ]]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi; }
 cleanup() {
-  stop "$server_pid"; stop "$echo_pid"; stop "$redis_pid"
+  stop "$server_pid"; stop "$echo_pid"; stop "$redis_pid"; stop "$replica_pid"
+  if [[ -n "$cluster" ]]; then scripts/redis-cluster.sh stop "$cluster_base"; fi
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
 }
 trap cleanup EXIT
 
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# Runs loadgen with "$@" while measuring process $1's CPU time; prints the CPU per request it served.
+measured() {
+  local pid=$1; shift
+  local before after out requests
+  before=$(cpu_ticks "$pid")
+  out=$("$loadgen" "$@")
+  after=$(cpu_ticks "$pid")
+  echo "$out"
+  requests=$(echo "$out" | sed -n 's/.*: \([0-9][0-9]*\) ok,.*/\1/p' | head -n 1)
+  if [[ -n "$requests" && "$requests" -gt 0 ]]; then
+    echo "  server CPU  $(( (after - before) * 1000000 / hz / requests )) us per request ($(( (after - before) * 1000 / hz )) ms in total)"
+  fi
+}
+
 start_server() {
+  local redis_url="$1"; shift
   RUST_LOG=warn target/release/trading-monitor serve --listen "127.0.0.1:$port" \
     --database-url "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable" \
-    --redis-url "redis://127.0.0.1:$redis_port" --metrics-listen "127.0.0.1:$metrics_port" ${SERVER_ARGS:-} "$@" &
+    --redis-url "$redis_url" --metrics-listen "127.0.0.1:$metrics_port" ${SERVER_ARGS:-} "$@" &
   server_pid=$!
   wait_port "$port"; wait_port "$metrics_port"
 }
@@ -43,7 +66,7 @@ psql -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE \"$db\""
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --loglevel warning &
 redis_pid=$!
 wait_port "$redis_port"
-start_server
+start_server "redis://127.0.0.1:$redis_port"
 
 echo "== machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%FT%TZ)"
 $loadgen --target "$target" seed --users "$users"
@@ -52,26 +75,43 @@ echo "== 1. baseline: bare tonic echo server"
 $loadgen --target "$target" echo-server --listen "127.0.0.1:$echo_port" --users "$users" &
 echo_pid=$!
 wait_port "$echo_port"
-$loadgen --target "http://127.0.0.1:$echo_port" --duration "$duration" mix --users "$users" --label "bare echo"
+measured "$echo_pid" --target "http://127.0.0.1:$echo_port" --duration "$duration" mix --users "$users" --label "bare echo"
 stop "$echo_pid"; echo_pid=""
 
-echo "== 2. cached"
-$loadgen --target "$target" --duration "$duration" mix --users "$users" --metrics "127.0.0.1:$metrics_port" --label cached
+mix() { measured "$server_pid" --target "$target" --duration "$duration" mix --users "$users" --metrics "127.0.0.1:$metrics_port" "$@"; }
 
-echo "== 3. stampede"
+echo "== 2. cached, reads only"
+mix --label "cached, reads only"
+
+echo "== 3. cached, live market: 5 quote batches/s, 100 syncs/s"
+mix --label "cached, 5 quote batches/s + 100 syncs/s" --quotes-per-sec 5 --syncs-per-sec 100
+
+echo "== 4. cached, live market: 50 quote batches/s, 100 syncs/s"
+mix --label "cached, 50 quote batches/s + 100 syncs/s" --quotes-per-sec 50 --syncs-per-sec 100
+
+echo "== 5. stampede"
 $loadgen --target "$target" stampede --users "$users" --requests 1000 --metrics "127.0.0.1:$metrics_port"
 
-echo "== 4. cached, Redis killed half-way"
+echo "== 6. cross-replica invalidation latency"
+RUST_LOG=warn target/release/trading-monitor serve --listen "127.0.0.1:$replica_port" --skip-migrations \
+  --database-url "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable" --redis-url "redis://127.0.0.1:$redis_port" \
+  ${SERVER_ARGS:-} &
+replica_pid=$!
+wait_port "$replica_port"
+sleep 2 # both replicas hear the invalidation channel
+$loadgen --target "http://127.0.0.1:$replica_port" replica-latency --reader "$target" --users "$users" --samples 500
+stop "$replica_pid"; replica_pid=""
+
+echo "== 7. cached, Redis killed half-way"
 seconds="${duration%s}"
 ( sleep "$((seconds / 2))"; kill "$redis_pid"; echo "   (redis killed)" ) &
 killer=$!
-$loadgen --target "$target" --duration "$duration" mix --users "$users" --metrics "127.0.0.1:$metrics_port" \
-  --label "cached, redis killed at $((seconds / 2)) s"
+mix --label "cached, redis killed at $((seconds / 2)) s"
 wait "$killer" || true
 wait "$redis_pid" 2>/dev/null || true
 redis_pid=""
 
-echo "== 5. uncached, 1,000,000 events"
+echo "== 8. uncached, 1,000,000 events"
 psql -q -h 127.0.0.1 -U postgres -d "$db" -c "
   INSERT INTO events (user_id, event_type, occurred_at, message)
   SELECT ('be0c0000-0000-4000-8000-' || lpad(to_hex(g % $users), 12, '0'))::uuid, 'sync_completed',
@@ -79,6 +119,13 @@ psql -q -h 127.0.0.1 -U postgres -d "$db" -c "
   FROM generate_series(1, 1000000) g;
   ANALYZE events;"
 stop "$server_pid"
-start_server --cache-disabled
-$loadgen --target "$target" --duration "$duration" mix --users "$users" --metrics "127.0.0.1:$metrics_port" \
-  --label "uncached, 1M events"
+start_server "redis://127.0.0.1:$redis_port" --cache-disabled
+mix --label "uncached, 1M events"
+echo "  (uncached: every request is one PostgreSQL statement, one round trip; see pg loads above)"
+
+echo "== 9. cached, Redis Cluster (3 primaries + 3 replicas), reads only"
+stop "$server_pid"
+cluster=$(scripts/redis-cluster.sh start "$cluster_base")
+start_server "$cluster"
+sleep 2
+mix --label "cached, redis cluster, reads only"

@@ -12,6 +12,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tonic::Status;
 use uuid::Uuid;
 
@@ -152,6 +153,8 @@ pub struct Verifier {
     validation: Validation,
     /// Longest accepted `exp - now` (and `exp - iat` when `iat` is present), leeway included.
     max_lifetime: Duration,
+    /// Tokens verified before, by SHA-256 (a collision-resistant key: a forged token cannot share an entry).
+    verified: moka::sync::Cache<[u8; 32], Verified>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -216,7 +219,8 @@ impl Verifier {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        Ok(Verifier { key, validation, max_lifetime: args.jwt_max_lifetime + args.jwt_leeway })
+        let verified = moka::sync::Cache::builder().max_capacity(VERIFIED_CAPACITY).expire_after(UntilExpiry).build();
+        Ok(Verifier { key, validation, max_lifetime: args.jwt_max_lifetime + args.jwt_leeway, verified })
     }
 
     /// Verifies an `authorization` metadata value.
@@ -232,7 +236,24 @@ impl Verifier {
     }
 
     /// Verifies a bare token.
+    ///
+    /// Tokens verified before are remembered (by their SHA-256, never past their `exp`, at most
+    /// [`VERIFIED_TTL`]), so a caller reusing its token pays for the signature and JSON once; RS256/ES256
+    /// verification costs tens of microseconds.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(verified) = self.verified.get(&key)
+            && verified.exp > now
+        {
+            return Ok(verified.caller.clone());
+        }
+        let (caller, exp) = self.verify_uncached(token, now)?;
+        self.verified.insert(key, Verified { caller: caller.clone(), exp });
+        Ok(caller)
+    }
+
+    fn verify_uncached(&self, token: &str, now: u64) -> Result<(Caller, u64), AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
             ErrorKind::InvalidAlgorithm
             | ErrorKind::InvalidAlgorithmName
@@ -247,7 +268,6 @@ impl Verifier {
             // Shape, base64, JSON, claim format, key mismatches: all "malformed" to the client.
             _ => AuthError::Malformed,
         })?;
-        let now = jsonwebtoken::get_current_timestamp();
         let max = self.max_lifetime.as_secs();
         let too_long = data.claims.exp.saturating_sub(now) > max
             || data.claims.iat.is_some_and(|iat| data.claims.exp.saturating_sub(iat) > max);
@@ -257,7 +277,39 @@ impl Verifier {
         let user_id = Uuid::try_parse(&data.claims.sub).map_err(|_| AuthError::Subject)?;
         let scopes =
             data.claims.scope.as_deref().unwrap_or_default().split_whitespace().filter_map(Scope::parse).collect();
-        Ok(Caller { user_id, scopes })
+        Ok((Caller { user_id, scopes }, data.claims.exp))
+    }
+}
+
+/// How long a verified token is remembered at most (less when it expires sooner).
+pub const VERIFIED_TTL: Duration = Duration::from_secs(300);
+/// How many verified tokens are remembered at most.
+const VERIFIED_CAPACITY: u64 = 100_000;
+
+/// A token verified earlier.
+#[derive(Debug, Clone)]
+struct Verified {
+    caller: Caller,
+    exp: u64,
+}
+
+/// Remembers a verified token until its `exp` (or [`VERIFIED_TTL`]), whichever comes first.
+struct UntilExpiry;
+
+impl moka::Expiry<[u8; 32], Verified> for UntilExpiry {
+    fn expire_after_create(&self, _: &[u8; 32], v: &Verified, _: std::time::Instant) -> Option<Duration> {
+        let left = v.exp.saturating_sub(jsonwebtoken::get_current_timestamp());
+        Some(Duration::from_secs(left).min(VERIFIED_TTL))
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &[u8; 32],
+        v: &Verified,
+        now: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, v, now)
     }
 }
 
@@ -354,6 +406,20 @@ mod tests {
         let long = TokenSpec { ttl: Duration::from_secs(2 * 86_400), ..spec(Uuid::new_v4(), &[]) };
         let token = mint_hs256(a.jwt_secret.as_ref().unwrap(), &long).unwrap();
         assert_eq!(Verifier::from_args(&a).unwrap().verify(&token), Err(AuthError::Lifetime));
+    }
+
+    #[test]
+    fn a_remembered_token_is_never_accepted_past_its_expiry() {
+        let a = AuthArgs { jwt_leeway: Duration::ZERO, ..args() };
+        let verifier = Verifier::from_args(&a).unwrap();
+        let short = TokenSpec { ttl: Duration::from_secs(1), ..spec(Uuid::new_v4(), &[]) };
+        let token = mint_hs256(a.jwt_secret.as_ref().unwrap(), &short).unwrap();
+        assert!(verifier.verify(&token).is_ok());
+        assert!(verifier.verify(&token).is_ok(), "remembered");
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(verifier.verify(&token), Err(AuthError::Expired));
+        // Another token is not mistaken for a remembered one.
+        assert_eq!(verifier.verify(&format!("{token}x")), Err(AuthError::Signature));
     }
 
     #[test]

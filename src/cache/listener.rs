@@ -145,56 +145,60 @@ async fn listen(
     let _connection = subscriber.connect();
     let own = heartbeat_message(&id);
     loop {
-        tokio::select! {
-            reconnect = reconnects.recv() => {
-                if matches!(reconnect, Err(RecvError::Closed)) {
-                    break;
-                }
-                // Also fired on the first connect. Anything published while disconnected is lost: flush once
-                // the subscription is back, and only then trust the L1 again.
-                hearing.subscribed.store(false, Ordering::Release);
-                match subscriber.subscribe(settings.channel.as_str()).await {
-                    Ok(()) => {
+        // Also fired on the first connect (once per node of a cluster), and on connection errors. Anything
+        // published while disconnected is lost: (re-)subscribe, flush, and only then trust the L1 again.
+        let event = tokio::select! {
+            reconnect = reconnects.recv() => reconnect.map(|_| ()),
+            error = errors.recv() => error.map(|_| ()),
+            message = messages.recv() => {
+                match message {
+                    Ok(message) if *message.channel == *settings.channel => {
+                        if let Some(text) = message.value.as_str() {
+                            heard(&text, &own, &hearing, &cache);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "cache invalidation messages overflowed: flushing L1");
                         cache.flush();
                         hearing.flushes.fetch_add(1, Ordering::Relaxed);
-                        hearing.subscribed.store(true, Ordering::Release);
-                        tracing::info!(channel = %settings.channel, "listening for cache invalidations");
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot subscribe to cache invalidations"),
+                    Err(RecvError::Closed) => break,
                 }
+                continue;
             }
-            error = errors.recv() => {
-                if matches!(error, Err(RecvError::Closed)) {
-                    break;
-                }
-                hearing.subscribed.store(false, Ordering::Release);
+        };
+        match event {
+            Err(RecvError::Closed) => break,
+            Err(RecvError::Lagged(_)) | Ok(()) => {}
+        }
+        hearing.subscribed.store(false, Ordering::Release);
+        match subscriber.subscribe(settings.channel.as_str()).await {
+            Ok(()) => {
+                cache.flush();
+                hearing.flushes.fetch_add(1, Ordering::Relaxed);
+                hearing.subscribed.store(true, Ordering::Release);
+                tracing::debug!(channel = %settings.channel, "listening for cache invalidations");
             }
-            message = messages.recv() => match message {
-                Ok(message) if *message.channel == *settings.channel => {
-                    let Some(text) = message.value.as_str().map(|t| t.into_owned()) else { continue };
-                    if text == own {
-                        let now = now_ms();
-                        let previous = hearing.last_heartbeat_ms.swap(now, Ordering::AcqRel);
-                        if now - previous >= hearing.lease_ms {
-                            // Our heartbeats stopped coming back for a while: messages may have been missed.
-                            cache.flush();
-                            hearing.flushes.fetch_add(1, Ordering::Relaxed);
-                        }
-                    } else if !text.starts_with("hb:") {
-                        hearing.messages.fetch_add(1, Ordering::Relaxed);
-                        let users: Vec<Uuid> = text.split(',').filter_map(|u| Uuid::try_parse(u).ok()).collect();
-                        cache.users(&users);
-                    }
-                }
-                Ok(_) => {}
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "cache invalidation messages overflowed: flushing L1");
-                    cache.flush();
-                    hearing.flushes.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(RecvError::Closed) => break,
-            },
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to cache invalidations"),
         }
     }
     hearing.subscribed.store(false, Ordering::Release);
+}
+
+/// One message on the channel: our own heartbeat, another replica's, or users to invalidate.
+fn heard(text: &str, own: &str, hearing: &Hearing, cache: &impl Invalidations) {
+    if text == own {
+        let now = now_ms();
+        let previous = hearing.last_heartbeat_ms.swap(now, Ordering::AcqRel);
+        if now - previous >= hearing.lease_ms {
+            // Our heartbeats stopped coming back for a while: messages may have been missed.
+            cache.flush();
+            hearing.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+    } else if !text.starts_with("hb:") {
+        hearing.messages.fetch_add(1, Ordering::Relaxed);
+        let users: Vec<Uuid> = text.split(',').filter_map(|u| Uuid::try_parse(u).ok()).collect();
+        cache.users(&users);
+    }
 }

@@ -14,11 +14,13 @@ use crate::storage::Book;
 
 mod decode;
 mod encode;
+pub mod encoded;
 pub mod guards;
 mod ingest;
 mod paging;
 pub mod positions;
 pub mod reconciliation;
+mod status;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -37,7 +39,6 @@ pub struct AppState {
 const BOOK: &str = "book";
 
 crate::postcard_cache_value!(Book);
-crate::prost_cache_value!(crate::pb::GetReconciliationStatusResponse);
 
 /// Loads a user's book (one statement).
 async fn load_book(pool: PgPool, user_id: Uuid) -> Result<Book, ApiError> {

@@ -1,28 +1,18 @@
 //! `trading.v1.ReconciliationService`: status, event log, and broker sync ingest.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use tonic::{Request, Response};
-use uuid::Uuid;
 
 use super::decode::{self, caller, target_user};
-use super::encode::{self, opt_ts, ts};
+use super::encode::{self, ts};
 use super::paging::{self, Cursor};
-use super::{AppState, RpcResult, cached};
-use crate::cache::Rpc;
+use super::{AppState, RpcResult};
 use crate::domain::events::EventType;
-use crate::domain::status::{SyncFacts, reconciliation_state};
 use crate::error::ApiError;
 use crate::pb;
 use crate::pb::reconciliation_service_server::ReconciliationService;
 use crate::storage::{self, EventQuery};
 
-/// Default and maximum of `recent_events_limit`.
-const RECENT_EVENTS: (u32, u32) = (5, 100);
-/// The numbers of recent events actually loaded (and cached): a request gets the smallest that covers it.
-const RECENT_EVENTS_LOADED: [u32; 3] = [5, 20, 100];
-/// Cache kind of a status.
-const STATUS: &str = "status";
 /// Default and maximum of `page_size` for events.
 const EVENT_PAGE: (u32, u32) = (50, 500);
 
@@ -39,79 +29,17 @@ impl ReconciliationApi {
     }
 }
 
-/// Reads the status from PostgreSQL in one statement: the summary row and the latest events (O(1) in history).
-/// Its `state` is judged again whenever it is served (STALE depends on the time).
-async fn load_status(pool: PgPool, user_id: Uuid, limit: u32) -> Result<pb::GetReconciliationStatusResponse, ApiError> {
-    let read = storage::summaries::load(&pool, user_id, i64::from(limit)).await?;
-    let summary = read.summary.unwrap_or_default();
-    let last_sync_duration = match (summary.last_sync_started_at, summary.last_sync_finished_at) {
-        (Some(start), Some(end)) => Some(encode::duration(end.signed_duration_since(start))),
-        _ => None,
-    };
-    Ok(pb::GetReconciliationStatusResponse {
-        state: pb::ReconciliationState::Unspecified.into(),
-        last_sync_time: opt_ts(summary.last_sync_finished_at),
-        last_sync_duration,
-        total_syncs: summary.total_syncs,
-        open_positions_count: summary.open_positions,
-        matched_positions_count: summary.matched_positions,
-        divergences_count: summary.open_divergences,
-        recent_events: read.events.into_iter().map(|e| encode::event(e, user_id)).collect(),
-        as_of: Some(ts(read.read_at)),
-        user_id: user_id.to_string(),
-        last_successful_sync_time: opt_ts(summary.last_success_at),
-        last_sync_error: summary.last_sync_error.unwrap_or_default(),
-        failed_syncs: summary.failed_syncs,
-    })
-}
-
-/// The reconciliation state of a status at `now`, from the facts it carries.
-fn state_at(
-    status: &pb::GetReconciliationStatusResponse,
-    now: DateTime<Utc>,
-    stale_after: chrono::Duration,
-) -> pb::ReconciliationState {
-    let last_success_at = status
-        .last_successful_sync_time
-        .as_ref()
-        .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)));
-    let facts = SyncFacts {
-        total_syncs: status.total_syncs,
-        // A failed sync always has a (required, non-empty) error message.
-        last_sync_failed: !status.last_sync_error.is_empty(),
-        last_success_at,
-        open_positions: status.open_positions_count,
-        open_divergences: status.divergences_count,
-    };
-    encode::reconciliation_state(reconciliation_state(&facts, now, stale_after))
-}
-
 #[tonic::async_trait]
 impl ReconciliationService for ReconciliationApi {
+    /// In process (the server answers this method with stored bytes: `services::encoded`); the same answer,
+    /// decoded.
     async fn get_reconciliation_status(
         &self,
         request: Request<pb::GetReconciliationStatusRequest>,
     ) -> RpcResult<pb::GetReconciliationStatusResponse> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
-        let user_id = target_user(&caller, "user_id", &req.user_id)?;
-        let limit =
-            decode::page_size("recent_events_limit", req.recent_events_limit, RECENT_EVENTS.0, RECENT_EVENTS.1)?;
-
-        // A few loaded sizes serve every limit, so callers cannot multiply cache entries by varying it.
-        let loaded = RECENT_EVENTS_LOADED.into_iter().find(|n| *n >= limit).unwrap_or(RECENT_EVENTS.1);
-        let pool = self.state.pool.clone();
-        let (status, freshness) = self
-            .state
-            .cache
-            .get(Rpc::GetReconciliationStatus, user_id, STATUS, &format!("n={loaded}"), move || {
-                load_status(pool, user_id, loaded)
-            })
-            .await?;
-        let mut response = pb::GetReconciliationStatusResponse::clone(status.as_ref());
-        response.recent_events.truncate(limit as usize);
-        response.state = state_at(&response, Utc::now(), self.state.rules.stale_sync_after).into();
-        Ok(cached(response, freshness))
+        let response = super::status::serve(&self.state, request).await?;
+        let (metadata, encoded, extensions) = response.into_parts();
+        Ok(Response::from_parts(metadata, encoded.decode()?, extensions))
     }
 
     async fn list_reconciliation_events(

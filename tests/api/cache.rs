@@ -1,6 +1,5 @@
 //! The Redis cache: hits, invalidation, single flight, L1, faults of Redis and PostgreSQL.
 
-use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -103,56 +102,6 @@ fn deaf(args: &mut trading_monitor::config::ServeArgs) {
 
 fn gold() -> pb::BrokerPosition {
     broker("1", "XAUUSD", Buy, "0.5", "2350.00", "2360.50")
-}
-
-/// A `redis-server` of this test's own on a free port, killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    async fn start(port: Option<u16>) -> RedisServer {
-        let port =
-            port.unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
-        let args = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
-        let child = Command::new("redis-server")
-            .args(args)
-            .args(["--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        let server = RedisServer { child, port };
-        for _ in 0..100 {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return server;
-            }
-            tokio::time::sleep(ms(20)).await;
-        }
-        panic!("redis-server did not start on port {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Sends a signal (`-STOP` freezes it: connections stay open, nothing answers; `-CONT` resumes it).
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A TCP proxy to PostgreSQL that can be cut: live connections are aborted and new ones refused.
@@ -427,8 +376,7 @@ async fn with_redis_unreachable_every_cached_read_succeeds_fast_from_postgres() 
     // Loads: the holder's status, the stranger's status and book, plus the holder's book before the rounds.
     assert_eq!((total.misses, total.bypass, total.pg_queries), (0, 4, 4), "one load per user and kind: {total:?}");
     assert_eq!((total.hits, total.l1_hits), (3 * 11 * 2 - 3, 3 * 11 * 2 - 3), "{total:?}");
-    assert!(total.redis_errors >= 2, "{total:?}");
-    assert!(!app.cache.redis_healthy(), "the breaker is open");
+    assert!(!app.cache.redis_healthy(), "the breaker is open (the failed invalidation's retries opened it)");
     for service in ["trading.v1.ReconciliationService", "trading.v1.PositionsService", "trading.v1.GuardsService"] {
         assert_eq!(health(&app.channel, service).await, ServingStatus::Serving, "{service}");
     }
@@ -503,8 +451,13 @@ async fn a_cancelled_breaker_probe_does_not_disable_redis_for_good() {
     tokio::time::sleep(ms(200)).await; // the server sees the cancellation while Redis still hangs
     redis.signal("-CONT");
 
-    until_miss(&app, user, Duration::from_secs(5)).await;
-    assert!(app.cache.redis_healthy());
+    // Reads (served from L1 meanwhile) let the next probe through; it succeeds and the breaker closes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !app.cache.redis_healthy() {
+        assert!(Instant::now() < deadline, "the breaker never closed again");
+        status_with(5).await.unwrap();
+        tokio::time::sleep(ms(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::process::{Child, Command as Process, Stdio};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use chrono::Utc;
 use secrecy::SecretString;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
+use tokio::net::TcpStream;
 use tokio::sync::{OnceCell, oneshot};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -143,6 +145,8 @@ pub struct TestApp {
     pub channel: Channel,
     pub pool: PgPool,
     pub database: String,
+    /// The Redis key prefix (each test has its own).
+    pub key_prefix: String,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -160,9 +164,33 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
     spawn_with_args(args, database).await
 }
 
+/// Two replicas of one deployment: the same database, the same Redis and key prefix, each on its own port.
+pub async fn spawn_replicas_with(configure: impl FnOnce(&mut ServeArgs)) -> (TestApp, TestApp) {
+    let database = fresh_database().await;
+    let mut args = serve_args(&database);
+    configure(&mut args);
+    let mut second = args.clone();
+    second.server.skip_migrations = true;
+    let a = spawn_with_args(args, database.clone()).await;
+    let b = spawn_with_args(second, database).await;
+    (a, b)
+}
+
+/// Waits until `app` hears other replicas' invalidations (its own heartbeat came back).
+pub async fn until_hearing(app: &TestApp) {
+    for _ in 0..100 {
+        if app.cache.hearing_invalidations() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the replica never heard its own heartbeat");
+}
+
 /// Starts a server with exactly these arguments (the database must exist).
 pub async fn spawn_with_args(args: ServeArgs, database: String) -> TestApp {
     let pool = PgPool::connect_lazy(&args.database.database_url).unwrap();
+    let key_prefix = args.cache.cache_key_prefix.clone();
     let app = Application::build(args).await.expect("server builds");
     let addr = app.local_addr();
     let cache = app.cache();
@@ -171,7 +199,7 @@ pub async fn spawn_with_args(args: ServeArgs, database: String) -> TestApp {
         let _ = rx.await;
     }));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-    TestApp { addr, cache, channel, pool, database, shutdown: Some(tx), server: Some(server) }
+    TestApp { addr, cache, channel, pool, database, key_prefix, shutdown: Some(tx), server: Some(server) }
 }
 
 impl TestApp {
@@ -241,6 +269,62 @@ impl TestApp {
             page_token = page.next_page_token;
         }
     }
+}
+
+/// A `redis-server` of this test's own on a free port, killed when dropped.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub async fn start(port: Option<u16>) -> RedisServer {
+        let port =
+            port.unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+        let args = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let child = Process::new("redis-server")
+            .args(args)
+            .args(["--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let server = RedisServer { child, port };
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends a signal (`-STOP` freezes it: connections stay open, nothing answers; `-CONT` resumes it).
+    pub fn signal(&self, signal: &str) {
+        let status = Process::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `redis-cli -p <port> <args>` and returns its output.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Process::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Drops a test database.

@@ -3,9 +3,11 @@
 
 mod auth;
 mod cache;
+mod cluster;
 mod hardening;
 mod helpers;
 mod ingest;
 mod market;
 mod operations;
 mod reads;
+mod replicas;

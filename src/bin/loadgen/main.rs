@@ -4,6 +4,7 @@
 //! See BENCHMARKS.md and scripts/bench-*.sh for the commands and recorded results.
 
 mod echo;
+mod feed;
 mod ingest;
 mod reads;
 mod report;
@@ -72,6 +73,24 @@ enum Mode {
         /// Name printed with the results.
         #[arg(long, default_value = "mix")]
         label: String,
+        /// Meanwhile, submit this many quote batches per second (five symbols, small moves).
+        #[arg(long, default_value_t = 0.0)]
+        quotes_per_sec: f64,
+        /// Meanwhile, re-sync this many of the seeded users per second, round-robin.
+        #[arg(long, default_value_t = 0.0)]
+        syncs_per_sec: f64,
+    },
+    /// Cross-replica invalidation latency: writes through --target, reads through --reader.
+    ReplicaLatency {
+        /// The replica that reads (the other one, --target, takes the writes).
+        #[arg(long)]
+        reader: String,
+        /// Users that were seeded.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Writes to time.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
     },
     /// N concurrent requests for one cold key; prints the PostgreSQL loads they caused.
     Stampede {
@@ -122,10 +141,21 @@ async fn main() -> anyhow::Result<()> {
             ingest::run(&args.jwt_secret, &channels, args.duration, concurrency, shape).await
         }
         Mode::Seed { users } => reads::seed(channels[0].clone(), &args.jwt_secret, *users).await,
-        Mode::Mix { users, metrics, label } => {
+        Mode::Mix { users, metrics, label, quotes_per_sec, syncs_per_sec } => {
             let users = reads::users(*users, &args.jwt_secret)?;
             let concurrency = args.concurrency.unwrap_or(100).max(1);
-            reads::mix(label, &channels, &users, args.duration, concurrency, metrics.as_deref()).await
+            let market = (*quotes_per_sec > 0.0 || *syncs_per_sec > 0.0).then(|| {
+                let feeding = feed::Feeding { quotes_per_sec: *quotes_per_sec, syncs_per_sec: *syncs_per_sec };
+                feed::writer_auth(&args.jwt_secret).map(|auth| (feeding, auth))
+            });
+            let market = market.transpose()?;
+            reads::mix(label, &channels, &users, args.duration, concurrency, metrics.as_deref(), market).await
+        }
+        Mode::ReplicaLatency { reader, users, samples } => {
+            let users = reads::users(*users, &args.jwt_secret)?;
+            let reader = self::channels(reader, 1).await?.remove(0);
+            let auth = feed::writer_auth(&args.jwt_secret)?;
+            reads::replica_latency(reader, channels[0].clone(), &users, *samples, auth).await
         }
         Mode::Stampede { users, requests, metrics } => {
             let users = reads::users(*users, &args.jwt_secret)?;

@@ -48,7 +48,7 @@ fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
 
 /// One demo-like sync for user `i`: five positions in XAUUSD/EURUSD/BTCUSD/GBPUSD/USDJPY matched with the
 /// platform except one entry slippage every seventh user, in a GBP or USD account.
-fn seed_sync(i: usize) -> pb::SubmitBrokerSyncRequest {
+pub fn seed_sync(i: usize) -> pb::SubmitBrokerSyncRequest {
     let now = Utc::now();
     let legs = [
         ("XAUUSD", "2350.00", "2362.40"),
@@ -191,11 +191,17 @@ pub async fn mix(
     duration: Duration,
     concurrency: usize,
     metrics: Option<&str>,
+    market: Option<(crate::feed::Feeding, MetadataValue<Ascii>)>,
 ) -> anyhow::Result<()> {
     let before = match metrics {
         Some(address) => Some(scrape(address).await?),
         None => None,
     };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeders = market.map(|(feeding, auth)| {
+        let channel = channels[0].clone();
+        crate::feed::start(channel, auth, feeding.quotes_per_sec, feeding.syncs_per_sec, users.ids.len(), stop.clone())
+    });
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -238,7 +244,22 @@ pub async fn mix(
         total.merge(task.await?);
     }
     let elapsed = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     report(&format!("{label} (5:3:2 mix, {concurrency} streams, {} users)", users.ids.len()), total, elapsed);
+    if let Some((fed, tasks)) = feeders {
+        for task in tasks {
+            task.await?;
+        }
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "  market      {} quote batches ({:.1}/s), {} syncs ({:.1}/s), {} failed",
+            load(&fed.quote_batches),
+            load(&fed.quote_batches) as f64 / elapsed.as_secs_f64(),
+            load(&fed.syncs),
+            load(&fed.syncs) as f64 / elapsed.as_secs_f64(),
+            load(&fed.errors)
+        );
+    }
     if let (Some(address), Some(before)) = (metrics, before) {
         let after = scrape(address).await?;
         let hits = delta(&after, &before, "trading_monitor_cache_hits_total");
@@ -247,7 +268,8 @@ pub async fn mix(
             + delta(&after, &before, "trading_monitor_cache_stale_total")
             + delta(&after, &before, "trading_monitor_cache_bypass_total");
         let pg = delta(&after, &before, "trading_monitor_pg_queries_total");
-        let distinct = 3 * users.ids.len();
+        // Cached per user: the status (one size for the mix's default limit) and the book (positions, guards).
+        let distinct = 2 * users.ids.len();
         println!(
             "  cache       hit rate {:.1} %  ({} hits, {} L1)  redis errors {}",
             if served > 0.0 { 100.0 * hits / served } else { 0.0 },
@@ -255,9 +277,11 @@ pub async fn mix(
             delta(&after, &before, "trading_monitor_cache_l1_hits_total"),
             delta(&after, &before, "trading_monitor_cache_redis_errors_total"),
         );
-        // The target: distinct keys x (run time / TTL) + distinct keys, for the default 5 s TTL.
+        // The bound without writes: distinct keys x (run time / TTL) + distinct keys, for the default 5 s TTL;
+        // each sync fed adds up to two loads (its user's two keys).
         println!(
-            "  postgres    {pg} loads; bound for {distinct} distinct keys over {:.1} s at a 5 s TTL: {:.0}",
+            "  postgres    {pg} loads ({} refreshes ahead); bound for {distinct} distinct keys over {:.1} s at a 5 s TTL: {:.0}",
+            delta(&after, &before, "trading_monitor_cache_refreshes_total"),
             elapsed.as_secs_f64(),
             distinct as f64 * (elapsed.as_secs_f64() / 5.0) + distinct as f64
         );
@@ -265,11 +289,11 @@ pub async fn mix(
     Ok(())
 }
 
-/// Fires `n` concurrent requests for one cold key (user 0's status with an unused `recent_events_limit`) and
-/// prints how many PostgreSQL loads they caused.
+/// Fires `n` concurrent requests for one cold key (user 0's status with 100 recent events, which the mix never
+/// asks for) and prints how many PostgreSQL loads they caused.
 pub async fn stampede(channels: &[Channel], users: &Users, n: usize, metrics: &str) -> anyhow::Result<()> {
     let before = scrape(metrics).await?;
-    let limit = 1 + (Uuid::new_v4().as_u128() % 99) as i32;
+    let limit = 100;
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
@@ -295,6 +319,53 @@ pub async fn stampede(channels: &[Channel], users: &Users, n: usize, metrics: &s
         "stampede: {n} concurrent requests for one cold key in {:.1} ms: {failed} failed, {} PostgreSQL loads",
         started.elapsed().as_secs_f64() * 1000.0,
         delta(&after, &before, "trading_monitor_pg_queries_total")
+    );
+    Ok(())
+}
+
+/// Cross-replica invalidation latency: for each sample, warm user `i`'s status on `reader` (a hit), submit a
+/// sync on `writer`, and time how long `reader` takes to show it.
+pub async fn replica_latency(
+    reader: Channel,
+    writer: Channel,
+    users: &Users,
+    samples: usize,
+    auth: MetadataValue<Ascii>,
+) -> anyhow::Result<()> {
+    let mut recon = ReconciliationServiceClient::new(reader);
+    let mut submit = ReconciliationServiceClient::new(writer);
+    let status = |u: usize| {
+        let mut r = tonic::Request::new(pb::GetReconciliationStatusRequest::default());
+        r.metadata_mut().insert("authorization", users.auth[u].clone());
+        r
+    };
+    let mut latencies = Vec::with_capacity(samples);
+    for sample in 0..samples {
+        let u = sample % users.ids.len();
+        let before = recon.get_reconciliation_status(status(u)).await?.into_inner().total_syncs;
+        recon.get_reconciliation_status(status(u)).await?; // now cached
+        let mut request = tonic::Request::new(seed_sync(u));
+        request.metadata_mut().insert("authorization", auth.clone());
+        submit.submit_broker_sync(request).await?;
+        let acknowledged = Instant::now();
+        loop {
+            if recon.get_reconciliation_status(status(u)).await?.into_inner().total_syncs > before {
+                latencies.push(acknowledged.elapsed());
+                break;
+            }
+            anyhow::ensure!(acknowledged.elapsed() < Duration::from_secs(10), "a write was never seen");
+        }
+    }
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "cross-replica invalidation (write acknowledged by one replica -> the other's next read shows it), {samples} samples:"
+    );
+    println!(
+        "  latency ms  p50 {:.2}  p99 {:.2}  max {:.2}",
+        ms(crate::report::percentile(&latencies, 50.0)),
+        ms(crate::report::percentile(&latencies, 99.0)),
+        ms(latencies.last().copied().unwrap_or_default())
     );
     Ok(())
 }
