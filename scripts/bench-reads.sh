@@ -13,6 +13,8 @@
 # phase: the server's CPU time per request, from /proc/<pid>/stat (utime + stime) before and after.
 #   DURATION=30s scripts/bench-reads.sh
 #   SERVER_ARGS="--cache-l1-ttl 1s" scripts/bench-reads.sh     # extra flags for the server under test
+#   BASELINE_BIN=/tmp/trading-monitor-old scripts/bench-reads.sh  # also run phase 8 against another build, on a
+#                                                                 # database of its own seeded the same way
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-services.sh
@@ -111,20 +113,42 @@ wait "$killer" || true
 wait "$redis_pid" 2>/dev/null || true
 redis_pid=""
 
+# A million events of history, vacuumed and checkpointed so the phase measures reads, not the bulk load's
+# aftermath (autovacuum and a checkpoint would otherwise land in the middle of it).
+add_history() {
+  psql -q -h 127.0.0.1 -U postgres -d "$1" -c "
+    INSERT INTO events (user_id, event_type, occurred_at, message)
+    SELECT ('be0c0000-0000-4000-8000-' || lpad(to_hex(g % $users), 12, '0'))::uuid, 'sync_completed',
+           now() - make_interval(secs => g * 0.01), 'benchmark history'
+    FROM generate_series(1, 1000000) g;" -c "VACUUM ANALYZE events" -c "CHECKPOINT"
+}
+
 echo "== 8. uncached, 1,000,000 events"
-psql -q -h 127.0.0.1 -U postgres -d "$db" -c "
-  INSERT INTO events (user_id, event_type, occurred_at, message)
-  SELECT ('be0c0000-0000-4000-8000-' || lpad(to_hex(g % $users), 12, '0'))::uuid, 'sync_completed',
-         now() - make_interval(secs => g * 0.01), 'benchmark history'
-  FROM generate_series(1, 1000000) g;
-  ANALYZE events;"
+add_history "$db"
 stop "$server_pid"
 start_server "redis://127.0.0.1:$redis_port" --cache-disabled
 mix --label "uncached, 1M events"
-echo "  (uncached: every request is one PostgreSQL statement, one round trip; see pg loads above)"
+echo "  (every request is one PostgreSQL statement: pg loads = round trips)"
+
+if [[ -n "${BASELINE_BIN:-}" ]]; then
+  echo "== 8b. uncached, 1,000,000 events, baseline build $BASELINE_BIN"
+  stop "$server_pid"
+  base_db="${db}_baseline"
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE \"$base_db\""
+  RUST_LOG=warn "$BASELINE_BIN" serve --listen "127.0.0.1:$port" \
+    --database-url "postgres://postgres@127.0.0.1:5432/$base_db?sslmode=disable" --cache-disabled \
+    --metrics-listen "127.0.0.1:$metrics_port" &
+  server_pid=$!
+  wait_port "$port"; wait_port "$metrics_port"
+  $loadgen --target "$target" seed --users "$users"
+  add_history "$base_db"
+  mix --label "baseline, uncached, 1M events"
+  stop "$server_pid"; server_pid=""
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS \"$base_db\" WITH (FORCE)"
+fi
 
 echo "== 9. cached, Redis Cluster (3 primaries + 3 replicas), reads only"
-stop "$server_pid"
+stop "$server_pid"; server_pid=""
 cluster=$(scripts/redis-cluster.sh start "$cluster_base")
 start_server "$cluster"
 sleep 2

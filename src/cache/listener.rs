@@ -144,6 +144,7 @@ async fn listen(
     let mut errors = subscriber.error_rx();
     let _connection = subscriber.connect();
     let own = heartbeat_message(&id);
+    let mut failing = false;
     loop {
         // Also fired on the first connect (once per node of a cluster), and on connection errors. Anything
         // published while disconnected is lost: (re-)subscribe, flush, and only then trust the L1 again.
@@ -178,9 +179,16 @@ async fn listen(
                 cache.flush();
                 hearing.flushes.fetch_add(1, Ordering::Relaxed);
                 hearing.subscribed.store(true, Ordering::Release);
-                tracing::debug!(channel = %settings.channel, "listening for cache invalidations");
+                if std::mem::take(&mut failing) {
+                    tracing::info!(channel = %settings.channel, "listening for cache invalidations again");
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot subscribe to cache invalidations"),
+            // Once per outage: fred retries on its own, and says so at debug level.
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot subscribe to cache invalidations: L1 keeps entries briefly only");
+            }
+            Err(e) => tracing::debug!(error = %e, "still cannot subscribe to cache invalidations"),
         }
     }
     hearing.subscribed.store(false, Ordering::Release);

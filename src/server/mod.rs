@@ -18,9 +18,10 @@ use crate::config::ServeArgs;
 use crate::market_view::MarketView;
 use crate::pb;
 use crate::services::AppState;
-use crate::services::encoded::ReconciliationServer;
+use crate::services::encoded::{PositionsServer, ReconciliationServer};
 use crate::services::guards::GuardsApi;
 use crate::services::positions::PositionsApi;
+use crate::services::reconciliation::ReconciliationApi;
 use crate::storage;
 
 pub mod health;
@@ -137,11 +138,20 @@ impl Application {
             )))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(ReconciliationServer::new(state.clone(), limit))
-            .add_service(
+            .add_service(ReconciliationServer::new(
+                pb::reconciliation_service_server::ReconciliationServiceServer::new(ReconciliationApi::new(
+                    state.clone(),
+                ))
+                .max_decoding_message_size(limit),
+                state.clone(),
+                limit,
+            ))
+            .add_service(PositionsServer::new(
                 pb::positions_service_server::PositionsServiceServer::new(PositionsApi::new(state.clone()))
                     .max_decoding_message_size(limit),
-            )
+                state.clone(),
+                limit,
+            ))
             .add_service(
                 pb::guards_service_server::GuardsServiceServer::new(GuardsApi::new(state.clone()))
                     .max_decoding_message_size(limit),

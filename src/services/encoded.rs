@@ -1,6 +1,6 @@
-//! Responses that are already bytes. Where a cached value is the encoded response (see `status`), the
-//! handler answers with those bytes through a codec that writes them as they are; the generated server, whose
-//! handlers must return messages, still handles every other method of the service.
+//! Responses that are already bytes. Where a cached value holds the encoded response, or most of it (see
+//! `status` and `positions`), the handler answers with bytes through a codec that writes them as they are; the
+//! generated server, whose handlers must return messages, still handles every other method of the service.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -15,8 +15,10 @@ use tonic::{Request, Response, Status};
 use tower::Service;
 
 use super::AppState;
+use super::positions::PositionsApi;
 use super::reconciliation::ReconciliationApi;
 use crate::pb;
+use crate::pb::positions_service_server::PositionsServiceServer;
 use crate::pb::reconciliation_service_server::ReconciliationServiceServer;
 
 /// An encoded protobuf message.
@@ -79,45 +81,64 @@ impl<U: prost::Message + Default> Decoder for PlainDecoder<U> {
     }
 }
 
-/// The status method as a unary service answering bytes.
-struct StatusMethod(AppState);
+/// A method answered with bytes: its path, its request type, and how to serve it.
+pub trait EncodedMethod: Send + Sync + 'static {
+    /// The gRPC path, `/package.Service/Method`.
+    const PATH: &'static str;
+    /// The request message.
+    type Request: prost::Message + Default + Send + 'static;
+    /// Answers one request.
+    fn serve(state: AppState, request: Request<Self::Request>)
+    -> BoxFuture<'static, Result<Response<Encoded>, Status>>;
+}
 
-impl UnaryService<pb::GetReconciliationStatusRequest> for StatusMethod {
+/// One [`EncodedMethod`] as a unary service.
+struct Method<M>(AppState, PhantomData<M>);
+
+impl<M: EncodedMethod> UnaryService<M::Request> for Method<M> {
     type Response = Encoded;
     type Future = BoxFuture<'static, Result<Response<Encoded>, Status>>;
 
-    fn call(&mut self, request: Request<pb::GetReconciliationStatusRequest>) -> Self::Future {
-        let state = self.0.clone();
-        Box::pin(async move { super::status::serve(&state, request).await })
+    fn call(&mut self, request: Request<M::Request>) -> Self::Future {
+        M::serve(self.0.clone(), request)
     }
 }
 
-/// `trading.v1.ReconciliationService`: GetReconciliationStatus answered with stored bytes, every other method
-/// by the generated server.
-#[derive(Clone)]
-pub struct ReconciliationServer {
-    generated: ReconciliationServiceServer<ReconciliationApi>,
+/// A generated service `S` with its method `M` answered with bytes; every other method goes to `S`.
+pub struct WithEncoded<S, M> {
+    generated: S,
     state: Arc<AppState>,
     max_decoding: usize,
+    method: PhantomData<M>,
 }
 
-impl ReconciliationServer {
-    /// The service over `state`, decoding requests of at most `max_decoding` bytes.
-    pub fn new(state: AppState, max_decoding: usize) -> Self {
-        let generated = ReconciliationServiceServer::new(ReconciliationApi::new(state.clone()))
-            .max_decoding_message_size(max_decoding);
-        ReconciliationServer { generated, state: Arc::new(state), max_decoding }
+impl<S: Clone, M> Clone for WithEncoded<S, M> {
+    fn clone(&self) -> Self {
+        WithEncoded {
+            generated: self.generated.clone(),
+            state: self.state.clone(),
+            max_decoding: self.max_decoding,
+            method: PhantomData,
+        }
     }
 }
 
-impl NamedService for ReconciliationServer {
-    const NAME: &'static str = <ReconciliationServiceServer<ReconciliationApi> as NamedService>::NAME;
+impl<S, M> WithEncoded<S, M> {
+    /// `generated` with `M` answered from `state`, decoding requests of at most `max_decoding` bytes.
+    pub fn new(generated: S, state: AppState, max_decoding: usize) -> Self {
+        WithEncoded { generated, state: Arc::new(state), max_decoding, method: PhantomData }
+    }
 }
 
-const STATUS_PATH: &str = "/trading.v1.ReconciliationService/GetReconciliationStatus";
+impl<S: NamedService, M> NamedService for WithEncoded<S, M> {
+    const NAME: &'static str = S::NAME;
+}
 
-impl<B> Service<http::Request<B>> for ReconciliationServer
+impl<S, M, B> Service<http::Request<B>> for WithEncoded<S, M>
 where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+    M: EncodedMethod,
     B: http_body::Body + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
@@ -125,19 +146,54 @@ where
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.generated.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != STATUS_PATH {
-            return self.generated.call(request);
+        if request.uri().path() != M::PATH {
+            return Box::pin(self.generated.call(request));
         }
         let (state, max) = (AppState::clone(&self.state), self.max_decoding);
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(EncodedCodec::<pb::GetReconciliationStatusRequest>::default())
+            let mut grpc = tonic::server::Grpc::new(EncodedCodec::<M::Request>::default())
                 .apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(StatusMethod(state), request).await)
+            Ok(grpc.unary(Method::<M>(state, PhantomData), request).await)
         })
     }
 }
+
+/// `ReconciliationService.GetReconciliationStatus` (see `status`).
+pub struct StatusMethod;
+
+impl EncodedMethod for StatusMethod {
+    const PATH: &'static str = "/trading.v1.ReconciliationService/GetReconciliationStatus";
+    type Request = pb::GetReconciliationStatusRequest;
+
+    fn serve(
+        state: AppState,
+        request: Request<Self::Request>,
+    ) -> BoxFuture<'static, Result<Response<Encoded>, Status>> {
+        Box::pin(async move { super::status::serve(&state, request).await })
+    }
+}
+
+/// `PositionsService.ListOpenPositions` (see `positions`).
+pub struct OpenPositionsMethod;
+
+impl EncodedMethod for OpenPositionsMethod {
+    const PATH: &'static str = "/trading.v1.PositionsService/ListOpenPositions";
+    type Request = pb::ListOpenPositionsRequest;
+
+    fn serve(
+        state: AppState,
+        request: Request<Self::Request>,
+    ) -> BoxFuture<'static, Result<Response<Encoded>, Status>> {
+        Box::pin(async move { super::positions::serve_list(&state, request).await })
+    }
+}
+
+/// `trading.v1.ReconciliationService` as served.
+pub type ReconciliationServer = WithEncoded<ReconciliationServiceServer<ReconciliationApi>, StatusMethod>;
+/// `trading.v1.PositionsService` as served.
+pub type PositionsServer = WithEncoded<PositionsServiceServer<PositionsApi>, OpenPositionsMethod>;

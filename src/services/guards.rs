@@ -40,11 +40,12 @@ impl GuardsService for GuardsApi {
     ) -> RpcResult<pb::GetGuardStatusResponse> {
         let caller = caller(&request)?;
         let user_id = target_user(&caller, "user_id", &request.get_ref().user_id)?;
-        let (book, freshness) = self.state.book(Rpc::GetGuardStatus, user_id).await?;
+        let (view, freshness) = self.state.book(Rpc::GetGuardStatus, user_id).await?;
+        let book = &view.book;
         let market = self.state.market.current();
         let now = Utc::now();
         let (level, drawdown) = drawdown_block(book.account.as_ref(), &self.state.rules, now);
-        let alerts = alerts(&book, &market, None, &self.state.rules, now);
+        let alerts = alerts(book, &market, None, &self.state.rules, now);
         let status = market::system_status(level, alerts.iter().map(|(severity, _)| *severity));
         let any_close = drawdown.should_close_all || alerts.iter().any(|(_, a)| a.should_close_positions);
         let response = pb::GetGuardStatusResponse {
@@ -65,7 +66,8 @@ impl GuardsService for GuardsApi {
     ) -> RpcResult<pb::GetDrawdownStatusResponse> {
         let caller = caller(&request)?;
         let user_id = target_user(&caller, "user_id", &request.get_ref().user_id)?;
-        let (book, freshness) = self.state.book(Rpc::GetDrawdownStatus, user_id).await?;
+        let (view, freshness) = self.state.book(Rpc::GetDrawdownStatus, user_id).await?;
+        let book = &view.book;
         let (_, drawdown) = drawdown_block(book.account.as_ref(), &self.state.rules, Utc::now());
         let response = pb::GetDrawdownStatusResponse { drawdown: Some(drawdown), as_of: Some(ts(book.read_at)) };
         Ok(cached(response, freshness))
@@ -79,9 +81,10 @@ impl GuardsService for GuardsApi {
         let req = request.get_ref();
         let user_id = target_user(&caller, "user_id", &req.user_id)?;
         let symbol = decode::optional_symbol("symbol", &req.symbol)?;
-        let (book, freshness) = self.state.book(Rpc::ListMarketAlerts, user_id).await?;
+        let (view, freshness) = self.state.book(Rpc::ListMarketAlerts, user_id).await?;
+        let book = &view.book;
         let market = self.state.market.current();
-        let alerts = alerts(&book, &market, symbol.as_ref().map(|s| s.as_str()), &self.state.rules, Utc::now());
+        let alerts = alerts(book, &market, symbol.as_ref().map(|s| s.as_str()), &self.state.rules, Utc::now());
         let response = pb::ListMarketAlertsResponse {
             any_positions_should_close: alerts.iter().any(|(_, a)| a.should_close_positions),
             alerts: alerts.into_iter().map(|(_, a)| a).collect(),

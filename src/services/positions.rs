@@ -7,12 +7,14 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use prost::Message;
 use rust_decimal::Decimal;
 use tonic::Request;
 use uuid::Uuid;
 
 use super::decode::{self, caller, target_user};
 use super::encode::{self, dec, opt_ts, text, ts};
+use super::encoded::Encoded;
 use super::paging::{self, Cursor};
 use super::{AppState, BOOK, RpcResult, cached, load_book};
 use crate::cache::Rpc;
@@ -52,30 +54,14 @@ impl PositionsApi {
 
 #[tonic::async_trait]
 impl PositionsService for PositionsApi {
+    /// In process (the server answers this method with bytes: `services::encoded`); the same answer, decoded.
     async fn list_open_positions(
         &self,
         request: Request<pb::ListOpenPositionsRequest>,
     ) -> RpcResult<pb::ListOpenPositionsResponse> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
-        let user_id = target_user(&caller, "user_id", &req.user_id)?;
-        let symbol = decode::optional_symbol("symbol", &req.symbol)?;
-        let size = decode::page_size("page_size", req.page_size, POSITION_PAGE.0, POSITION_PAGE.1)? as usize;
-        let filters = paging::fingerprint(&[&user_id.to_string(), symbol.as_ref().map_or("*", |s| s.as_str())]);
-        let after = paging::decode("page_token", &req.page_token, filters)?
-            .map(|Cursor { time, key }| {
-                Uuid::try_parse(&key)
-                    .map(|id| (time, id))
-                    .map_err(|_| ApiError::invalid("page_token", "is not a page token returned by this service"))
-            })
-            .transpose()?;
-
-        let (book, freshness) = self.state.book(Rpc::ListOpenPositions, user_id).await?;
-        let market = self.state.market.current();
-        let matching: Vec<&PositionRow> =
-            book.positions.iter().filter(|p| symbol.as_ref().is_none_or(|s| p.symbol == s.as_str())).collect();
-        let response = list(&book, &market, &matching, size, filters, after);
-        Ok(cached(response, freshness))
+        let response = serve_list(&self.state, request).await?;
+        let (metadata, encoded, extensions) = response.into_parts();
+        Ok(tonic::Response::from_parts(metadata, encoded.decode()?, extensions))
     }
 
     async fn get_position(&self, request: Request<pb::GetPositionRequest>) -> RpcResult<pb::GetPositionResponse> {
@@ -84,8 +70,9 @@ impl PositionsService for PositionsApi {
         let position_id = decode::parse_uuid("position_id", &req.position_id)?;
         let user_id = target_user(&caller, "user_id", &req.user_id)?;
 
-        let (book, freshness) = self.state.book(Rpc::GetPosition, user_id).await?;
+        let (view, freshness) = self.state.book(Rpc::GetPosition, user_id).await?;
         let market = self.state.market.current();
+        let book = &view.book;
         if let Some(row) = book.positions.iter().find(|p| p.position_id == position_id) {
             let currency = book.account.as_ref().and_then(|a| a.currency.as_deref()).unwrap_or_default();
             let v = valuation(row, &market, currency);
@@ -116,27 +103,89 @@ impl PositionsService for PositionsApi {
     }
 }
 
-impl AppState {
-    /// The user's book, from cache or PostgreSQL (one statement).
-    pub(super) async fn book(&self, rpc: Rpc, user_id: Uuid) -> Result<(Arc<Book>, crate::cache::Freshness), ApiError> {
-        let pool = self.pool.clone();
-        self.cache.get(rpc, user_id, BOOK, "", move || load_book(pool, user_id)).await
+/// A user's book as cached, with each open position's price-independent fields already encoded (all but
+/// `current_price`, `current_price_time` and the P&L fields), so serving a list encodes only what prices change.
+#[derive(Debug)]
+pub struct BookView {
+    /// The book.
+    pub book: Book,
+    /// By position (same order as `book.positions`): the encoded price-independent fields.
+    encoded: Vec<Vec<u8>>,
+}
+
+impl BookView {
+    fn new(book: Book) -> Self {
+        let encoded = book.positions.iter().map(|row| fixed_fields(row, &book.divergences).encode_to_vec()).collect();
+        BookView { book, encoded }
     }
 }
 
-/// One page of `matching` (all open positions passing the filters, in order), with totals over all of them.
+impl crate::cache::CacheValue for BookView {
+    fn encode(&self) -> Vec<u8> {
+        crate::cache::CacheValue::encode(&self.book)
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        <Book as crate::cache::CacheValue>::decode(bytes).map(BookView::new)
+    }
+}
+
+impl AppState {
+    /// The user's book, from cache or PostgreSQL (one statement).
+    pub(super) async fn book(
+        &self,
+        rpc: Rpc,
+        user_id: Uuid,
+    ) -> Result<(Arc<BookView>, crate::cache::Freshness), ApiError> {
+        let pool = self.pool.clone();
+        let load = move || async move { load_book(pool, user_id).await.map(BookView::new) };
+        self.cache.get(rpc, user_id, BOOK, "", load).await
+    }
+}
+
+/// `PositionsService.ListOpenPositions`, answered as bytes: each position is its cached price-independent
+/// fields followed by the ones valued now.
+pub(super) async fn serve_list(
+    state: &AppState,
+    request: Request<pb::ListOpenPositionsRequest>,
+) -> Result<tonic::Response<Encoded>, tonic::Status> {
+    let caller = caller(&request)?;
+    let req = request.into_inner();
+    let user_id = target_user(&caller, "user_id", &req.user_id)?;
+    let symbol = decode::optional_symbol("symbol", &req.symbol)?;
+    let size = decode::page_size("page_size", req.page_size, POSITION_PAGE.0, POSITION_PAGE.1)? as usize;
+    let filters = paging::fingerprint(&[&user_id.to_string(), symbol.as_ref().map_or("*", |s| s.as_str())]);
+    let after = paging::decode("page_token", &req.page_token, filters)?
+        .map(|Cursor { time, key }| {
+            Uuid::try_parse(&key)
+                .map(|id| (time, id))
+                .map_err(|_| ApiError::invalid("page_token", "is not a page token returned by this service"))
+        })
+        .transpose()?;
+
+    let (view, freshness) = state.book(Rpc::ListOpenPositions, user_id).await?;
+    let market = state.market.current();
+    let matching: Vec<usize> = (0..view.book.positions.len())
+        .filter(|i| symbol.as_ref().is_none_or(|s| view.book.positions[*i].symbol == s.as_str()))
+        .collect();
+    Ok(cached(list(&view, &market, &matching, size, filters, after), freshness))
+}
+
+/// One page of `matching` (indices of all open positions passing the filters, in order), with totals over all
+/// of them, encoded.
 fn list(
-    book: &Book,
+    view: &BookView,
     market: &MarketSnapshot,
-    matching: &[&PositionRow],
+    matching: &[usize],
     size: usize,
     filters: u64,
     after: Option<(DateTime<Utc>, Uuid)>,
-) -> pb::ListOpenPositionsResponse {
+) -> Encoded {
+    let book = &view.book;
     let currency = book.account.as_ref().and_then(|a| a.currency.clone()).unwrap_or_default();
     let equity = book.account.as_ref().and_then(|a| a.equity);
-    let valued: Vec<(&PositionRow, Valuation)> =
-        matching.iter().map(|row| (*row, valuation(row, market, &currency))).collect();
+    let valued: Vec<(usize, Valuation)> =
+        matching.iter().map(|i| (*i, valuation(&book.positions[*i], market, &currency))).collect();
 
     let unavailable = valued.iter().filter(|(_, v)| matches!(v, Valuation::Unavailable { .. })).count();
     let known = valued.iter().filter_map(|(_, v)| match v {
@@ -153,20 +202,26 @@ fn list(
     let total_count = valued.len();
     let mut page: Vec<_> = valued
         .into_iter()
-        .filter(|(row, _)| after.is_none_or(|cursor| (row.open_time, row.position_id) > cursor))
+        .filter(|(i, _)| {
+            let row = &book.positions[*i];
+            after.is_none_or(|cursor| (row.open_time, row.position_id) > cursor)
+        })
         .take(size + 1)
         .collect();
     let next_page_token = if page.len() > size {
         page.truncate(size);
         page.last()
-            .map(|(row, _)| paging::encode(filters, &Cursor { time: row.open_time, key: row.position_id.to_string() }))
+            .map(|(i, _)| {
+                let row = &book.positions[*i];
+                paging::encode(filters, &Cursor { time: row.open_time, key: row.position_id.to_string() })
+            })
             .unwrap_or_default()
     } else {
         String::new()
     };
 
-    pb::ListOpenPositionsResponse {
-        positions: page.into_iter().map(|(row, v)| position(row, v, &book.divergences, market)).collect(),
+    let rest = pb::ListOpenPositionsResponse {
+        positions: Vec::new(),
         total_unrealized_pnl: dec(total),
         total_unrealized_pnl_percent: dec(total_percent),
         account_currency: currency,
@@ -176,7 +231,19 @@ fn list(
         total_unavailable_reason: total_reason,
         account_equity: dec(equity),
         prices_as_of: opt_ts(market.read_at),
+    };
+    let mut bytes = rest.encode_to_vec();
+    for (i, v) in page {
+        let priced = priced_fields(&book.positions[i], v, market).encode_to_vec();
+        let fixed = &view.encoded[i];
+        // Field 1 (positions), length-delimited: the fixed fields, then the priced ones (a message is the
+        // concatenation of its fields, in any order).
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut bytes);
+        prost::encoding::encode_varint((fixed.len() + priced.len()) as u64, &mut bytes);
+        bytes.extend_from_slice(fixed);
+        bytes.extend_from_slice(&priced);
     }
+    Encoded(bytes)
 }
 
 /// The latest price of a position: the newer of the broker's price at the last sync and the latest quote on
@@ -216,8 +283,22 @@ fn valuation(row: &PositionRow, market: &MarketSnapshot, currency: &str) -> Valu
     pnl::value_position(&figures, instrument.as_ref(), currency, &market.rates)
 }
 
-/// Encodes a position with its valuation and open divergences.
+/// A position with its valuation and open divergences.
 fn position(row: &PositionRow, v: Valuation, divergences: &[DivergenceRow], market: &MarketSnapshot) -> pb::Position {
+    let priced = priced_fields(row, v, market);
+    pb::Position {
+        current_price: priced.current_price,
+        current_price_time: priced.current_price_time,
+        unrealized_pnl: priced.unrealized_pnl,
+        pnl_source: priced.pnl_source,
+        pnl_unavailable_reason: priced.pnl_unavailable_reason,
+        unrealized_pnl_percent: priced.unrealized_pnl_percent,
+        ..fixed_fields(row, divergences)
+    }
+}
+
+/// The fields of a position that prices change (every other field default).
+fn priced_fields(row: &PositionRow, v: Valuation, market: &MarketSnapshot) -> pb::Position {
     let (current_price, current_price_time) =
         if row.closed.is_some() { (row.current_price, row.current_price_time) } else { latest_price(row, market) };
     let (unrealized_pnl, pnl_source, reason, percent) = match v {
@@ -230,6 +311,19 @@ fn position(row: &PositionRow, v: Valuation, divergences: &[DivergenceRow], mark
         }
         Valuation::Unavailable { reason } => (None, pb::PnlSource::Unavailable, reason, None),
     };
+    pb::Position {
+        current_price: current_price.to_string(),
+        current_price_time: Some(ts(current_price_time)),
+        unrealized_pnl: dec(unrealized_pnl),
+        pnl_source: pnl_source.into(),
+        pnl_unavailable_reason: reason,
+        unrealized_pnl_percent: dec(percent),
+        ..Default::default()
+    }
+}
+
+/// The fields of a position that prices do not change (the priced ones default).
+fn fixed_fields(row: &PositionRow, divergences: &[DivergenceRow]) -> pb::Position {
     let open_divergences =
         divergences.iter().filter(|d| d.position_id == Some(row.position_id)).map(encode::divergence).collect();
     let (status, closed_time, close_reason) = match row.closed {
@@ -246,17 +340,11 @@ fn position(row: &PositionRow, v: Valuation, divergences: &[DivergenceRow], mark
         volume: row.volume.to_string(),
         entry_price: row.open_price.to_string(),
         entry_time: Some(ts(row.open_time)),
-        current_price: current_price.to_string(),
-        current_price_time: Some(ts(current_price_time)),
         take_profit: dec(row.take_profit),
         stop_loss: dec(row.stop_loss),
         matched: row.matched,
         platform_trade_id: text(row.platform_trade_id.as_ref()),
         open_divergences,
-        unrealized_pnl: dec(unrealized_pnl),
-        pnl_source: pnl_source.into(),
-        pnl_unavailable_reason: reason,
-        unrealized_pnl_percent: dec(percent),
         status: status.into(),
         closed_time,
         close_reason: close_reason.into(),
@@ -264,5 +352,6 @@ fn position(row: &PositionRow, v: Valuation, divergences: &[DivergenceRow], mark
         commission: dec(row.commission),
         broker_profit: dec(row.profit),
         last_seen_time: opt_ts(Some(row.last_seen_at)),
+        ..Default::default()
     }
 }

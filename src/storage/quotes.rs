@@ -85,9 +85,13 @@ pub async fn record(
     symbols.dedup();
 
     let mut tx = pool.begin().await?;
-    // Locking the instruments serialises batches touching the same symbols, so alert transitions never race.
+    // A transaction-scoped advisory lock per symbol, taken in symbol order (so batches cannot deadlock),
+    // serialises batches touching the same symbols, so alert transitions never race. Advisory locks live in
+    // memory: unlike `FOR UPDATE` on the instrument rows they write nothing to the table or the WAL.
     let known: Vec<String> = sqlx::query_scalar!(
-        "SELECT symbol FROM instruments WHERE symbol = ANY($1) ORDER BY symbol FOR UPDATE",
+        r#"SELECT s.symbol AS "symbol!"
+           FROM (SELECT symbol FROM instruments WHERE symbol = ANY($1) ORDER BY symbol) s,
+                LATERAL (SELECT pg_advisory_xact_lock(hashtextextended('trading-monitor:symbol:' || s.symbol, 0))) l"#,
         &symbols
     )
     .fetch_all(&mut *tx)
