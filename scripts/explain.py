@@ -6,7 +6,8 @@ It builds a scratch database from migrations/, seeds 100,000 accounts, 1,000,000
 interleaved in time like concurrent sync workers write them, of every type), plus one user with 1,000,000 events
 all of one type (SYNC_COMPLETED: the common case of a long, quiet history), 50,000 positions, 10,000 divergences,
 200,000 syncs, 200,000 candle closes and 20,000 market alerts, runs EXPLAIN (ANALYZE, BUFFERS) for each SELECT with representative
-parameters, prints the plans, and exits 1 if a user-facing table is read with a Seq Scan. The event-log query
+parameters, prints the plans, and exits 1 if a user-facing table is read with a Seq Scan or a scan throws away more
+than 100 rows it read (a user's rows found through an index that does not start with the user). The event-log query
 filtered by type runs once per event type for the long-history user (so including types that user never had,
 while other users have plenty) and must stay under a fixed buffer budget: its cost may not grow with history.
 
@@ -33,6 +34,9 @@ EVENT_TYPES = ["sync_completed", "sync_failed", "position_opened", "position_clo
                "divergence_resolved", "drawdown_level_changed", "market_alert_raised", "market_alert_cleared"]
 # Shared buffers one page of the event log may touch, whatever the history (a page is at most 501 rows).
 EVENT_PAGE_BUFFER_BUDGET = 2_000
+# Rows a scan of a user table may read and throw away: more means the query found a user's rows through an
+# index that does not start with the user (e.g. every open divergence of every user, filtered).
+ROWS_REMOVED_BUDGET = 100
 
 
 def psql(db, sql, capture=True):
@@ -121,6 +125,19 @@ def value(kind, counters, query, user=HEAVY_USER, event_types=("sync_failed",)):
     sys.exit(f"no sample value for parameter type {kind}")
 
 
+def removed_rows(plan):
+    """(table, rows removed by a filter) for every scan node of the plan."""
+    found, table = [], None
+    for line in plan.splitlines():
+        scan = re.search(r"Scan(?: Backward)? (?:using \w+ )?on (\w+)", line)
+        if scan:
+            table = scan.group(1)
+        removed = re.search(r"Rows Removed by Filter: (\d+)", line)
+        if removed and table:
+            found.append((table, int(removed.group(1))))
+    return found
+
+
 def top_buffers(plan):
     """Shared buffers (hit + read) of the plan's top node, which includes its children."""
     match = re.search(r"Buffers: shared( hit=(\d+))?( read=(\d+))?", plan)
@@ -162,6 +179,9 @@ def main():
                 for table in re.findall(r"Seq Scan on (\w+)", plan):
                     if table in USER_TABLES:
                         failures.append((" ".join(query.split())[:120], table))
+                for table, removed in removed_rows(plan):
+                    if table in USER_TABLES and removed > ROWS_REMOVED_BUDGET:
+                        failures.append((" ".join(query.split())[:120], f"{table}: {removed} rows removed by filter"))
                 if "FROM events" in query:
                     buffers = top_buffers(plan)
                     if buffers > EVENT_PAGE_BUFFER_BUDGET:

@@ -35,7 +35,7 @@ case "$action" in
       sleep 0.1
     done
     [[ $healthy == 1 ]] || { echo "error: the cluster did not become healthy" >&2; exit 1; }
-    echo "redis-cluster://127.0.0.1:$base"
+    echo "redis-cluster://127.0.0.1:$base?node=127.0.0.1:$((base + 1))&node=127.0.0.1:$((base + 2))"
     ;;
   stop)
     if [[ -f "$dir/pids" ]]; then

@@ -215,7 +215,8 @@ pub enum Severity {
 /// Redis cache settings. Redis is an optimisation: when it is down, slow or disabled, reads go to PostgreSQL.
 #[derive(Debug, Clone, Args)]
 pub struct CacheArgs {
-    /// Redis URL (`redis://host:port/db`; `redis-cluster://host:port` for a cluster).
+    /// Redis URL (`redis://host:port/db`; for a cluster `redis-cluster://host:port?node=host:port&node=…`, naming
+    /// several nodes: after losing a connection the client finds the cluster again through these seeds only).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// Turn the cache off: every read goes to PostgreSQL (`x-cache: bypass`).

@@ -1,6 +1,10 @@
 //! A user's book: the account, its open positions and open divergences, read in **one statement** (one round
 //! trip, one snapshot: a sync committing meanwhile is seen all or not at all). Everything the positions and
 //! guard reads need besides market prices, which are valued when a response is served (`market_view`).
+//!
+//! The statement returns one row per open position (at least one row), each carrying the account's columns
+//! and the divergences (as JSON, numbers as text, usually an empty list): plain columns decode in binary, far
+//! cheaper for PostgreSQL and for this service than building and parsing a JSON document of the whole book.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -8,7 +12,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{AccountRow, DivergenceRow, PositionRow, StorageError};
+use super::{AccountRow, DivergenceRow, PositionRow, StorageError, parse_stored};
 
 /// What a user's cached reads are served from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,47 +37,87 @@ impl Book {
     }
 }
 
-/// Reads the book of `user_id`. Numbers travel as text inside the JSON, so they stay exact.
+/// Reads the book of `user_id`.
 #[tracing::instrument(skip_all, fields(user_id = %user_id))]
 pub async fn load(pool: &PgPool, user_id: Uuid) -> Result<Book, StorageError> {
-    let row = sqlx::query!(
-        r#"SELECT now() AS "read_at!",
-             (SELECT json_build_object(
-                  'user_id', a.user_id, 'currency', a.currency, 'balance', a.balance::text,
-                  'equity', a.equity::text, 'margin', a.margin::text, 'equity_time', a.equity_time,
-                  'peak_equity', a.peak_equity::text, 'drawdown_level', a.drawdown_level,
-                  'drawdown_level_since', a.drawdown_level_since,
-                  'warning_drawdown_pct', a.warning_drawdown_pct::text,
-                  'max_drawdown_pct', a.max_drawdown_pct::text, 'min_equity', a.min_equity::text)
-              FROM accounts a WHERE a.user_id = $1) AS "account: Json<AccountRow>",
-             (SELECT COALESCE(json_agg(json_build_object(
-                  'position_id', p.position_id, 'user_id', p.user_id,
-                  'position_identifier', p.position_identifier, 'ticket', p.ticket, 'symbol', p.symbol,
-                  'side', p.side, 'volume', p.volume::text, 'open_price', p.open_price::text,
-                  'open_time', p.open_time, 'current_price', p.current_price::text,
-                  'current_price_time', p.current_price_time, 'take_profit', p.take_profit::text,
-                  'stop_loss', p.stop_loss::text, 'swap', p.swap::text, 'commission', p.commission::text,
-                  'profit', p.profit::text, 'matched', p.matched, 'platform_trade_id', p.platform_trade_id,
-                  'closed', NULL, 'last_seen_at', p.last_seen_at)
-                  ORDER BY p.open_time, p.position_id), '[]')
-              FROM positions p WHERE p.user_id = $1 AND p.status = 'open') AS "positions!: Json<Vec<PositionRow>>",
-             (SELECT COALESCE(json_agg(json_build_object(
-                  'divergence_id', d.divergence_id, 'kind', d.kind, 'symbol', d.symbol,
-                  'position_id', d.position_id, 'position_identifier', d.position_identifier,
-                  'platform_trade_id', d.platform_trade_id, 'broker_value', d.broker_value,
-                  'platform_value', d.platform_value, 'difference_pct', d.difference_pct::text,
-                  'message', d.message, 'detected_at', d.detected_at, 'resolved_at', d.resolved_at)
-                  ORDER BY d.detected_at, d.divergence_id), '[]')
-              FROM divergences d WHERE d.user_id = $1 AND d.resolved_at IS NULL)
-              AS "divergences!: Json<Vec<DivergenceRow>>""#,
+    let rows = sqlx::query!(
+        r#"SELECT one.read_at AS "read_at!", one.divergences AS "divergences!: Json<Vec<DivergenceRow>>",
+                  a.user_id AS "account_user_id?", a.currency AS "currency?", a.balance AS "balance?",
+                  a.equity AS "equity?", a.margin AS "margin?", a.equity_time AS "equity_time?",
+                  a.peak_equity AS "peak_equity?", a.drawdown_level AS "drawdown_level?",
+                  a.drawdown_level_since AS "drawdown_level_since?", a.warning_drawdown_pct AS "warning_drawdown_pct?",
+                  a.max_drawdown_pct AS "max_drawdown_pct?", a.min_equity AS "min_equity?",
+                  p.position_id AS "position_id?", p.position_identifier AS "position_identifier?",
+                  p.ticket AS "ticket?", p.symbol AS "symbol?", p.side AS "side?", p.volume AS "volume?",
+                  p.open_price AS "open_price?", p.open_time AS "open_time?", p.current_price AS "current_price?",
+                  p.current_price_time AS "current_price_time?", p.take_profit AS "take_profit?",
+                  p.stop_loss AS "stop_loss?", p.swap AS "swap?", p.commission AS "commission?",
+                  p.profit AS "profit?", p.matched AS "matched?", p.platform_trade_id AS "platform_trade_id?",
+                  p.last_seen_at AS "last_seen_at?"
+           FROM (SELECT now() AS read_at,
+                        (SELECT COALESCE(json_agg(json_build_object(
+                             'divergence_id', d.divergence_id, 'kind', d.kind, 'symbol', d.symbol,
+                             'position_id', d.position_id, 'position_identifier', d.position_identifier,
+                             'platform_trade_id', d.platform_trade_id, 'broker_value', d.broker_value,
+                             'platform_value', d.platform_value, 'difference_pct', d.difference_pct::text,
+                             'message', d.message, 'detected_at', d.detected_at, 'resolved_at', d.resolved_at)
+                             ORDER BY d.detected_at, d.divergence_id), '[]')
+                         FROM divergences d WHERE d.user_id = $1 AND d.resolved_at IS NULL) AS divergences) one
+           LEFT JOIN accounts a ON a.user_id = $1
+           LEFT JOIN LATERAL (
+               SELECT * FROM positions WHERE user_id = $1 AND status = 'open' ORDER BY open_time, position_id
+           ) p ON true"#,
         user_id
     )
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await?;
-    Ok(Book {
-        read_at: row.read_at,
-        account: row.account.map(|Json(a)| a),
-        positions: row.positions.0,
-        divergences: row.divergences.0,
-    })
+    let Some(first) = rows.first() else {
+        return Err(StorageError::Corrupt("the book statement returned no row".into()));
+    };
+    let account = match (first.account_user_id, first.drawdown_level.as_deref()) {
+        (Some(user_id), Some(level)) => Some(AccountRow {
+            user_id,
+            currency: first.currency.clone(),
+            balance: first.balance,
+            equity: first.equity,
+            margin: first.margin,
+            equity_time: first.equity_time,
+            peak_equity: first.peak_equity,
+            drawdown_level: parse_stored(level)?,
+            drawdown_level_since: first.drawdown_level_since,
+            warning_drawdown_pct: first.warning_drawdown_pct,
+            max_drawdown_pct: first.max_drawdown_pct,
+            min_equity: first.min_equity,
+        }),
+        _ => None,
+    };
+    let (read_at, divergences) = (first.read_at, first.divergences.0.clone());
+    let mut positions = Vec::with_capacity(rows.len());
+    for r in rows {
+        let Some(position_id) = r.position_id else { continue };
+        let missing = || StorageError::Corrupt(format!("open position {position_id} lacks a required column"));
+        positions.push(PositionRow {
+            position_id,
+            user_id,
+            position_identifier: r.position_identifier.ok_or_else(missing)?,
+            ticket: r.ticket.ok_or_else(missing)?,
+            symbol: r.symbol.ok_or_else(missing)?,
+            side: parse_stored(&r.side.ok_or_else(missing)?)?,
+            volume: r.volume.ok_or_else(missing)?,
+            open_price: r.open_price.ok_or_else(missing)?,
+            open_time: r.open_time.ok_or_else(missing)?,
+            current_price: r.current_price.ok_or_else(missing)?,
+            current_price_time: r.current_price_time.ok_or_else(missing)?,
+            take_profit: r.take_profit,
+            stop_loss: r.stop_loss,
+            swap: r.swap,
+            commission: r.commission,
+            profit: r.profit,
+            matched: r.matched.ok_or_else(missing)?,
+            platform_trade_id: r.platform_trade_id,
+            closed: None,
+            last_seen_at: r.last_seen_at.ok_or_else(missing)?,
+        });
+    }
+    Ok(Book { read_at, account, positions, divergences })
 }

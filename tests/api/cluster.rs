@@ -60,9 +60,12 @@ impl RedisCluster {
         cluster
     }
 
+    /// Every node as a seed: a client whose only seed is the node that died cannot find the cluster again (fred
+    /// rebuilds its routing from the configured seeds after losing a connection).
     fn url(&self) -> String {
-        let (port, _) = &self.nodes[0];
-        format!("redis-cluster://127.0.0.1:{port}")
+        let (first, _) = &self.nodes[0];
+        let others: Vec<String> = self.nodes[1..].iter().map(|(p, _)| format!("node=127.0.0.1:{p}")).collect();
+        format!("redis-cluster://127.0.0.1:{first}?{}", others.join("&"))
     }
 
     /// Waits until every live node says the cluster is healthy (every slot served).

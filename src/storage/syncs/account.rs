@@ -1,26 +1,31 @@
-//! Applying a sync to the account: snapshot, equity high-water mark and drawdown level.
+//! What a sync does to the account: its snapshot, the equity high-water mark and the drawdown level (written by
+//! the sync's final statement, in `record`).
 
 use rust_decimal::Decimal;
 use serde_json::json;
-use sqlx::{Postgres, Transaction};
 
 use super::{CompletedSync, NewEvent, NewSync};
 use crate::domain::drawdown::{self, DrawdownLevel, DrawdownThresholds};
 use crate::domain::events::EventType;
-use crate::storage::StorageError;
 
-/// Applies a current (not superseded) snapshot: stores balance and equity, raises the high-water mark and
-/// moves the drawdown level. A level change is dated by the server's clock (`now()`), not by the reported
-/// finish time, so the pre-liquidation countdown starts when the service learns of it.
-pub(super) async fn apply_account(
-    tx: &mut Transaction<'_, Postgres>,
+/// The account after a current (not superseded) snapshot.
+pub(super) struct AccountChange {
+    /// The new high-water mark.
+    pub(super) peak: Decimal,
+    /// The new drawdown level. A change is dated by the server's clock (`now()`) when written, not by the
+    /// reported finish time, so the pre-liquidation countdown starts when the service learns of it.
+    pub(super) level: DrawdownLevel,
+}
+
+/// Raises the high-water mark with the sync's equity and moves the drawdown level; a level change is an event.
+pub(super) fn account_change(
     sync: &NewSync,
     c: &CompletedSync,
     peak: Option<Decimal>,
     previous: DrawdownLevel,
     thresholds: &DrawdownThresholds,
     events: &mut Vec<NewEvent>,
-) -> Result<(), StorageError> {
+) -> AccountChange {
     let peak = drawdown::next_peak(peak, c.equity);
     let dd = drawdown::drawdown_pct(peak, c.equity);
     let level = drawdown::next_level(previous, dd, c.equity, thresholds);
@@ -41,29 +46,5 @@ pub(super) async fn apply_account(
             }),
         });
     }
-    // GREATEST keeps the peak monotonic even if this code ever ran without the row lock.
-    sqlx::query!(
-        r#"UPDATE accounts SET
-                  currency = $2,
-                  balance = $3,
-                  equity = $4,
-                  margin = $5,
-                  equity_time = $6,
-                  peak_equity = GREATEST(COALESCE(peak_equity, $7), $7),
-                  drawdown_level = $8,
-                  drawdown_level_since = CASE WHEN drawdown_level = $8 THEN drawdown_level_since ELSE now() END,
-                  updated_at = now()
-           WHERE user_id = $1"#,
-        sync.user_id,
-        c.currency,
-        c.balance,
-        c.equity,
-        c.margin,
-        sync.finished_at,
-        peak,
-        level.as_str()
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    AccountChange { peak, level }
 }

@@ -20,7 +20,7 @@ mod account;
 mod divergences;
 mod positions;
 
-use account::apply_account;
+use account::{AccountChange, account_change};
 use divergences::apply_divergences;
 use positions::apply_positions;
 
@@ -176,23 +176,7 @@ pub async fn record(
     }
     let mut tx = pool.begin().await?;
     let user_id = sync.user_id;
-    sqlx::query!("INSERT INTO accounts (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING", user_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query!(
-        "INSERT INTO reconciliation_summaries (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
-        user_id
-    )
-    .execute(&mut *tx)
-    .await?;
-    let account = sqlx::query!(
-        r#"SELECT currency, equity, equity_time, peak_equity, drawdown_level, warning_drawdown_pct,
-                  max_drawdown_pct, min_equity, now() AS "now!"
-           FROM accounts WHERE user_id = $1 FOR UPDATE"#,
-        user_id
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    let account = lock_account(&mut tx, user_id).await?;
     let committed_at = account.now;
 
     if let SyncResult::Completed(c) = &sync.result
@@ -212,28 +196,8 @@ pub async fn record(
         SyncResult::Completed(_) => (SyncOutcome::Completed, None),
     };
     let sync_id = Uuid::now_v7();
-    let inserted = sqlx::query_scalar!(
-        r#"INSERT INTO syncs (sync_id, request_id, user_id, status, started_at, finished_at, error_message)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
-           ON CONFLICT (request_id) DO NOTHING
-           RETURNING sync_id"#,
-        sync_id,
-        sync.request_id,
-        user_id,
-        outcome.as_str(),
-        sync.started_at,
-        sync.finished_at,
-        error_message
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    if inserted.is_none() {
-        // A concurrent submission of the same request id committed first: answer as it did.
-        tx.rollback().await?;
-        return Ok(replay(pool, sync).await?.unwrap_or(RecordOutcome::RequestIdConflict));
-    }
-
     let mut events = Vec::new();
+    let mut change: Option<AccountChange> = None;
     let reported = sync.finished_at.to_rfc3339();
     let empty = |outcome| SyncRecord {
         sync_id,
@@ -283,7 +247,7 @@ pub async fn record(
             let previous_level: DrawdownLevel = parse_stored(&account.drawdown_level)?;
             let positions = apply_positions(&mut tx, sync, sync_id, c, &mut events).await?;
             let divergences = apply_divergences(&mut tx, sync, sync_id, c, &positions, &mut events).await?;
-            apply_account(&mut tx, sync, c, account.peak_equity, previous_level, &thresholds, &mut events).await?;
+            change = Some(account_change(sync, c, account.peak_equity, previous_level, &thresholds, &mut events));
             let r = &c.reconciliation;
             let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
             events.push(NewEvent {
@@ -320,37 +284,163 @@ pub async fn record(
         }
     };
 
-    insert_events(&mut tx, user_id, sync_id, events).await?;
-    update_summary(&mut tx, sync, sync_id, record.outcome != SyncOutcome::Failed).await?;
     let response = encode(&record);
-    sqlx::query!(
-        r#"UPDATE syncs SET matched_count = $2, divergence_count = $3, broker_only_count = $4, missing_count = $5,
-                  balance = $6, equity = $7, margin = $8, response = $9
-           WHERE sync_id = $1"#,
-        sync_id,
-        record.matched,
-        record.pair_divergences,
-        record.broker_only,
-        record.missing_at_broker,
-        completed_field(sync, |c| c.balance),
-        completed_field(sync, |c| c.equity),
-        match &sync.result {
-            SyncResult::Completed(c) => c.margin,
-            SyncResult::Failed { .. } => None,
-        },
-        response
-    )
-    .execute(&mut *tx)
-    .await?;
+    let inserted = finish(&mut tx, sync, &record, outcome, error_message, change, events, response).await?;
+    if !inserted {
+        // A concurrent submission of the same request id committed first (it held the account lock while we
+        // waited): undo everything and answer as it did.
+        tx.rollback().await?;
+        return Ok(replay(pool, sync).await?.unwrap_or(RecordOutcome::RequestIdConflict));
+    }
     tx.commit().await?;
     Ok(RecordOutcome::Recorded(record))
 }
 
-fn completed_field(sync: &NewSync, f: impl Fn(&CompletedSync) -> Decimal) -> Option<Decimal> {
-    match &sync.result {
-        SyncResult::Completed(c) => Some(f(c)),
-        SyncResult::Failed { .. } => None,
+/// Creates the account and its summary row if they do not exist, and locks the account row: syncs of one user
+/// apply one at a time. One round trip for an existing user (the inserts are no-ops); a new user's rows become
+/// visible to a second read only (a statement sees the rows as they were when it started).
+async fn lock_account(tx: &mut Transaction<'_, Postgres>, user_id: Uuid) -> Result<LockedAccount, StorageError> {
+    for _ in 0..2 {
+        let row = sqlx::query_as!(
+            LockedAccount,
+            r#"WITH a AS (INSERT INTO accounts (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING RETURNING user_id),
+                    s AS (INSERT INTO reconciliation_summaries (user_id) SELECT user_id FROM a
+                          ON CONFLICT (user_id) DO NOTHING)
+               SELECT currency, equity_time, peak_equity, drawdown_level, warning_drawdown_pct,
+                      max_drawdown_pct, min_equity, now() AS "now!"
+               FROM accounts WHERE user_id = $1 FOR UPDATE"#,
+            user_id
+        )
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = row {
+            return Ok(row);
+        }
     }
+    Err(StorageError::Corrupt(format!("the account of {user_id} was neither found nor created")))
+}
+
+/// The account row as a sync reads it, locked.
+struct LockedAccount {
+    currency: Option<String>,
+    equity_time: Option<DateTime<Utc>>,
+    peak_equity: Option<Decimal>,
+    drawdown_level: String,
+    warning_drawdown_pct: Option<Decimal>,
+    max_drawdown_pct: Option<Decimal>,
+    min_equity: Option<Decimal>,
+    now: DateTime<Utc>,
+}
+
+/// The sync's last statement: the account's snapshot and drawdown level (when `change`), the events, the
+/// summary counters, and the sync row with its stored response. Whether the sync row was inserted (`false`:
+/// the request id was taken meanwhile, see `record`).
+///
+/// Summary: "last sync" fields only move forward in time (a late, older sync is counted but does not become the
+/// last one); open/matched/divergence counts are recomputed from the user's *open* rows (tens, via partial
+/// indexes), never from history.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    tx: &mut Transaction<'_, Postgres>,
+    sync: &NewSync,
+    record: &SyncRecord,
+    outcome: SyncOutcome,
+    error_message: Option<&str>,
+    change: Option<AccountChange>,
+    events: Vec<NewEvent>,
+    response: Vec<u8>,
+) -> Result<bool, StorageError> {
+    let mut types = Vec::with_capacity(events.len());
+    let mut positions = Vec::with_capacity(events.len());
+    let mut symbols = Vec::with_capacity(events.len());
+    let mut messages = Vec::with_capacity(events.len());
+    let mut details = Vec::with_capacity(events.len());
+    for e in events {
+        types.push(e.event_type.as_str().to_owned());
+        positions.push(e.position_id);
+        symbols.push(e.symbol);
+        messages.push(e.message);
+        details.push(without_nulls(e.details));
+    }
+    let completed = match &sync.result {
+        SyncResult::Completed(c) => Some(c.as_ref()),
+        SyncResult::Failed { .. } => None,
+    };
+    let inserted = sqlx::query_scalar!(
+        r#"WITH account AS (
+               UPDATE accounts SET currency = $18, balance = $12, equity = $13, margin = $14, equity_time = $6,
+                      peak_equity = GREATEST(COALESCE(peak_equity, $19), $19),
+                      drawdown_level = $20,
+                      drawdown_level_since = CASE WHEN drawdown_level = $20 THEN drawdown_level_since ELSE now() END,
+                      updated_at = now()
+               WHERE user_id = $3 AND $17
+           ),
+           events AS (
+               INSERT INTO events (user_id, event_type, occurred_at, sync_id, position_id, symbol, message, details)
+               SELECT $3, t.event_type, now(), $1, t.position_id, t.symbol, t.message, t.details
+               FROM UNNEST($21::text[], $22::uuid[], $23::text[], $24::text[], $25::jsonb[]) WITH ORDINALITY
+                    AS t(event_type, position_id, symbol, message, details, n)
+               ORDER BY t.n
+           ),
+           summary AS (
+               UPDATE reconciliation_summaries s SET
+                    total_syncs = s.total_syncs + 1,
+                    failed_syncs = s.failed_syncs + CASE WHEN $16 THEN 0 ELSE 1 END,
+                    last_sync_id = CASE WHEN s.last_sync_finished_at > $6 THEN s.last_sync_id ELSE $1 END,
+                    last_sync_status = CASE WHEN s.last_sync_finished_at > $6 THEN s.last_sync_status
+                                            WHEN $16 THEN 'completed' ELSE 'failed' END,
+                    last_sync_started_at = CASE WHEN s.last_sync_finished_at > $6 THEN s.last_sync_started_at
+                                                ELSE $5 END,
+                    last_sync_error = CASE WHEN s.last_sync_finished_at > $6 THEN s.last_sync_error ELSE $7 END,
+                    last_sync_finished_at = GREATEST(s.last_sync_finished_at, $6),
+                    last_success_at = CASE WHEN $16 THEN GREATEST(s.last_success_at, $6) ELSE s.last_success_at END,
+                    open_positions_count = CASE WHEN $16 THEN
+                        (SELECT count(*) FROM positions p WHERE p.user_id = $3 AND p.status = 'open')::int
+                        ELSE s.open_positions_count END,
+                    matched_positions_count = CASE WHEN $16 THEN
+                        (SELECT count(*) FROM positions p WHERE p.user_id = $3 AND p.status = 'open' AND p.matched)::int
+                        ELSE s.matched_positions_count END,
+                    open_divergences_count = CASE WHEN $16 THEN
+                        (SELECT count(*) FROM divergences d WHERE d.user_id = $3 AND d.resolved_at IS NULL)::int
+                        ELSE s.open_divergences_count END,
+                    updated_at = now()
+               WHERE s.user_id = $3
+           )
+           INSERT INTO syncs (sync_id, request_id, user_id, status, started_at, finished_at, error_message,
+                              matched_count, divergence_count, broker_only_count, missing_count, balance, equity,
+                              margin, response)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+           ON CONFLICT (request_id) DO NOTHING
+           RETURNING sync_id"#,
+        record.sync_id,
+        sync.request_id,
+        sync.user_id,
+        outcome.as_str(),
+        sync.started_at,
+        sync.finished_at,
+        error_message,
+        record.matched,
+        record.pair_divergences,
+        record.broker_only,
+        record.missing_at_broker,
+        completed.map(|c| c.balance),
+        completed.map(|c| c.equity),
+        completed.and_then(|c| c.margin),
+        response,
+        record.outcome != SyncOutcome::Failed,
+        change.is_some(),
+        completed.map(|c| c.currency.clone()),
+        change.as_ref().map(|c| c.peak),
+        change.as_ref().map_or(DrawdownLevel::Unknown, |c| c.level).as_str(),
+        &types,
+        &positions as &[Option<Uuid>],
+        &symbols as &[Option<String>],
+        &messages,
+        &details
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(inserted.is_some())
 }
 
 /// The stored response if this request id was already recorded (for this user), or a conflict.
@@ -366,44 +456,6 @@ async fn replay(pool: &PgPool, sync: &NewSync) -> Result<Option<RecordOutcome>, 
     }))
 }
 
-/// Appends the sync's events, at the server's time (the transaction's), in order.
-async fn insert_events(
-    tx: &mut Transaction<'_, Postgres>,
-    user_id: Uuid,
-    sync_id: Uuid,
-    events: Vec<NewEvent>,
-) -> Result<(), StorageError> {
-    let mut types = Vec::with_capacity(events.len());
-    let mut positions = Vec::with_capacity(events.len());
-    let mut symbols = Vec::with_capacity(events.len());
-    let mut messages = Vec::with_capacity(events.len());
-    let mut details = Vec::with_capacity(events.len());
-    for e in events {
-        types.push(e.event_type.as_str().to_owned());
-        positions.push(e.position_id);
-        symbols.push(e.symbol);
-        messages.push(e.message);
-        details.push(without_nulls(e.details));
-    }
-    sqlx::query!(
-        r#"INSERT INTO events (user_id, event_type, occurred_at, sync_id, position_id, symbol, message, details)
-           SELECT $1, t.event_type, now(), $2, t.position_id, t.symbol, t.message, t.details
-           FROM UNNEST($3::text[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[]) WITH ORDINALITY
-                AS t(event_type, position_id, symbol, message, details, n)
-           ORDER BY t.n"#,
-        user_id,
-        sync_id,
-        &types,
-        &positions as &[Option<Uuid>],
-        &symbols as &[Option<String>],
-        &messages,
-        &details
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// Drops absent (`null`) values: an absent detail is a missing key, never the text "null".
 fn without_nulls(details: serde_json::Value) -> serde_json::Value {
     match details {
@@ -412,51 +464,4 @@ fn without_nulls(details: serde_json::Value) -> serde_json::Value {
         }
         other => other,
     }
-}
-
-/// Moves the per-user counters. "Last sync" fields only move forward in time (a late, older sync is counted but
-/// does not become the last one). Open/matched/divergence counts are recomputed from the user's *open* rows
-/// (tens, via partial indexes), never from history.
-async fn update_summary(
-    tx: &mut Transaction<'_, Postgres>,
-    sync: &NewSync,
-    sync_id: Uuid,
-    completed: bool,
-) -> Result<(), StorageError> {
-    let error = match &sync.result {
-        SyncResult::Failed { error_message } => Some(error_message.as_str()),
-        SyncResult::Completed(_) => None,
-    };
-    sqlx::query!(
-        r#"UPDATE reconciliation_summaries s SET
-                total_syncs = s.total_syncs + 1,
-                failed_syncs = s.failed_syncs + CASE WHEN $3 THEN 0 ELSE 1 END,
-                last_sync_id = CASE WHEN s.last_sync_finished_at > $5 THEN s.last_sync_id ELSE $2 END,
-                last_sync_status = CASE WHEN s.last_sync_finished_at > $5 THEN s.last_sync_status
-                                        WHEN $3 THEN 'completed' ELSE 'failed' END,
-                last_sync_started_at = CASE WHEN s.last_sync_finished_at > $5 THEN s.last_sync_started_at ELSE $4 END,
-                last_sync_error = CASE WHEN s.last_sync_finished_at > $5 THEN s.last_sync_error ELSE $6 END,
-                last_sync_finished_at = GREATEST(s.last_sync_finished_at, $5),
-                last_success_at = CASE WHEN $3 THEN GREATEST(s.last_success_at, $5) ELSE s.last_success_at END,
-                open_positions_count = CASE WHEN $3 THEN
-                    (SELECT count(*) FROM positions p WHERE p.user_id = $1 AND p.status = 'open')::int
-                    ELSE s.open_positions_count END,
-                matched_positions_count = CASE WHEN $3 THEN
-                    (SELECT count(*) FROM positions p WHERE p.user_id = $1 AND p.status = 'open' AND p.matched)::int
-                    ELSE s.matched_positions_count END,
-                open_divergences_count = CASE WHEN $3 THEN
-                    (SELECT count(*) FROM divergences d WHERE d.user_id = $1 AND d.resolved_at IS NULL)::int
-                    ELSE s.open_divergences_count END,
-                updated_at = now()
-           WHERE s.user_id = $1"#,
-        sync.user_id,
-        sync_id,
-        completed,
-        sync.started_at,
-        sync.finished_at,
-        error
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

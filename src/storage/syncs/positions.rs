@@ -60,6 +60,30 @@ pub(super) async fn apply_positions(
         ids.push(id);
     }
 
+    // Positions open before this sync and absent from it left the broker. If the platform still lists them it
+    // was the broker's doing (SL/TP, stop-out, manual close); otherwise the platform closed them.
+    let broker_ids: HashSet<&str> = identifiers.iter().map(String::as_str).collect();
+    let platform_ids: HashSet<&str> = c.platform.iter().map(|p| p.platform_trade_id.as_str()).collect();
+    let platform_identifiers: HashSet<&str> =
+        c.platform.iter().filter_map(|p| p.position_identifier.as_deref()).collect();
+    let mut closed_ids = Vec::new();
+    let mut closed_reasons = Vec::new();
+    for r in existing.iter().filter(|r| r.status == "open" && !broker_ids.contains(r.position_identifier.as_str())) {
+        let still_on_platform = platform_identifiers.contains(r.position_identifier.as_str())
+            || r.platform_trade_id.as_deref().is_some_and(|t| platform_ids.contains(t));
+        let reason = if still_on_platform { CloseReason::ClosedAtBroker } else { CloseReason::ClosedByPlatform };
+        events.push(NewEvent {
+            event_type: EventType::PositionClosed,
+            position_id: Some(r.position_id),
+            symbol: Some(r.symbol.clone()),
+            message: format!("position {} closed ({})", r.position_identifier, reason),
+            details: json!({ "position_identifier": r.position_identifier, "close_reason": reason.as_str() }),
+        });
+        closed_ids.push(r.position_id);
+        closed_reasons.push(reason.as_str().to_owned());
+    }
+
+    // One statement closes those and upserts what the broker reports (disjoint rows).
     let col = |f: fn(&BrokerPositionInput) -> String| c.broker.iter().map(f).collect::<Vec<_>>();
     let dec = |f: fn(&BrokerPositionInput) -> Decimal| c.broker.iter().map(f).collect::<Vec<_>>();
     let opt = |f: fn(&BrokerPositionInput) -> Option<Decimal>| c.broker.iter().map(f).collect::<Vec<_>>();
@@ -68,7 +92,12 @@ pub(super) async fn apply_positions(
         (0..c.broker.len()).map(|i| partner.get(&i).map(|&p| c.platform[p].platform_trade_id.clone())).collect();
     let open_times: Vec<DateTime<Utc>> = c.broker.iter().map(|b| b.open_time).collect();
     sqlx::query!(
-        r#"INSERT INTO positions (position_id, user_id, position_identifier, ticket, symbol, side, volume, open_price,
+        r#"WITH closed AS (
+               UPDATE positions p SET status = 'closed', closed_at = $2, close_reason = t.reason, matched = false
+               FROM UNNEST($20::uuid[], $21::text[]) AS t(position_id, reason)
+               WHERE p.position_id = t.position_id
+           )
+           INSERT INTO positions (position_id, user_id, position_identifier, ticket, symbol, side, volume, open_price,
                 open_time, current_price, current_price_time, take_profit, stop_loss, swap, commission, profit,
                 matched, platform_trade_id, status, first_seen_sync_id, last_seen_sync_id, last_seen_at)
            SELECT t.position_id, $1, t.identifier, t.ticket, t.symbol, t.side, t.volume, t.open_price, t.open_time,
@@ -106,61 +135,23 @@ pub(super) async fn apply_positions(
         &opt(|b| b.commission) as &[Option<Decimal>],
         &opt(|b| b.profit) as &[Option<Decimal>],
         &matched,
-        &trade_ids as &[Option<String>]
+        &trade_ids as &[Option<String>],
+        &closed_ids,
+        &closed_reasons
     )
     .execute(&mut **tx)
     .await?;
 
-    // Positions open before this sync and absent from it left the broker. If the platform still lists them it
-    // was the broker's doing (SL/TP, stop-out, manual close); otherwise the platform closed them.
-    let broker_ids: HashSet<&str> = identifiers.iter().map(String::as_str).collect();
-    let platform_ids: HashSet<&str> = c.platform.iter().map(|p| p.platform_trade_id.as_str()).collect();
-    let platform_identifiers: HashSet<&str> =
-        c.platform.iter().filter_map(|p| p.position_identifier.as_deref()).collect();
-    let mut closed_ids = Vec::new();
-    let mut closed_reasons = Vec::new();
-    for r in existing.iter().filter(|r| r.status == "open" && !broker_ids.contains(r.position_identifier.as_str())) {
-        let still_on_platform = platform_identifiers.contains(r.position_identifier.as_str())
-            || r.platform_trade_id.as_deref().is_some_and(|t| platform_ids.contains(t));
-        let reason = if still_on_platform { CloseReason::ClosedAtBroker } else { CloseReason::ClosedByPlatform };
-        events.push(NewEvent {
-            event_type: EventType::PositionClosed,
-            position_id: Some(r.position_id),
-            symbol: Some(r.symbol.clone()),
-            message: format!("position {} closed ({})", r.position_identifier, reason),
-            details: json!({ "position_identifier": r.position_identifier, "close_reason": reason.as_str() }),
-        });
-        closed_ids.push(r.position_id);
-        closed_reasons.push(reason.as_str().to_owned());
-    }
-    if !closed_ids.is_empty() {
-        sqlx::query!(
-            r#"UPDATE positions p SET status = 'closed', closed_at = $2, close_reason = t.reason, matched = false
-               FROM UNNEST($1::uuid[], $3::text[]) AS t(position_id, reason)
-               WHERE p.position_id = t.position_id"#,
-            &closed_ids,
-            sync.finished_at,
-            &closed_reasons
-        )
-        .execute(&mut **tx)
-        .await?;
-    }
-
-    // The platform's view is replaced by this sync's.
+    // The platform's view is replaced by this sync's (one statement: the trades it no longer lists go, the
+    // others are upserted; the two touch disjoint rows).
     let trade_ids: Vec<String> = c.platform.iter().map(|p| p.platform_trade_id.clone()).collect();
-    sqlx::query!(
-        "DELETE FROM platform_positions WHERE user_id = $1 AND NOT (platform_trade_id = ANY($2))",
-        user_id,
-        &trade_ids
-    )
-    .execute(&mut **tx)
-    .await?;
     let pcol = |f: fn(&PlatformSide) -> String| c.platform.iter().map(f).collect::<Vec<_>>();
     let pdec = |f: fn(&PlatformSide) -> Decimal| c.platform.iter().map(f).collect::<Vec<_>>();
     let popt = |f: fn(&PlatformSide) -> Option<Decimal>| c.platform.iter().map(f).collect::<Vec<_>>();
     let pident: Vec<Option<String>> = c.platform.iter().map(|p| p.position_identifier.clone()).collect();
     sqlx::query!(
-        r#"INSERT INTO platform_positions (user_id, platform_trade_id, symbol, side, volume, entry_price, take_profit,
+        r#"WITH gone AS (DELETE FROM platform_positions WHERE user_id = $1 AND NOT (platform_trade_id = ANY($3)))
+           INSERT INTO platform_positions (user_id, platform_trade_id, symbol, side, volume, entry_price, take_profit,
                 stop_loss, position_identifier, last_seen_sync_id)
            SELECT $1, t.trade_id, t.symbol, t.side, t.volume, t.entry_price, t.take_profit, t.stop_loss,
                   t.identifier, $2
