@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "proto/trading/v1/common.proto",
+    "proto/trading/v1/errors.proto",
     "proto/trading/v1/reconciliation.proto",
     "proto/trading/v1/positions.proto",
     "proto/trading/v1/guards.proto",

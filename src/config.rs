@@ -131,10 +131,12 @@ pub struct ServerArgs {
     /// before any handler runs.
     #[arg(long, env = "TM_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_request_bytes: usize,
-    /// Maximum in-flight requests per connection; beyond it requests get RESOURCE_EXHAUSTED.
+    /// Maximum calls in flight at once, over all connections; one more is refused at once with
+    /// RESOURCE_EXHAUSTED and a retry hint (health checks are exempt).
     #[arg(long, env = "TM_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
     pub max_concurrent_requests: usize,
-    /// Upper bound on one request's processing time.
+    /// Upper bound on one call's processing time (a caller's shorter `grpc-timeout` is honoured); past it the
+    /// call is dropped and answered DEADLINE_EXCEEDED.
     #[arg(long, env = "TM_REQUEST_TIMEOUT", value_parser = humantime::parse_duration, default_value = "15s")]
     pub request_timeout: Duration,
     /// After SIGTERM/ctrl-c, how long in-flight requests may take to finish before the server stops anyway.

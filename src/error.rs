@@ -3,11 +3,13 @@
 //! Handlers return [`ApiError`]; storage errors convert into it (see `storage::StorageError`). Internal errors are
 //! logged here, once, with their cause chain, and leave the process as an opaque `internal`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::pb;
 use crate::storage::StorageError;
 
 /// One invalid request field.
@@ -19,6 +21,25 @@ pub struct FieldViolation {
     pub description: String,
 }
 
+/// A request that is valid in itself but cannot be applied to the current state (FAILED_PRECONDITION).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// The sync reports another currency than the account's.
+    CurrencyMismatch {
+        /// The account's currency.
+        account_currency: String,
+        /// The currency the sync reported.
+        reported_currency: String,
+    },
+    /// No instrument is known for a symbol.
+    UnknownSymbol {
+        /// The symbol.
+        symbol: String,
+        /// Where in the request it was, e.g. `quotes[3].symbol`.
+        field: String,
+    },
+}
+
 /// Errors a handler can return.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -26,11 +47,35 @@ pub enum ApiError {
     #[error("invalid argument: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
     InvalidArgument(Vec<FieldViolation>),
     /// The caller's token lacks a scope.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
+    #[error("permission denied: {message}")]
+    PermissionDenied {
+        /// The scope needed, e.g. `trading:read:any`.
+        scope: &'static str,
+        /// For a person.
+        message: String,
+    },
     /// The thing asked for does not exist (or belongs to someone else).
-    #[error("{0} not found")]
-    NotFound(String),
+    #[error("{resource} {id} not found")]
+    NotFound {
+        /// What kind of thing, e.g. `position`.
+        resource: &'static str,
+        /// Its id as requested.
+        id: String,
+    },
+    /// An idempotency key was already used for a different request.
+    #[error("request_id {request_id} {why}")]
+    RequestIdReused {
+        /// The key.
+        request_id: String,
+        /// How the earlier request differed.
+        why: &'static str,
+    },
+    /// The request does not fit the current state.
+    #[error("failed precondition: {0:?}")]
+    FailedPrecondition(Precondition),
+    /// A concurrent write conflicted (serialization failure, deadlock); nothing was stored: retry.
+    #[error("aborted by a concurrent update")]
+    Aborted,
     /// A dependency is down; retry later.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -44,32 +89,124 @@ impl ApiError {
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         ApiError::InvalidArgument(vec![FieldViolation { field: field.into(), description: description.into() }])
     }
+
+    /// A copy for another caller sharing one load's result (an internal error keeps only its text).
+    pub fn share(&self) -> ApiError {
+        match self {
+            ApiError::InvalidArgument(v) => ApiError::InvalidArgument(v.clone()),
+            ApiError::PermissionDenied { scope, message } => {
+                ApiError::PermissionDenied { scope, message: message.clone() }
+            }
+            ApiError::NotFound { resource, id } => ApiError::NotFound { resource, id: id.clone() },
+            ApiError::RequestIdReused { request_id, why } => {
+                ApiError::RequestIdReused { request_id: request_id.clone(), why }
+            }
+            ApiError::FailedPrecondition(p) => ApiError::FailedPrecondition(p.clone()),
+            ApiError::Aborted => ApiError::Aborted,
+            ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
+            ApiError::Internal(source) => ApiError::Internal(source.to_string().into()),
+        }
+    }
 }
 
 /// How long clients are told to wait before retrying an UNAVAILABLE call.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long clients are told to wait before retrying an ABORTED write.
+pub const RETRY_ABORTED_AFTER: Duration = Duration::from_millis(100);
+/// `google.rpc.ErrorInfo.domain` of every error this service returns.
+pub const ERROR_DOMAIN: &str = "trading-monitor";
+
+/// A status with a `google.rpc.ErrorInfo` (reason = the [`pb::ErrorReason`] name without its prefix) and any
+/// further `details`. Every status this service creates goes through here.
+pub fn status(
+    code: Code,
+    message: impl Into<String>,
+    reason: pb::ErrorReason,
+    metadata: &[(&str, &str)],
+    mut details: ErrorDetails,
+) -> Status {
+    let name = reason.as_str_name();
+    let reason = name.strip_prefix("ERROR_REASON_").unwrap_or(name);
+    let metadata: HashMap<String, String> = metadata.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    details.set_error_info(reason, ERROR_DOMAIN, metadata);
+    Status::with_error_details(code, message, details)
+}
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Status {
+        use pb::ErrorReason as R;
+        let message = err.to_string();
         match err {
             ApiError::InvalidArgument(violations) => {
-                let message = ApiError::InvalidArgument(violations.clone()).to_string();
                 let mut details = ErrorDetails::new();
-                for v in violations {
-                    details.add_bad_request_violation(v.field, v.description);
+                for v in &violations {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
                 }
-                Status::with_error_details(Code::InvalidArgument, message, details)
+                let first = violations.first().map_or("", |v| v.field.as_str());
+                status(Code::InvalidArgument, message, R::FieldInvalid, &[("field", first)], details)
             }
-            ApiError::PermissionDenied(reason) => Status::permission_denied(reason),
-            ApiError::NotFound(what) => Status::not_found(format!("{what} not found")),
-            ApiError::Unavailable(reason) => Status::with_error_details(
+            ApiError::PermissionDenied { scope, message } => {
+                status(Code::PermissionDenied, message, R::ScopeMissing, &[("scope", scope)], ErrorDetails::new())
+            }
+            ApiError::NotFound { resource, ref id } => status(
+                Code::NotFound,
+                message.clone(),
+                R::ResourceNotFound,
+                &[("resource", resource), ("id", id)],
+                ErrorDetails::new(),
+            ),
+            ApiError::RequestIdReused { ref request_id, .. } => status(
+                Code::AlreadyExists,
+                message.clone(),
+                R::RequestIdReused,
+                &[("request_id", request_id)],
+                ErrorDetails::new(),
+            ),
+            ApiError::FailedPrecondition(Precondition::CurrencyMismatch { account_currency, reported_currency }) => {
+                let text = format!(
+                    "the sync reports currency {reported_currency}, but the account's currency is {account_currency}"
+                );
+                let details = ErrorDetails::with_precondition_failure_violation(
+                    "CURRENCY_MISMATCH",
+                    "snapshot.account.currency",
+                    text.clone(),
+                );
+                status(
+                    Code::FailedPrecondition,
+                    text,
+                    R::CurrencyMismatch,
+                    &[("account_currency", &account_currency), ("reported_currency", &reported_currency)],
+                    details,
+                )
+            }
+            ApiError::FailedPrecondition(Precondition::UnknownSymbol { symbol, field }) => {
+                let text = format!("{field}: {symbol:?} is not a known instrument");
+                let details = ErrorDetails::with_precondition_failure_violation("UNKNOWN_SYMBOL", &field, text.clone());
+                status(
+                    Code::FailedPrecondition,
+                    text,
+                    R::UnknownSymbol,
+                    &[("symbol", &symbol), ("field", &field)],
+                    details,
+                )
+            }
+            ApiError::Aborted => status(
+                Code::Aborted,
+                "the write conflicted with a concurrent one and was rolled back; retry it",
+                R::ConcurrentUpdate,
+                &[],
+                ErrorDetails::with_retry_info(Some(RETRY_ABORTED_AFTER)),
+            ),
+            ApiError::Unavailable(reason) => status(
                 Code::Unavailable,
                 format!("{reason}; retry later"),
+                R::DatabaseUnavailable,
+                &[],
                 ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
             ),
             ApiError::Internal(source) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "internal error");
-                Status::internal("internal error")
+                status(Code::Internal, "internal error", R::Internal, &[], ErrorDetails::new())
             }
         }
     }
@@ -81,6 +218,10 @@ impl From<StorageError> for ApiError {
             StorageError::Unavailable(source) => {
                 tracing::warn!(error = %error_chain(&source), "database unavailable");
                 ApiError::Unavailable("database unavailable".into())
+            }
+            StorageError::Conflict(source) => {
+                tracing::info!(error = %error_chain(&source), "write aborted by a concurrent one");
+                ApiError::Aborted
             }
             other @ (StorageError::Query(_) | StorageError::Corrupt(_) | StorageError::Migrate(_)) => {
                 ApiError::Internal(Box::new(other))
@@ -126,5 +267,61 @@ mod tests {
         let status = Status::from(ApiError::Unavailable("database unavailable".into()));
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(status.get_details_retry_info().and_then(|r| r.retry_delay), Some(RETRY_AFTER));
+    }
+
+    #[test]
+    fn every_error_carries_error_info_with_a_stable_reason() {
+        let cases = [
+            (ApiError::invalid("symbol", "bad"), Code::InvalidArgument, "FIELD_INVALID"),
+            (
+                ApiError::PermissionDenied { scope: "trading:read:any", message: "needs it".into() },
+                Code::PermissionDenied,
+                "SCOPE_MISSING",
+            ),
+            (ApiError::NotFound { resource: "position", id: "x".into() }, Code::NotFound, "RESOURCE_NOT_FOUND"),
+            (
+                ApiError::RequestIdReused { request_id: "r".into(), why: "was used for another request" },
+                Code::AlreadyExists,
+                "REQUEST_ID_REUSED",
+            ),
+            (
+                ApiError::FailedPrecondition(Precondition::CurrencyMismatch {
+                    account_currency: "GBP".into(),
+                    reported_currency: "USD".into(),
+                }),
+                Code::FailedPrecondition,
+                "CURRENCY_MISMATCH",
+            ),
+            (
+                ApiError::FailedPrecondition(Precondition::UnknownSymbol {
+                    symbol: "ZZZ".into(),
+                    field: "quotes[0].symbol".into(),
+                }),
+                Code::FailedPrecondition,
+                "UNKNOWN_SYMBOL",
+            ),
+            (ApiError::Aborted, Code::Aborted, "CONCURRENT_UPDATE"),
+            (ApiError::Unavailable("database unavailable".into()), Code::Unavailable, "DATABASE_UNAVAILABLE"),
+            (ApiError::Internal("boom".into()), Code::Internal, "INTERNAL"),
+        ];
+        for (error, code, reason) in cases {
+            let status = Status::from(error);
+            assert_eq!(status.code(), code);
+            let info = status.get_details_error_info().expect("error info");
+            assert_eq!((info.domain.as_str(), info.reason.as_str()), (ERROR_DOMAIN, reason));
+        }
+    }
+
+    #[test]
+    fn preconditions_and_conflicts_name_what_to_do() {
+        let status = Status::from(ApiError::FailedPrecondition(Precondition::CurrencyMismatch {
+            account_currency: "GBP".into(),
+            reported_currency: "USD".into(),
+        }));
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.metadata.get("account_currency").map(String::as_str), Some("GBP"));
+        assert_eq!(status.get_details_precondition_failure().unwrap().violations[0].r#type, "CURRENCY_MISMATCH");
+        let aborted = Status::from(ApiError::Aborted);
+        assert_eq!(aborted.get_details_retry_info().and_then(|r| r.retry_delay), Some(RETRY_ABORTED_AFTER));
     }
 }

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tonic::Status;
+use tonic::{Code, Status};
 use uuid::Uuid;
 
 use crate::config::{AuthArgs, ConfigError, JwtAlgorithm};
@@ -104,20 +104,22 @@ pub enum AuthError {
 
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Status {
-        match err {
-            AuthError::Missing
-            | AuthError::NotBearer
+        use crate::pb::ErrorReason as R;
+        let reason = match err {
+            AuthError::Missing => R::TokenMissing,
+            AuthError::Expired => R::TokenExpired,
+            AuthError::NotBearer
             | AuthError::Malformed
             | AuthError::Algorithm
             | AuthError::Signature
-            | AuthError::Expired
             | AuthError::NotYetValid
             | AuthError::Issuer
             | AuthError::Audience
             | AuthError::MissingClaim(_)
             | AuthError::Subject
-            | AuthError::Lifetime => Status::unauthenticated(err.to_string()),
-        }
+            | AuthError::Lifetime => R::TokenInvalid,
+        };
+        crate::error::status(Code::Unauthenticated, err.to_string(), reason, &[], tonic_types::ErrorDetails::new())
     }
 }
 

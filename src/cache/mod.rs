@@ -643,13 +643,7 @@ impl Cache {
 
 /// Re-creates a shared load error for one of the callers that waited on it.
 fn share_error(e: &ApiError) -> ApiError {
-    match e {
-        ApiError::InvalidArgument(v) => ApiError::InvalidArgument(v.clone()),
-        ApiError::PermissionDenied(m) => ApiError::PermissionDenied(m.clone()),
-        ApiError::NotFound(m) => ApiError::NotFound(m.clone()),
-        ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
-        ApiError::Internal(source) => ApiError::Internal(source.to_string().into()),
-    }
+    e.share()
 }
 
 #[cfg(test)]

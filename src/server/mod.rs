@@ -25,9 +25,11 @@ use crate::services::reconciliation::ReconciliationApi;
 use crate::storage;
 
 pub mod health;
+pub mod limits;
 mod panic;
 mod trace;
 
+pub use limits::LimitsLayer;
 pub use panic::CatchPanicLayer;
 
 /// A bound, ready-to-run server.
@@ -127,11 +129,9 @@ impl Application {
 
         let limit = server_args.max_request_bytes;
         let router = Server::builder()
-            .timeout(server_args.request_timeout)
-            .concurrency_limit_per_connection(server_args.max_concurrent_requests)
-            .load_shed(true)
             .layer(trace::TraceLayer)
             .layer(CatchPanicLayer)
+            .layer(LimitsLayer::new(server_args.max_concurrent_requests, server_args.request_timeout))
             .layer(AuthLayer::new(verifier, !args.auth.reflection_requires_auth))
             .add_service(tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(
                 reporter.clone(),

@@ -19,18 +19,22 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, ApiError> {
         .ok_or_else(|| ApiError::Internal("request reached a handler without an authenticated caller".into()))
 }
 
-/// The user whose data is read: the request's `user_id`, or the caller when empty. Naming someone else needs
-/// the `trading:read:any` scope.
+/// What a read's `user_id` may say for "the caller" besides the empty string (AIP-122's `users/me`, so REST
+/// paths like `/v1/users/me/positions` work).
+pub const ME: &str = "me";
+
+/// The user whose data is read: the request's `user_id`, or the caller when empty or `me`. Naming someone else
+/// needs the `trading:read:any` scope.
 pub fn target_user(caller: &Caller, field: &str, requested: &str) -> Result<Uuid, ApiError> {
-    if requested.is_empty() {
+    if requested.is_empty() || requested == ME {
         return Ok(caller.user_id);
     }
     let user_id = parse_uuid(field, requested)?;
     if user_id != caller.user_id && !caller.has(Scope::ReadAny) {
-        return Err(ApiError::PermissionDenied(format!(
-            "reading another user's data needs the {} scope",
-            Scope::ReadAny.as_str()
-        )));
+        return Err(ApiError::PermissionDenied {
+            scope: Scope::ReadAny.as_str(),
+            message: format!("reading another user's data needs the {} scope", Scope::ReadAny.as_str()),
+        });
     }
     Ok(user_id)
 }
@@ -40,7 +44,10 @@ pub fn require_scope(caller: &Caller, scope: Scope) -> Result<(), ApiError> {
     if caller.has(scope) {
         Ok(())
     } else {
-        Err(ApiError::PermissionDenied(format!("this call needs the {} scope", scope.as_str())))
+        Err(ApiError::PermissionDenied {
+            scope: scope.as_str(),
+            message: format!("this call needs the {} scope", scope.as_str()),
+        })
     }
 }
 
@@ -164,7 +171,7 @@ mod tests {
         let user = Caller { user_id: me, scopes: vec![] };
         assert_eq!(target_user(&user, "user_id", "").unwrap(), me);
         assert_eq!(target_user(&user, "user_id", &me.to_string()).unwrap(), me);
-        assert!(matches!(target_user(&user, "user_id", &other.to_string()), Err(ApiError::PermissionDenied(_))));
+        assert!(matches!(target_user(&user, "user_id", &other.to_string()), Err(ApiError::PermissionDenied { .. })));
         assert!(matches!(target_user(&user, "user_id", "nope"), Err(ApiError::InvalidArgument(_))));
         let service = Caller { user_id: me, scopes: vec![Scope::ReadAny] };
         assert_eq!(target_user(&service, "user_id", &other.to_string()).unwrap(), other);

@@ -10,6 +10,7 @@ use tonic::Request;
 
 use super::decode::{self, caller, target_user};
 use super::encode::{self, dec, opt_ts, ts};
+use super::paging::{self, Cursor};
 use super::{AppState, RpcResult, cached};
 use crate::cache::Rpc;
 use crate::config::Rules;
@@ -18,6 +19,10 @@ use crate::domain::market::{self, AlertSeverity, MarketAlertKind};
 use crate::pb;
 use crate::pb::guards_service_server::GuardsService;
 use crate::storage::{AccountRow, Book, MarketSnapshot};
+
+/// Default and maximum of ListMarketAlerts' `page_size`: above what one account can have today (three kinds per
+/// held symbol), so a caller that does not page still gets every alert.
+const ALERT_PAGE: (u32, u32) = (1000, 1000);
 
 /// The GuardsService implementation.
 #[derive(Debug, Clone)]
@@ -81,15 +86,36 @@ impl GuardsService for GuardsApi {
         let req = request.get_ref();
         let user_id = target_user(&caller, "user_id", &req.user_id)?;
         let symbol = decode::optional_symbol("symbol", &req.symbol)?;
+        let size = decode::page_size("page_size", req.page_size, ALERT_PAGE.0, ALERT_PAGE.1)? as usize;
+        let filters = paging::fingerprint(&[&user_id.to_string(), symbol.as_ref().map_or("*", |s| s.as_str())]);
+        let after = paging::decode("page_token", &req.page_token, filters)?;
         let (view, freshness) = self.state.book(Rpc::ListMarketAlerts, user_id).await?;
         let book = &view.book;
         let market = self.state.market.current();
         let alerts = alerts(book, &market, symbol.as_ref().map(|s| s.as_str()), &self.state.rules, Utc::now());
+        let any_positions_should_close = alerts.iter().any(|(_, a)| a.should_close_positions);
+        // Keyset paging over the sort key (the list is judged anew at every read, so offsets would shift).
+        let mut page: Vec<(AlertSeverity, pb::MarketAlert)> = alerts
+            .into_iter()
+            .skip_while(|(severity, a)| after.as_ref().is_some_and(|c| alert_key(*severity, a) <= c.key))
+            .take(size + 1)
+            .collect();
+        let next_page_token = if page.len() > size {
+            page.truncate(size);
+            page.last()
+                .map(|(severity, a)| {
+                    paging::encode(filters, &Cursor { time: DateTime::UNIX_EPOCH, key: alert_key(*severity, a) })
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
         let response = pb::ListMarketAlertsResponse {
-            any_positions_should_close: alerts.iter().any(|(_, a)| a.should_close_positions),
-            alerts: alerts.into_iter().map(|(_, a)| a).collect(),
+            any_positions_should_close,
+            alerts: page.into_iter().map(|(_, a)| a).collect(),
             as_of: Some(ts(book.read_at)),
             prices_as_of: opt_ts(market.read_at),
+            next_page_token,
         };
         Ok(cached(response, freshness))
     }
@@ -97,6 +123,17 @@ impl GuardsService for GuardsApi {
     async fn submit_quotes(&self, request: Request<pb::SubmitQuotesRequest>) -> RpcResult<pb::SubmitQuotesResponse> {
         super::ingest::submit_quotes(&self.state, request).await
     }
+}
+
+/// The sort key of an alert in [`alerts`]' order, as text that sorts the same way: most severe first, then
+/// symbol, then kind.
+fn alert_key(severity: AlertSeverity, alert: &pb::MarketAlert) -> String {
+    let rank = match severity {
+        AlertSeverity::Critical => 0,
+        AlertSeverity::Warning => 1,
+    };
+    // Symbols are at most 20 characters of A-Z 0-9 . _ (all above the space used as padding).
+    format!("{rank}{:<20}{:03}", alert.symbol, alert.kind)
 }
 
 /// Active alerts for the held symbols (`only` one of them, if given): stored gap/spread alerts from the market

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use prost::Message;
 use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
 use tonic::{Request, Response};
 
 use super::decode::{self, caller, require_scope};
@@ -15,11 +16,12 @@ use crate::config::Rules;
 use crate::domain::Side;
 use crate::domain::bounds::{DecimalBounds, MONEY, PRICE, VOLUME};
 use crate::domain::reconcile::{self, BrokerSide, PlatformSide};
-use crate::error::{ApiError, FieldViolation};
+use crate::error::{ApiError, FieldViolation, Precondition};
 use crate::pb;
 use crate::storage::quotes::{self, NewCandleClose, NewQuote, QuotesOutcome};
 use crate::storage::syncs::{
-    self, BrokerPositionInput, CompletedSync, NewSync, RecordOutcome, SyncOutcome, SyncRecord, SyncResult,
+    self, BrokerPositionInput, CompletedSync, NewSync, RecordOutcome, RequestIdConflict, SyncOutcome, SyncRecord,
+    SyncResult,
 };
 
 /// How far in the future a reported time may be (clock skew between feed, worker and server).
@@ -236,7 +238,8 @@ fn decode_sync(req: &pb::SubmitBrokerSyncRequest, rules: &Rules, now: DateTime<U
     v.finish()?;
     match (request_id, user_id, started_at, finished_at, result) {
         (Some(request_id), Some(user_id), Some(started_at), Some(finished_at), Some(result)) => {
-            Ok(NewSync { request_id, user_id, started_at, finished_at, result })
+            let fingerprint = Sha256::digest(req.encode_to_vec()).into();
+            Ok(NewSync { request_id, user_id, started_at, finished_at, result, fingerprint })
         }
         // Every None above recorded a violation, so finish() returned early.
         _ => Err(ApiError::Internal("sync decoding lost a violation".into())),
@@ -353,14 +356,23 @@ pub async fn submit_broker_sync(
             tracing::info!(user_id = %sync.user_id, request_id = %sync.request_id, "sync replayed");
             pb::SubmitBrokerSyncResponse::decode(bytes.as_slice()).map_err(|e| ApiError::Internal(Box::new(e)))?
         }
-        RecordOutcome::RequestIdConflict => {
-            return Err(ApiError::invalid("request_id", "was already used for another user's sync").into());
+        RecordOutcome::RequestIdConflict(conflict) => {
+            return Err(ApiError::RequestIdReused {
+                request_id: sync.request_id.to_string(),
+                why: match conflict {
+                    RequestIdConflict::OtherUser => "was already used for another user's sync",
+                    RequestIdConflict::OtherPayload => {
+                        "was already used for a different sync of this user (a retry must repeat the request exactly)"
+                    }
+                },
+            }
+            .into());
         }
-        RecordOutcome::CurrencyMismatch { account_currency } => {
-            return Err(ApiError::invalid(
-                "snapshot.account.currency",
-                format!("differs from the account's currency {account_currency}"),
-            )
+        RecordOutcome::CurrencyMismatch { account_currency, reported_currency } => {
+            return Err(ApiError::FailedPrecondition(Precondition::CurrencyMismatch {
+                account_currency,
+                reported_currency,
+            })
             .into());
         }
     };
@@ -448,7 +460,7 @@ pub async fn submit_quotes(
                     candles.iter().position(|c| c.symbol == symbol).map(|i| format!("candle_closes[{i}].symbol"))
                 })
                 .unwrap_or_else(|| "quotes".into());
-            return Err(ApiError::invalid(field, format!("{symbol:?} is not a known instrument")).into());
+            return Err(ApiError::FailedPrecondition(Precondition::UnknownSymbol { symbol, field }).into());
         }
     };
     let rules = &state.rules.market;

@@ -88,7 +88,7 @@ impl PositionsService for PositionsApi {
         let load = move || async move {
             let read_at = Utc::now();
             let row = storage::positions::get(&pool, user_id, position_id).await?;
-            let row = row.ok_or_else(|| ApiError::NotFound(format!("position {position_id}")))?;
+            let row = row.ok_or_else(|| ApiError::NotFound { resource: "position", id: position_id.to_string() })?;
             Ok(ClosedPosition { read_at, row })
         };
         let (closed, freshness) =

@@ -35,6 +35,10 @@ pub enum StorageError {
     /// PostgreSQL cannot be reached, refused the connection, or the pool is exhausted: retry later.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The transaction conflicted with a concurrent one (SQLSTATE 40001 serialization failure, 40P01 deadlock)
+    /// and was rolled back: the same request can be retried.
+    #[error("transaction aborted by a concurrent one")]
+    Conflict(#[source] sqlx::Error),
     /// A query failed for another reason (a bug, a constraint).
     #[error("database query failed")]
     Query(#[source] sqlx::Error),
@@ -48,7 +52,13 @@ pub enum StorageError {
 
 impl From<sqlx::Error> for StorageError {
     fn from(err: sqlx::Error) -> Self {
-        if is_unavailable(&err) { StorageError::Unavailable(err) } else { StorageError::Query(err) }
+        if is_unavailable(&err) {
+            StorageError::Unavailable(err)
+        } else if is_conflict(&err) {
+            StorageError::Conflict(err)
+        } else {
+            StorageError::Query(err)
+        }
     }
 }
 
@@ -69,6 +79,11 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
             .is_some_and(|c| matches!(&*c, "57P01" | "57P02" | "57P03" | "53300" | "57014") || c.starts_with("08")),
         _ => false,
     }
+}
+
+/// Whether a transaction lost to a concurrent one (serialization failure or deadlock).
+fn is_conflict(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| matches!(&*c, "40001" | "40P01")))
 }
 
 /// Parses a stored lower-case enumeration value.

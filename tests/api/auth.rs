@@ -238,3 +238,20 @@ async fn reflection_can_be_made_to_require_a_token() {
     let status = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn authentication_errors_carry_a_reason_to_branch_on() {
+    let app = spawn_app().await;
+    let reason = |request: tonic::Request<pb::GetReconciliationStatusRequest>| {
+        let mut client = app.recon();
+        async move { code_and_reason(&client.get_reconciliation_status(request).await.unwrap_err()) }
+    };
+    let message = pb::GetReconciliationStatusRequest::default;
+    assert_eq!(reason(tonic::Request::new(message())).await, (Code::Unauthenticated, "TOKEN_MISSING".into()));
+    assert_eq!(reason(with_header(message(), "Bearer a.b.c")).await, (Code::Unauthenticated, "TOKEN_INVALID".into()));
+    let expired = hs256(&json!({ "sub": Uuid::new_v4().to_string(), "exp": now() - 600 }), SECRET.as_bytes());
+    assert_eq!(
+        reason(with_header(message(), &format!("Bearer {expired}"))).await,
+        (Code::Unauthenticated, "TOKEN_EXPIRED".into())
+    );
+}

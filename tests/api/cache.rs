@@ -390,6 +390,7 @@ async fn when_redis_dies_reads_keep_working_and_hits_resume_after_it_returns() {
         args.cache.cache_ttl = Duration::from_secs(60);
         args.cache.cache_l1_ttl = ms(100);
         args.cache.redis_breaker_cooldown = ms(200);
+        args.cache.redis_timeout = ms(100); // the production default: a dead Redis costs a read at most this
         deaf(args);
     })
     .await;

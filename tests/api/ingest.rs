@@ -185,12 +185,15 @@ async fn a_repeated_request_id_returns_the_original_response_and_writes_nothing(
     let events = app.all_events(user).await;
 
     let again = app.submit(request.clone()).await.unwrap();
+    assert_eq!(again, first);
+
+    // The same request id with another payload is not a retry: refused, never answered with the old response.
     let other_content =
         pb::SubmitBrokerSyncRequest { request_id: request.request_id.clone(), ..sync(user, "5000", vec![], vec![]) };
-    let replayed = app.submit(other_content).await.unwrap();
+    let err = app.submit(other_content).await.unwrap_err();
+    assert_eq!(code_and_reason(&err), (tonic::Code::AlreadyExists, "REQUEST_ID_REUSED".into()), "{err:?}");
+    assert_eq!(error_info(&err).2["request_id"], request.request_id);
 
-    assert_eq!(again, first);
-    assert_eq!(replayed, first);
     assert_eq!(app.status(user).await.total_syncs, 1);
     assert_eq!(app.all_events(user).await, events);
     assert_eq!(app.guard_status(user).await.drawdown.unwrap().equity, "10000");
@@ -198,7 +201,8 @@ async fn a_repeated_request_id_returns_the_original_response_and_writes_nothing(
 
     let stolen = pb::SubmitBrokerSyncRequest { user_id: intruder.to_string(), ..request };
     let err = app.submit(stolen).await.unwrap_err();
-    assert_eq!(bad_fields(&err), ["request_id"]);
+    assert_eq!(code_and_reason(&err), (tonic::Code::AlreadyExists, "REQUEST_ID_REUSED".into()), "{err:?}");
+    assert!(err.message().contains("another user"), "{err:?}");
     assert_eq!(app.status(intruder).await.total_syncs, 0);
     assert!(app.all_events(intruder).await.is_empty());
 }
@@ -434,6 +438,8 @@ async fn invalid_syncs_name_the_exact_field_and_write_nothing() {
         ("request_id", |r| r.request_id.clear()),
         ("request_id", |r| r.request_id = "sync-42".into()),
         ("user_id", |r| r.user_id.clear()),
+        // `me` is a reader's alias; a sync worker acts for many users and must name one.
+        ("user_id", |r| r.user_id = "me".into()),
         ("snapshot.broker_positions[0].volume", |r| snapshot(r).broker_positions[0].volume = "0".into()),
         ("snapshot.broker_positions[0].volume", |r| snapshot(r).broker_positions[0].volume = "-0.5".into()),
         ("snapshot.platform_positions[0].volume", |r| snapshot(r).platform_positions[0].volume = "0".into()),
@@ -491,7 +497,9 @@ async fn a_snapshot_in_another_currency_than_the_account_is_rejected_and_not_rec
 
     let err = app.submit(sync_in(user, "USD", "10000", vec![], vec![])).await.unwrap_err();
 
-    assert_eq!(bad_fields(&err), ["snapshot.account.currency"]);
+    assert_eq!(code_and_reason(&err), (tonic::Code::FailedPrecondition, "CURRENCY_MISMATCH".into()), "{err:?}");
+    let (_, _, metadata) = error_info(&err);
+    assert_eq!((metadata["account_currency"].as_str(), metadata["reported_currency"].as_str()), ("GBP", "USD"));
     assert_eq!(app.status(user).await.total_syncs, 1);
 }
 

@@ -46,7 +46,7 @@ async fn drawdown(app: &TestApp, user: Uuid) -> pb::DrawdownStatus {
 }
 
 async fn alerts(app: &TestApp, user: Uuid, symbol: &str) -> Result<pb::ListMarketAlertsResponse, tonic::Status> {
-    let request = pb::ListMarketAlertsRequest { user_id: String::new(), symbol: symbol.into() };
+    let request = pb::ListMarketAlertsRequest { symbol: symbol.into(), ..Default::default() };
     app.guards().list_market_alerts(authed(request, &token(user, &[]))).await.map(|r| r.into_inner())
 }
 
@@ -342,19 +342,28 @@ async fn an_invalid_quote_batch_names_the_entry_and_field_and_writes_nothing() {
         ("quotes[1].bid", quotes(vec![wide(), quote("EURUSD", "-1.08", "1.08")])),
         ("quotes[1].bid", quotes(vec![wide(), quote("EURUSD", "1e3", "1.08")])),
         ("quotes[1].ask", quotes(vec![wide(), quote("EURUSD", "1.0801", "1.0800")])),
-        ("quotes[1].symbol", quotes(vec![wide(), quote("ZZZZZZ", "1", "1")])),
         ("quotes[0].symbol", quotes(vec![quote("xau", "1", "1")])),
         ("quotes[1].quote_time", quotes(vec![wide(), aged(-60, quote("EURUSD", "1.08", "1.08"))])),
         ("quotes[1].quote_time", quotes(vec![wide(), pb::Quote { quote_time: None, ..quote("EURUSD", "1", "1") }])),
         ("quotes", pb::SubmitQuotesRequest::default()),
         ("candle_closes[0].previous_close", with_candle(candle("BTCUSD", "0", "65000"))),
         ("candle_closes[0].open", with_candle(candle("BTCUSD", "65000", "abc"))),
-        ("candle_closes[0].symbol", with_candle(candle("ZZZZZZ", "1", "2"))),
     ];
-
     for (field, batch) in cases {
         let err = app.quote(batch).await.expect_err(field);
         assert_eq!(bad_fields(&err), [field], "{err:?}");
+        assert_eq!(error_info(&err).2.get("field").map(String::as_str), Some(field), "{err:?}");
+    }
+    // Well-formed, but no such instrument: a precondition on the service's state, not a malformed field.
+    let unknown = [
+        ("quotes[1].symbol", quotes(vec![wide(), quote("ZZZZZZ", "1", "1")])),
+        ("candle_closes[0].symbol", with_candle(candle("ZZZZZZ", "1", "2"))),
+    ];
+    for (field, batch) in unknown {
+        let err = app.quote(batch).await.expect_err(field);
+        assert_eq!(code_and_reason(&err), (tonic::Code::FailedPrecondition, "UNKNOWN_SYMBOL".into()), "{err:?}");
+        let (_, _, metadata) = error_info(&err);
+        assert_eq!((metadata["symbol"].as_str(), metadata["field"].as_str()), ("ZZZZZZ", field));
     }
 
     assert_eq!(count(&app, "SELECT count(*) FROM latest_quotes").await, 0);
@@ -374,4 +383,64 @@ async fn submitting_quotes_needs_the_sync_write_scope() {
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{scopes:?}");
     }
     assert_eq!(count(&app, "SELECT count(*) FROM latest_quotes").await, 0);
+}
+
+#[tokio::test]
+async fn market_alerts_page_most_severe_first_and_a_token_only_fits_its_filter() {
+    let app = spawn_app().await;
+    let user = Uuid::new_v4();
+    hold(&app, user, "10000", &["XAUUSD", "BTCUSD", "EURUSD", "GBPUSD"]).await;
+    // BTCUSD: a critical gap; XAUUSD and EURUSD: warning spreads; GBPUSD: a fresh, tight quote (no alert).
+    app.quote(quotes(vec![
+        quote("XAUUSD", "2000", "2012"),
+        quote("EURUSD", "1.0000", "1.0060"),
+        quote("GBPUSD", "1.2600", "1.2601"),
+        quote("BTCUSD", "65000", "65010"),
+    ]))
+    .await
+    .unwrap();
+    app.quote(candles(vec![candle("BTCUSD", "65000", "72000")])).await.unwrap();
+    let everything = alerts(&app, user, "").await.unwrap();
+    let expected: Vec<(String, AlertKind)> = everything.alerts.iter().map(|a| (a.symbol.clone(), a.kind())).collect();
+    assert_eq!(
+        expected,
+        [
+            ("BTCUSD".into(), AlertKind::PriceGap),
+            ("EURUSD".into(), AlertKind::WideSpread),
+            ("XAUUSD".into(), AlertKind::WideSpread)
+        ]
+    );
+    assert!(everything.next_page_token.is_empty(), "the default page holds them all");
+
+    let mut walked = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10 {
+        let request = pb::ListMarketAlertsRequest { page_size: 1, page_token: token.clone(), ..Default::default() };
+        let page = app.guards().list_market_alerts(authed(request, &token_for(user))).await.unwrap().into_inner();
+        assert!(page.alerts.len() <= 1);
+        assert!(page.any_positions_should_close, "the verdict covers every page");
+        walked.extend(page.alerts.iter().map(|a| (a.symbol.clone(), a.kind())));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(walked, expected);
+
+    let first = pb::ListMarketAlertsRequest { page_size: 1, ..Default::default() };
+    let token = app.guards().list_market_alerts(authed(first, &token_for(user))).await.unwrap().into_inner();
+    let other_filter = pb::ListMarketAlertsRequest {
+        symbol: "XAUUSD".into(),
+        page_token: token.next_page_token,
+        ..Default::default()
+    };
+    let err = app.guards().list_market_alerts(authed(other_filter, &token_for(user))).await.unwrap_err();
+    assert_eq!(bad_fields(&err), ["page_token"]);
+    let negative = pb::ListMarketAlertsRequest { page_size: -1, ..Default::default() };
+    let err = app.guards().list_market_alerts(authed(negative, &token_for(user))).await.unwrap_err();
+    assert_eq!(bad_fields(&err), ["page_size"]);
+}
+
+fn token_for(user: Uuid) -> String {
+    token(user, &[])
 }

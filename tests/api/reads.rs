@@ -279,14 +279,23 @@ async fn naming_another_user_needs_the_read_any_scope() {
     let request = || pb::GetGuardStatusRequest { user_id: other.to_string() };
 
     let err = app.guards().get_guard_status(authed(request(), &token(caller, &[]))).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(code_and_reason(&err), (Code::PermissionDenied, "SCOPE_MISSING".into()));
+    assert_eq!(error_info(&err).2["scope"], "trading:read:any");
     let err = app.guards().get_guard_status(authed(request(), &token(caller, &[SYNC_WRITE]))).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(app.guards().get_guard_status(authed(request(), &token(caller, &[READ_ANY]))).await.is_ok());
 
-    // Naming yourself needs nothing; a malformed id is the field's fault.
+    // Naming yourself needs nothing, by id or as `me`; a malformed id is the field's fault.
     let me = pb::GetDrawdownStatusRequest { user_id: caller.to_string() };
     assert!(app.guards().get_drawdown_status(authed(me, &token(caller, &[]))).await.is_ok());
+    app.submit(sync(caller, "1000", vec![broker("7", "XAUUSD", Buy, "1", "2000", "2000")], vec![])).await.unwrap();
+    let by_alias = pb::ListOpenPositionsRequest { user_id: "me".into(), ..Default::default() };
+    let mine = app.positions().list_open_positions(authed(by_alias, &token(caller, &[]))).await.unwrap().into_inner();
+    assert_eq!(mine.positions.len(), 1);
+    assert_eq!(mine.positions[0].user_id, caller.to_string());
+    let status = pb::GetReconciliationStatusRequest { user_id: "me".into(), ..Default::default() };
+    let status = app.recon().get_reconciliation_status(authed(status, &token(caller, &[]))).await.unwrap();
+    assert_eq!(status.into_inner().user_id, caller.to_string());
     let bad = pb::GetDrawdownStatusRequest { user_id: "not-a-uuid".into() };
     let err = app.guards().get_drawdown_status(authed(bad, &token(caller, &[]))).await.unwrap_err();
     assert_eq!(bad_fields(&err), ["user_id"]);
@@ -303,7 +312,7 @@ async fn guard_reads_of_a_new_user_are_healthy_and_unknown() {
     assert!(!status.any_positions_should_close);
     assert!(at(&status.evaluated_time) >= at(&status.as_of), "evaluated when served, on data read earlier");
 
-    let bad = pb::ListMarketAlertsRequest { user_id: String::new(), symbol: "BTC/USD".into() };
+    let bad = pb::ListMarketAlertsRequest { symbol: "BTC/USD".into(), ..Default::default() };
     let err = app.guards().list_market_alerts(authed(bad, &token(user, &[]))).await.unwrap_err();
     assert_eq!(bad_fields(&err), ["symbol"]);
 }

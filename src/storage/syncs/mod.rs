@@ -92,6 +92,9 @@ pub struct NewSync {
     pub finished_at: DateTime<Utc>,
     /// Outcome.
     pub result: SyncResult,
+    /// SHA-256 of the request as received (its protobuf encoding), to tell a retry of this request from another
+    /// request reusing its `request_id`.
+    pub fingerprint: [u8; 32],
 }
 
 /// How a recorded sync ended.
@@ -144,13 +147,24 @@ pub enum RecordOutcome {
     Recorded(SyncRecord),
     /// The request id was seen before for this user: the stored response, verbatim.
     Replayed(Vec<u8>),
-    /// The request id was used before for another user.
-    RequestIdConflict,
+    /// The request id was used before for a different request.
+    RequestIdConflict(RequestIdConflict),
     /// The snapshot's currency differs from the account's.
     CurrencyMismatch {
         /// The account's currency.
         account_currency: String,
+        /// The currency the sync reported.
+        reported_currency: String,
     },
+}
+
+/// How the request that first used a request id differed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestIdConflict {
+    /// It was another user's sync.
+    OtherUser,
+    /// It was another sync of the same user (a different payload).
+    OtherPayload,
 }
 
 /// An event to append.
@@ -183,7 +197,10 @@ pub async fn record(
         && let Some(existing) = &account.currency
         && existing != &c.currency
     {
-        return Ok(RecordOutcome::CurrencyMismatch { account_currency: existing.clone() });
+        return Ok(RecordOutcome::CurrencyMismatch {
+            account_currency: existing.clone(),
+            reported_currency: c.currency.clone(),
+        });
     }
 
     // A snapshot older than the one already applied (late delivery, concurrent workers) must not roll anything
@@ -290,7 +307,10 @@ pub async fn record(
         // A concurrent submission of the same request id committed first (it held the account lock while we
         // waited): undo everything and answer as it did.
         tx.rollback().await?;
-        return Ok(replay(pool, sync).await?.unwrap_or(RecordOutcome::RequestIdConflict));
+        // (`None` cannot happen: the row that won is committed. Answer as for a different request, never silently.)
+        return Ok(replay(pool, sync)
+            .await?
+            .unwrap_or(RecordOutcome::RequestIdConflict(RequestIdConflict::OtherPayload)));
     }
     tx.commit().await?;
     Ok(RecordOutcome::Recorded(record))
@@ -408,8 +428,8 @@ async fn finish(
            )
            INSERT INTO syncs (sync_id, request_id, user_id, status, started_at, finished_at, error_message,
                               matched_count, divergence_count, broker_only_count, missing_count, balance, equity,
-                              margin, response)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                              margin, response, request_fingerprint)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $26)
            ON CONFLICT (request_id) DO NOTHING
            RETURNING sync_id"#,
         record.sync_id,
@@ -436,23 +456,31 @@ async fn finish(
         &positions as &[Option<Uuid>],
         &symbols as &[Option<String>],
         &messages,
-        &details
+        &details,
+        sync.fingerprint.as_slice()
     )
     .fetch_optional(&mut **tx)
     .await?;
     Ok(inserted.is_some())
 }
 
-/// The stored response if this request id was already recorded (for this user), or a conflict.
+/// The stored response if this request id was already recorded for this very request (same user, same
+/// fingerprint), or the conflict if it was recorded for another; `None` if it is new.
 async fn replay(pool: &PgPool, sync: &NewSync) -> Result<Option<RecordOutcome>, StorageError> {
-    let row = sqlx::query!("SELECT user_id, response FROM syncs WHERE request_id = $1", sync.request_id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(row.map(|r| match r.response {
-        Some(bytes) if r.user_id == sync.user_id => RecordOutcome::Replayed(bytes),
-        Some(_) => RecordOutcome::RequestIdConflict,
-        // Rows are only visible after commit, and the response is written before commit.
-        None => RecordOutcome::RequestIdConflict,
+    let row =
+        sqlx::query!("SELECT user_id, response, request_fingerprint FROM syncs WHERE request_id = $1", sync.request_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|r| {
+        // Syncs recorded before fingerprints were kept have none: they replay on the request id alone.
+        let same_payload = r.request_fingerprint.as_deref().is_none_or(|f| f == sync.fingerprint.as_slice());
+        match r.response {
+            _ if r.user_id != sync.user_id => RecordOutcome::RequestIdConflict(RequestIdConflict::OtherUser),
+            _ if !same_payload => RecordOutcome::RequestIdConflict(RequestIdConflict::OtherPayload),
+            Some(bytes) => RecordOutcome::Replayed(bytes),
+            // Rows are only visible after commit, and the response is written before commit.
+            None => RecordOutcome::RequestIdConflict(RequestIdConflict::OtherPayload),
+        }
     }))
 }
 

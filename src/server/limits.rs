@@ -1,0 +1,192 @@
+//! Bounds on every call: how many run at once, and for how long.
+//!
+//! - **In flight:** at most `max_in_flight` calls at once over all connections (the in-process REST gateway's
+//!   included). One more is answered at once with `RESOURCE_EXHAUSTED` (reason OVERLOADED) and a `RetryInfo`,
+//!   instead of queueing behind the others: under overload a fast "try again shortly" beats a slow answer.
+//!   Health checks are exempt, so an overloaded replica still says whether it is up.
+//! - **Deadline:** the caller's `grpc-timeout`, capped by `max_timeout` (or `max_timeout` when the caller sets
+//!   none). A call past it is dropped (a write's transaction rolls back) and answered `DEADLINE_EXCEEDED`
+//!   (reason TIMEOUT).
+//!
+//! Hand-written rather than tonic's `Server::timeout` / `concurrency_limit_per_connection` / `load_shed`: those
+//! answer `CANCELLED` for a timeout and carry no `ErrorInfo`/`RetryInfo`, and the limit is per connection, so
+//! it bounds nothing when many clients connect.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
+use tonic::Code;
+use tonic_types::ErrorDetails;
+use tower::{Layer, Service};
+
+use crate::error;
+use crate::pb::ErrorReason;
+
+/// Paths that are never refused for load.
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+/// How long an overloaded caller is told to wait.
+pub const RETRY_OVERLOADED_AFTER: Duration = Duration::from_millis(200);
+
+/// Builds [`LimitsService`]s sharing one budget of calls in flight.
+#[derive(Debug, Clone)]
+pub struct LimitsLayer {
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
+    max_timeout: Duration,
+}
+
+impl LimitsLayer {
+    /// At most `max_in_flight` calls at once (at least 1), each for at most `max_timeout`.
+    pub fn new(max_in_flight: usize, max_timeout: Duration) -> Self {
+        let max_in_flight = max_in_flight.max(1);
+        LimitsLayer { in_flight: Arc::new(Semaphore::new(max_in_flight)), max_in_flight, max_timeout }
+    }
+}
+
+impl<S> Layer<S> for LimitsLayer {
+    type Service = LimitsService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        LimitsService { inner, layer: self.clone() }
+    }
+}
+
+/// Refuses a call beyond the in-flight budget, and ends one past its deadline.
+#[derive(Debug, Clone)]
+pub struct LimitsService<S> {
+    inner: S,
+    layer: LimitsLayer,
+}
+
+impl<S, B> Service<http::Request<B>> for LimitsService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let exempt = request.uri().path().starts_with(HEALTH_PREFIX);
+        let permit = if exempt {
+            None
+        } else {
+            match self.layer.in_flight.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let limit = self.layer.max_in_flight;
+                    tracing::warn!(limit, "overloaded: refusing a call");
+                    let response = error::status(
+                        Code::ResourceExhausted,
+                        format!("the server is at its limit of {limit} calls in flight; retry shortly"),
+                        ErrorReason::Overloaded,
+                        &[],
+                        ErrorDetails::with_retry_info(Some(RETRY_OVERLOADED_AFTER)),
+                    )
+                    .into_http();
+                    return Box::pin(async move { Ok(response) });
+                }
+            }
+        };
+        let timeout = deadline(request.headers().get("grpc-timeout"), self.layer.max_timeout);
+        let future = inner.call(request);
+        Box::pin(async move {
+            let _permit = permit;
+            match tokio::time::timeout(timeout, future).await {
+                Ok(result) => result,
+                Err(_) => Ok(error::status(
+                    Code::DeadlineExceeded,
+                    format!("the call did not finish within its deadline of {} ms", timeout.as_millis()),
+                    ErrorReason::Timeout,
+                    &[],
+                    ErrorDetails::new(),
+                )
+                .into_http()),
+            }
+        })
+    }
+}
+
+/// The caller's `grpc-timeout` (e.g. `250m`), capped by `max`; `max` when absent or malformed.
+fn deadline(header: Option<&http::HeaderValue>, max: Duration) -> Duration {
+    header.and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout).map_or(max, |t| t.min(max))
+}
+
+/// Parses the gRPC `TimeoutValue TimeoutUnit` format: at most 8 digits and one of `H M S m u n`.
+pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    let (digits, unit) = text.split_at_checked(text.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tonic_types::StatusExt;
+
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_per_the_spec() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "m", "123456789m", "10x", "-1S", "1.5S", "٣S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+        let max = Duration::from_secs(15);
+        assert_eq!(deadline(Some(&http::HeaderValue::from_static("1H")), max), max);
+        assert_eq!(deadline(None, max), max);
+    }
+
+    fn status_of(response: &http::Response<tonic::body::Body>) -> tonic::Status {
+        tonic::Status::from_header_map(response.headers()).expect("a grpc status in the headers")
+    }
+
+    #[tokio::test]
+    async fn a_call_beyond_the_budget_is_refused_with_a_retry_hint_and_a_slow_one_times_out() {
+        let slow = tower::service_fn(|_: http::Request<()>| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, Infallible>(http::Response::new(tonic::body::Body::empty()))
+        });
+        let mut service = LimitsLayer::new(1, Duration::from_millis(50)).layer(slow);
+        let first = service.call(http::Request::new(()));
+        let refused = service.call(http::Request::new(())).await.unwrap();
+        let status = status_of(&refused);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.get_details_retry_info().and_then(|r| r.retry_delay), Some(RETRY_OVERLOADED_AFTER));
+        assert_eq!(status.get_details_error_info().unwrap().reason, "OVERLOADED");
+
+        let health = http::Request::builder().uri("/grpc.health.v1.Health/Check").body(()).unwrap();
+        let health = service.call(health);
+        let timed_out = status_of(&first.await.unwrap());
+        assert_eq!(timed_out.code(), Code::DeadlineExceeded);
+        assert_eq!(timed_out.get_details_error_info().unwrap().reason, "TIMEOUT");
+        assert_eq!(status_of(&health.await.unwrap()).code(), Code::DeadlineExceeded, "exempt from the budget only");
+        // The permit came back: the next call is admitted (and times out in turn).
+        assert_eq!(status_of(&service.call(http::Request::new(())).await.unwrap()).code(), Code::DeadlineExceeded);
+    }
+}
