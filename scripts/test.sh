@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-services.sh
 export SQLX_OFFLINE=true
-cargo test --all-targets "$@"
+cargo test --workspace --all-targets "$@"

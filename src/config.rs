@@ -124,6 +124,10 @@ pub enum JwtAlgorithm {
 /// Transport and lifecycle settings of the gRPC server.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
+    /// Also serve the REST/JSON gateway (routes from the protos, /openapi.json, /healthz and a status page at /) on
+    /// this address, calling the gRPC services in process. `demo` defaults to 127.0.0.1:8080.
+    #[arg(long, env = "TM_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "TM_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -308,6 +312,8 @@ pub struct ServeArgs {
     pub server: ServerArgs,
     #[command(flatten)]
     pub rules: RuleArgs,
+    #[command(flatten)]
+    pub http: trading_gateway::HttpArgs,
 }
 
 /// Options of `token`.

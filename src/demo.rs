@@ -20,9 +20,13 @@ use crate::pb::guards_service_client::GuardsServiceClient;
 use crate::pb::reconciliation_service_client::ReconciliationServiceClient;
 use crate::server::Application;
 use crate::storage;
+use trading_gateway::page::DemoUser;
 
 /// The development secret used when none is configured. Printed tokens are signed with it.
 pub const DEMO_SECRET: &str = "trading-monitor-demo-secret-change-me-0123456789";
+
+/// Where the demo serves REST and the status page unless `--http-listen` says otherwise.
+pub const DEMO_HTTP_LISTEN: &str = "127.0.0.1:8080";
 
 /// Alice: GBP account, a drawdown in WARNING, an entry-slippage divergence, a BTCUSD gap alert.
 pub const ALICE: Uuid = Uuid::from_u128(0xa11ce000_0000_4000_8000_000000000001);
@@ -41,17 +45,26 @@ pub async fn run(mut args: ServeArgs, shutdown: impl Future<Output = ()> + Send 
     storage::create_database_if_missing(&args.database.database_url)
         .await
         .with_context(|| "cannot create the demo database (is PostgreSQL running? see DATABASE_URL)")?;
-    let app = Application::build(args).await?;
-    let addr = app.local_addr();
-    let server = tokio::spawn(app.run_until(shutdown));
-
-    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    if args.server.http_listen.is_none() {
+        args.server.http_listen = Some(DEMO_HTTP_LISTEN.parse()?);
+    }
     let mint = |user_id: Uuid, scopes: &[String]| {
         auth::mint_hs256(
             &secret,
             &TokenSpec { user_id, scopes, ttl: Duration::from_secs(86_400), issuer: None, audience: None },
         )
     };
+    let mut app = Application::build(args).await?;
+    let addr = app.local_addr();
+    let http = app.http_addr();
+    app.set_demo_users(vec![
+        DemoUser { label: "alice (GBP, drawdown WARNING)".into(), token: mint(ALICE, &[])? },
+        DemoUser { label: "bob (USD, manual trade)".into(), token: mint(BOB, &[])? },
+        DemoUser { label: "carol (EUR, last sync failed)".into(), token: mint(CAROL, &[])? },
+    ]);
+    let server = tokio::spawn(app.run_until(shutdown));
+
+    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
     let backend = Backend {
         channel,
         token: mint(
@@ -64,7 +77,7 @@ pub async fn run(mut args: ServeArgs, shutdown: impl Future<Output = ()> + Send 
 
     let user_token = mint(ALICE, &[])?;
     let service_token = mint(Uuid::new_v4(), &["trading:read:any".to_owned()])?;
-    print_instructions(&addr.to_string(), &user_token, &service_token);
+    print_instructions(&addr.to_string(), http.map(|a| a.to_string()).as_deref(), &user_token, &service_token);
 
     let feed = tokio::spawn(async move { backend.keep_live().await });
     let result = server.await.context("server task failed")?;
@@ -72,8 +85,8 @@ pub async fn run(mut args: ServeArgs, shutdown: impl Future<Output = ()> + Send 
     result
 }
 
-fn print_instructions(addr: &str, user_token: &str, service_token: &str) {
-    println!(
+fn print_instructions(addr: &str, http: Option<&str>, user_token: &str, service_token: &str) {
+    print!(
         r#"
 trading-monitor demo is serving on {addr} (ctrl-c to stop). Demo users:
   alice {ALICE}  GBP: drawdown WARNING, entry-slippage divergence, BTCUSD gap alert
@@ -97,6 +110,24 @@ grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{}}' {addr} trading.v1
 grpcurl -plaintext -d '{{}}' {addr} grpc.health.v1.Health/Check
 "#
     );
+    if let Some(http) = http {
+        print!(
+            r#"
+# REST (JSON) through the in-process gateway; status page: http://{http}/ (pick a demo user); OpenAPI: http://{http}/openapi.json
+curl -H "Authorization: Bearer $TOKEN" http://{http}/v1/users/me/positions
+curl -H "Authorization: Bearer $TOKEN" http://{http}/v1/users/me/positions/POSITION_ID
+curl -H "Authorization: Bearer $TOKEN" "http://{http}/v1/users/me/reconciliationStatus?recentEventsLimit=3"
+curl -H "Authorization: Bearer $TOKEN" "http://{http}/v1/users/me/reconciliationEvents?pageSize=10&eventTypes=EVENT_TYPE_DIVERGENCE_DETECTED"
+curl -H "Authorization: Bearer $TOKEN" http://{http}/v1/users/me/guardStatus
+curl -H "Authorization: Bearer $TOKEN" http://{http}/v1/users/me/drawdownStatus
+curl -H "Authorization: Bearer $TOKEN" http://{http}/v1/users/me/marketAlerts
+curl -H "Authorization: Bearer $SERVICE_TOKEN" http://{http}/v1/users/{BOB}/reconciliationStatus
+curl -i http://{http}/v1/users/me/positions     # 401 + WWW-Authenticate, google.rpc.Status body
+curl http://{http}/healthz
+"#
+        );
+    }
+    println!();
 }
 
 /// A trading backend talking to the service over gRPC.

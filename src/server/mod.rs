@@ -37,6 +37,8 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     metrics_listener: Option<TcpListener>,
+    http_listener: Option<TcpListener>,
+    demo_users: Vec<trading_gateway::page::DemoUser>,
     state: AppState,
     verifier: Arc<Verifier>,
     args: ServeArgs,
@@ -64,10 +66,16 @@ impl Application {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
+        let http_listener = match args.server.http_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(Application {
             listener,
             local_addr,
             metrics_listener,
+            http_listener,
+            demo_users: Vec::new(),
             state: AppState { pool, rules: Arc::new(rules), cache, market },
             verifier,
             args,
@@ -99,10 +107,21 @@ impl Application {
         self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The address of the REST gateway, if enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Demo users (label and token) the status page offers (`demo` sets them).
+    pub fn set_demo_users(&mut self, users: Vec<trading_gateway::page::DemoUser>) {
+        self.demo_users = users;
+    }
+
     /// Serves until `shutdown` completes, then reports NOT_SERVING, stops accepting, and lets in-flight calls
     /// finish for at most the configured grace period.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, local_addr, metrics_listener, state, verifier, args } = self;
+        let Application { listener, local_addr, metrics_listener, http_listener, demo_users, state, verifier, args } =
+            self;
         let server_args = &args.server;
         let metrics_task = metrics_listener.map(|l| tokio::spawn(serve_metrics(l, state.cache.clone())));
 
@@ -128,34 +147,50 @@ impl Application {
             .build_v1alpha()?;
 
         let limit = server_args.max_request_bytes;
-        let router = Server::builder()
+        // The layers every call goes through, outermost first, over gRPC and from the in-process REST gateway.
+        let layers = tower::ServiceBuilder::new()
             .layer(trace::TraceLayer)
             .layer(CatchPanicLayer)
             .layer(LimitsLayer::new(server_args.max_concurrent_requests, server_args.request_timeout))
-            .layer(AuthLayer::new(verifier, !args.auth.reflection_requires_auth))
-            .add_service(tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(
-                reporter.clone(),
-            )))
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(ReconciliationServer::new(
-                pb::reconciliation_service_server::ReconciliationServiceServer::new(ReconciliationApi::new(
-                    state.clone(),
-                ))
+            .layer(AuthLayer::new(verifier, !args.auth.reflection_requires_auth));
+        let routes = tonic::service::Routes::new(tonic_health::pb::health_server::HealthServer::new(
+            HealthService::from_health_reporter(reporter.clone()),
+        ))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ReconciliationServer::new(
+            pb::reconciliation_service_server::ReconciliationServiceServer::new(ReconciliationApi::new(state.clone()))
                 .max_decoding_message_size(limit),
-                state.clone(),
-                limit,
-            ))
-            .add_service(PositionsServer::new(
-                pb::positions_service_server::PositionsServiceServer::new(PositionsApi::new(state.clone()))
-                    .max_decoding_message_size(limit),
-                state.clone(),
-                limit,
-            ))
-            .add_service(
-                pb::guards_service_server::GuardsServiceServer::new(GuardsApi::new(state.clone()))
-                    .max_decoding_message_size(limit),
-            );
+            state.clone(),
+            limit,
+        ))
+        .add_service(PositionsServer::new(
+            pb::positions_service_server::PositionsServiceServer::new(PositionsApi::new(state.clone()))
+                .max_decoding_message_size(limit),
+            state.clone(),
+            limit,
+        ))
+        .add_service(
+            pb::guards_service_server::GuardsServiceServer::new(GuardsApi::new(state.clone()))
+                .max_decoding_message_size(limit),
+        );
+        let router = Server::builder().layer(layers.clone()).add_routes(routes.clone());
+        let (http_stop_tx, mut http_stop_rx) = watch::channel(false);
+        let http_task = match http_listener {
+            Some(listener) => {
+                let upstream = trading_gateway::upstream::in_process(layers.service(routes.prepare()));
+                let gateway = trading_gateway::Gateway::new(upstream, args.http.clone())?.with_demo_users(demo_users);
+                Some(tokio::spawn(async move {
+                    let stopped = async move {
+                        let _ = http_stop_rx.wait_for(|stop| *stop).await;
+                    };
+                    if let Err(e) = gateway.serve(listener, stopped).await {
+                        tracing::error!(error = format!("{e:#}"), "REST gateway stopped");
+                    }
+                }))
+            }
+            None => None,
+        };
 
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (draining_tx, mut draining_rx) = watch::channel(false);
@@ -164,6 +199,7 @@ impl Application {
             shutdown.await;
             tracing::info!("shutdown requested: NOT_SERVING, draining in-flight calls");
             let _ = stop_tx.send(true);
+            let _ = http_stop_tx.send(true);
             health::set_all(&shutdown_reporter, ServingStatus::NotServing).await;
             let _ = draining_tx.send(true);
         };
@@ -183,6 +219,9 @@ impl Application {
         };
         watcher.abort();
         market_refresher.abort();
+        if let Some(task) = http_task {
+            task.abort();
+        }
         if let Some(task) = metrics_task {
             task.abort();
         }

@@ -145,6 +145,8 @@ pub fn serve_args(database: &str) -> ServeArgs {
 /// A running server and a direct pool on its database.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The in-process REST gateway's address, when `--http-listen` was given.
+    pub http: Option<SocketAddr>,
     /// The server's cache: its counters tell how many PostgreSQL loads were issued.
     pub cache: trading_monitor::cache::Cache,
     pub channel: Channel,
@@ -201,13 +203,14 @@ pub async fn spawn_with_args(args: ServeArgs, database: String) -> TestApp {
     let key_prefix = args.cache.cache_key_prefix.clone();
     let app = Application::build(args).await.expect("server builds");
     let addr = app.local_addr();
+    let http = app.http_addr();
     let cache = app.cache();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-    TestApp { addr, cache, channel, pool, database, key_prefix, shutdown: Some(tx), server: Some(server) }
+    TestApp { addr, http, cache, channel, pool, database, key_prefix, shutdown: Some(tx), server: Some(server) }
 }
 
 impl TestApp {

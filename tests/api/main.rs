@@ -11,3 +11,4 @@ mod market;
 mod operations;
 mod reads;
 mod replicas;
+mod rest;

@@ -1,0 +1,289 @@
+//! A REST/JSON gateway for trading-monitor, in the manner of grpc-ecosystem/grpc-gateway v2: routes, JSON mapping
+//! and the OpenAPI document all come from the protos' `google.api.http` annotations, read at start-up from the
+//! embedded descriptor set, so an annotated RPC added later needs no gateway code.
+//!
+//! It runs standalone (`trading-gateway --upstream http://127.0.0.1:50051`, over a gRPC channel) or inside the
+//! service (`trading-monitor serve --http-listen ADDR`, calling the service's own layered routes in process).
+//!
+//! Modules, one concern each: [`template`] (path templates), [`routing`] (the route table), [`json`] (messages
+//! from and to JSON), [`headers`] (headers and metadata), [`upstream`] (the gRPC calls), [`errors`] (status →
+//! HTTP), [`openapi`] (the document), [`page`] (the embedded status page), [`descriptors`] (the contract).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub mod descriptors;
+pub mod errors;
+pub mod headers;
+pub mod json;
+pub mod openapi;
+pub mod page;
+pub mod routing;
+pub mod template;
+pub mod upstream;
+
+pub use errors::GatewayError;
+pub use routing::RouteTable;
+pub use upstream::Upstream;
+
+/// HTTP settings shared by the standalone gateway and the in-process one (`trading-monitor serve`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct HttpArgs {
+    /// Origins allowed to call the API from a browser (CORS), comma-separated, e.g.
+    /// `https://ops.example.com,http://localhost:3000`. Empty: no cross-origin access (same-origin pages, such as
+    /// the status page, and non-browser clients are unaffected).
+    #[arg(long = "http-cors-allow-origins", env = "TM_HTTP_CORS_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub cors_allow_origins: Vec<String>,
+    /// Let cross-origin requests carry cookies or HTTP auth (`Access-Control-Allow-Credentials`). Not needed for
+    /// bearer tokens sent by script.
+    #[arg(long = "http-cors-allow-credentials", env = "TM_HTTP_CORS_ALLOW_CREDENTIALS", default_value_t = false)]
+    pub cors_allow_credentials: bool,
+    /// Largest accepted request body; larger ones get 413.
+    #[arg(long = "http-max-body-bytes", env = "TM_HTTP_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Upper bound on a request's deadline: a longer `Grpc-Timeout`/`X-Request-Timeout` is cut to this, and a
+    /// request without one gets it.
+    #[arg(long = "http-max-timeout", env = "TM_HTTP_MAX_TIMEOUT", value_parser = humantime::parse_duration, default_value = "15s")]
+    pub max_timeout: Duration,
+    /// How long `/healthz` waits for the gRPC health service before answering 503.
+    #[arg(long = "http-health-timeout", env = "TM_HTTP_HEALTH_TIMEOUT", value_parser = humantime::parse_duration, default_value = "2s")]
+    pub health_timeout: Duration,
+}
+
+impl Default for HttpArgs {
+    fn default() -> Self {
+        HttpArgs {
+            cors_allow_origins: Vec::new(),
+            cors_allow_credentials: false,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_timeout: Duration::from_secs(15),
+            health_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot decode the embedded descriptor set: {0}")]
+    Descriptors(#[from] prost_reflect::DescriptorError),
+    #[error(transparent)]
+    Routes(#[from] routing::RouteError),
+    #[error("invalid CORS origin {0:?} (expected e.g. https://ops.example.com)")]
+    Origin(String),
+}
+
+struct Inner {
+    pool: DescriptorPool,
+    table: RouteTable,
+    upstream: Upstream,
+    openapi: Bytes,
+    args: HttpArgs,
+    demo_users: Vec<page::DemoUser>,
+}
+
+/// The gateway: its routes, its upstream and its settings.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+impl Gateway {
+    /// Reads the contract and builds the route table and the OpenAPI document.
+    pub fn new(upstream: Upstream, args: HttpArgs) -> Result<Gateway, StartError> {
+        let pool = descriptors::pool()?;
+        let table = RouteTable::from_pool(&pool)?;
+        let document = openapi::document(&pool, &table, env!("CARGO_PKG_VERSION"));
+        let openapi = Bytes::from(serde_json::to_vec_pretty(&document).expect("JSON values serialize"));
+        Ok(Gateway { inner: Arc::new(Inner { pool, table, upstream, openapi, args, demo_users: Vec::new() }) })
+    }
+
+    /// Demo users (label and token) the status page offers in its picker (the `demo` command sets them).
+    pub fn with_demo_users(mut self, users: Vec<page::DemoUser>) -> Gateway {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.demo_users = users,
+            None => tracing::warn!("demo users must be set before the gateway is shared; ignored"),
+        }
+        self
+    }
+
+    /// The demo users, if any.
+    pub fn demo_users(&self) -> &[page::DemoUser] {
+        &self.inner.demo_users
+    }
+
+    /// The OpenAPI document served at `/openapi.json`.
+    pub fn openapi_json(&self) -> Bytes {
+        self.inner.openapi.clone()
+    }
+
+    /// The axum router: `/` (status page), `/openapi.json`, `/healthz`, and every API route.
+    pub fn router(&self) -> Result<Router, StartError> {
+        let cors = cors(&self.inner.args)?;
+        Ok(Router::new()
+            .route("/", get(page::index))
+            .route("/page/{file}", get(page::asset))
+            .route("/openapi.json", get(openapi_handler))
+            .route("/healthz", get(healthz))
+            .fallback(api)
+            .with_state(self.clone())
+            .layer(cors))
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let address = listener.local_addr()?;
+        tracing::info!(%address, "serving REST at http://{address}/ (OpenAPI at /openapi.json)");
+        axum::serve(listener, self.router()?.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+
+    async fn call(&self, request: Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let inbound = match headers::inbound(&parts.headers, self.inner.args.max_timeout) {
+            Ok(inbound) => inbound,
+            Err(e) => {
+                let mut response = e.into_response_with(&self.inner.pool);
+                let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("valid header");
+                response.headers_mut().insert(headers::REQUEST_ID, id);
+                return response;
+            }
+        };
+        let request_id = inbound.request_id.clone();
+        let mut response = match self.answer(parts, body, inbound).await {
+            Ok(response) => response,
+            Err(e) => e.into_response_with(&self.inner.pool),
+        };
+        response.headers_mut().insert(headers::REQUEST_ID, request_id);
+        response
+    }
+
+    async fn answer(
+        &self,
+        parts: http::request::Parts,
+        body: Body,
+        inbound: headers::Inbound,
+    ) -> Result<Response, GatewayError> {
+        let path = parts.uri.path();
+        let (route, values) = match self.inner.table.lookup(&parts.method, path) {
+            routing::Lookup::Found(route, values) => (route, values),
+            routing::Lookup::MethodNotAllowed(allowed) => return Err(GatewayError::MethodNotAllowed(allowed)),
+            routing::Lookup::NotFound => return Err(GatewayError::NotFound(path.to_owned())),
+        };
+        let body =
+            read_body(&parts, body, self.inner.args.max_body_bytes, route.body != routing::BodyRule::None).await?;
+        let message = json::request_message(route, &values, parts.uri.query(), &body)?;
+        let answer = upstream::unary(
+            &self.inner.upstream,
+            &route.grpc_path(),
+            inbound.metadata,
+            inbound.timeout,
+            Bytes::from(message.encode_to_vec()),
+        )
+        .await?;
+        let output = DynamicMessage::decode(route.method.output(), answer.message)
+            .map_err(|e| GatewayError::Internal(format!("undecodable upstream response: {e}")))?;
+        let json = json::response_json(route, &output)?;
+        let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json).into_response();
+        headers::outbound(&answer.metadata, response.headers_mut());
+        Ok(response)
+    }
+}
+
+async fn api(State(gateway): State<Gateway>, request: Request) -> Response {
+    gateway.call(request).await
+}
+
+async fn openapi_handler(State(gateway): State<Gateway>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], gateway.openapi_json()).into_response()
+}
+
+/// 200 `{"status":"SERVING"}` when the upstream's gRPC health service says SERVING, otherwise 503.
+async fn healthz(State(gateway): State<Gateway>) -> Response {
+    let (code, status) = match upstream::healthy(&gateway.inner.upstream, gateway.inner.args.health_timeout).await {
+        Ok(true) => (StatusCode::OK, "SERVING"),
+        Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNREACHABLE"),
+    };
+    (code, [(header::CONTENT_TYPE, "application/json")], format!("{{\"status\":\"{status}\"}}")).into_response()
+}
+
+/// Reads the body within the limit; a POST body must be JSON (or have no Content-Type).
+async fn read_body(
+    parts: &http::request::Parts,
+    body: Body,
+    limit: usize,
+    expects_body: bool,
+) -> Result<Bytes, GatewayError> {
+    if expects_body && let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default();
+        let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(GatewayError::UnsupportedMediaType(ct.to_owned()));
+        }
+    }
+    if let Some(length) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && length > limit as u64
+    {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(GatewayError::PayloadTooLarge { limit }),
+        Err(e) => Err(GatewayError::BadRequest { field: None, message: format!("cannot read the request body: {e}") }),
+    }
+}
+
+fn cors(args: &HttpArgs) -> Result<CorsLayer, StartError> {
+    let origins = args
+        .cors_allow_origins
+        .iter()
+        .filter(|o| !o.trim().is_empty())
+        .map(|o| {
+            let o = o.trim().trim_end_matches('/');
+            if !(o.starts_with("http://") || o.starts_with("https://")) {
+                return Err(StartError::Origin(o.to_owned()));
+            }
+            HeaderValue::from_str(o).map_err(|_| StartError::Origin(o.to_owned()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::HEAD])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            http::HeaderName::from_static("x-request-id"),
+            http::HeaderName::from_static("x-request-timeout"),
+            http::HeaderName::from_static("grpc-timeout"),
+            http::HeaderName::from_static("traceparent"),
+            http::HeaderName::from_static("tracestate"),
+        ])
+        .expose_headers([
+            http::HeaderName::from_static("x-request-id"),
+            http::HeaderName::from_static("x-cache"),
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+        ])
+        .allow_credentials(args.cors_allow_credentials)
+        .max_age(Duration::from_secs(600)))
+}
