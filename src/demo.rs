@@ -156,13 +156,15 @@ impl Backend {
         Ok(client.submit_quotes(self.request(batch)?).await?.into_inner())
     }
 
-    /// Three minutes of history, replayed idempotently (deterministic request ids) if the demo ran before.
+    /// Three minutes of history ending now. The request ids are this run's own (the payload's times are relative
+    /// to now, and a reused request id with another payload is refused), so a demo started again on the same
+    /// database simply adds newer syncs.
     async fn load_history(&self) -> anyhow::Result<()> {
         let now = Utc::now();
         let minutes_ago = |m: i64| now - chrono::Duration::minutes(m);
         for (step, at) in [(1, minutes_ago(3)), (2, minutes_ago(2)), (3, minutes_ago(1))] {
             for user in [ALICE, BOB, CAROL] {
-                let request_id = Uuid::new_v5(&user, format!("demo-sync-{step}").as_bytes());
+                let request_id = Uuid::new_v5(&user, format!("demo-sync-{step}-{}", now.timestamp_micros()).as_bytes());
                 let response = self.sync(scenario(user, step, at, self.opened, request_id)).await?;
                 tracing::debug!(user_id = %user, step, divergences = response.divergences.len(), "demo sync submitted");
             }

@@ -25,6 +25,9 @@ pub enum GatewayError {
     Unavailable(String),
     #[error("no route for {0}")]
     NotFound(String),
+    /// No `Authorization` header: every API operation needs a bearer token (the OpenAPI document's security).
+    #[error("no bearer token")]
+    TokenMissing,
     #[error("method not allowed")]
     MethodNotAllowed(Vec<http::Method>),
     /// The request cannot be turned into the RPC's message; `field` is the offending field path, when known.
@@ -50,6 +53,7 @@ impl GatewayError {
             GatewayError::Upstream(status) => status.code(),
             GatewayError::Unavailable(_) => Code::Unavailable,
             GatewayError::NotFound(_) => Code::NotFound,
+            GatewayError::TokenMissing => Code::Unauthenticated,
             GatewayError::MethodNotAllowed(_) => Code::Unimplemented,
             GatewayError::BadRequest { .. } | GatewayError::UnsupportedMediaType(_) => Code::InvalidArgument,
             GatewayError::PayloadTooLarge { .. } => Code::ResourceExhausted,
@@ -85,6 +89,10 @@ impl GatewayError {
             GatewayError::NotFound(path) => {
                 (format!("no API route matches {path}; see /openapi.json"), vec![error_info("ROUTE_NOT_FOUND")])
             }
+            GatewayError::TokenMissing => (
+                "missing Authorization header: send `Authorization: Bearer <JWT>`".to_owned(),
+                vec![error_info("TOKEN_MISSING")],
+            ),
             GatewayError::MethodNotAllowed(allowed) => (
                 format!(
                     "method not allowed here; allowed: {}",

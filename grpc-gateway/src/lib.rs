@@ -189,6 +189,11 @@ impl Gateway {
             routing::Lookup::MethodNotAllowed(allowed) => return Err(GatewayError::MethodNotAllowed(allowed)),
             routing::Lookup::NotFound => return Err(GatewayError::NotFound(path.to_owned())),
         };
+        // Every operation needs a token; say so before judging the body (a caller without one learns that
+        // first, as over gRPC, where authentication runs before decoding). The service verifies the token.
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Err(GatewayError::TokenMissing);
+        }
         let body =
             read_body(&parts, body, self.inner.args.max_body_bytes, route.body != routing::BodyRule::None).await?;
         let message = json::request_message(route, &values, parts.uri.query(), &body)?;

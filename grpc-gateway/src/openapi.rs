@@ -146,8 +146,8 @@ impl Generator<'_> {
         op
     }
 
-    /// A whole-message body: the message's schema without the fields the path binds (a body may repeat them, so
-    /// they stay allowed but not required).
+    /// A whole-message body: the message's schema without the fields the path binds (grpc-gateway's generator
+    /// leaves them out too; a body may still repeat them with the same value).
     fn request_body(&mut self, input: &MessageDescriptor, route: &Route) -> Json {
         let bound: Vec<String> =
             route.path_fields.iter().filter(|c| c.len() == 1).map(|c| c[0].json_name().to_owned()).collect();
@@ -157,6 +157,9 @@ impl Generator<'_> {
             let mut schema = self.message_schema(input);
             if let Some(Json::Array(required)) = schema.get_mut("required") {
                 required.retain(|r| !bound.iter().any(|b| r == b));
+            }
+            if let Some(Json::Object(properties)) = schema.get_mut("properties") {
+                properties.retain(|name, _| !bound.contains(name));
             }
             schema
         };
@@ -258,6 +261,19 @@ impl Generator<'_> {
         let mut schema = json!({ "type": "object", "properties": properties, "additionalProperties": false });
         if !required.is_empty() {
             schema["required"] = Json::Array(required);
+        }
+        // At most one member of each oneof (proto3 `optional` fields are synthetic oneofs of one: skipped).
+        let mut pairs = Vec::new();
+        for oneof in message.oneofs().filter(|o| !o.is_synthetic()) {
+            let names: Vec<String> = oneof.fields().map(|f| f.json_name().to_owned()).collect();
+            for (i, a) in names.iter().enumerate() {
+                for b in &names[i + 1..] {
+                    pairs.push(json!({ "required": [a, b] }));
+                }
+            }
+        }
+        if !pairs.is_empty() {
+            schema["not"] = json!({ "anyOf": pairs });
         }
         if let Some(d) = self.comments.get(message.parent_file().name(), message.path()) {
             schema["description"] = json!(d);

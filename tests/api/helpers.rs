@@ -40,7 +40,7 @@ fn admin_options() -> PgConnectOptions {
     PgConnectOptions::from_str(&url).expect("TM_TEST_DATABASE_URL is a PostgreSQL URL")
 }
 
-fn url_for(database: &str) -> String {
+pub fn url_for(database: &str) -> String {
     let o = admin_options();
     format!("postgres://{}@{}:{}/{database}?sslmode=disable", o.get_username(), o.get_host(), o.get_port())
 }

@@ -2,8 +2,11 @@
 //! generated clients.
 
 mod auth;
+mod browser;
 mod cache;
 mod cluster;
+mod contract;
+mod demo;
 mod hardening;
 mod helpers;
 mod ingest;

@@ -85,7 +85,7 @@ fn violations(reply: &Reply) -> Vec<String> {
 }
 
 /// Alice with two open GBP positions, one matched.
-async fn seed(app: &TestApp) -> Uuid {
+pub(crate) async fn seed(app: &TestApp) -> Uuid {
     let alice = Uuid::new_v4();
     app.quote(pb::SubmitQuotesRequest {
         quotes: vec![quote("EURUSD", "1.1000", "1.1002"), quote("GBPUSD", "1.2500", "1.2502")],
