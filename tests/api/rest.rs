@@ -497,3 +497,45 @@ async fn the_openapi_document_lists_every_annotated_rpc() {
         list["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(params, ["user_id", "symbol", "pageSize", "pageToken"]);
 }
+
+#[tokio::test]
+async fn overload_is_429_with_retry_after() {
+    let app = spawn_app_with(|args| {
+        args.server.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        args.server.max_concurrent_requests = 1;
+    })
+    .await;
+    let base = app.http.unwrap();
+    let alice = seed(&app).await;
+    // The one admitted call waits for a symbol lock this test holds.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('trading-monitor:symbol:' || 'EURUSD', 0))")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let batch = json!({ "quotes": [{ "symbol": "EURUSD", "bid": "1.2", "ask": "1.2002", "quoteTime": chrono::Utc::now().to_rfc3339() }] });
+    let slow = tokio::spawn(async move {
+        call(base, Method::POST, "/v1/quotes:submit", Some(&writer()), Some(batch)).await.status
+    });
+    let mut shed = None;
+    for _ in 0..50 {
+        let reply = get(base, "/v1/users/me/positions", &token(alice, &[])).await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            shed = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reply = shed.expect("a second call while one holds the only slot is shed");
+    assert_eq!(reason(&reply), "OVERLOADED");
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert!(
+        reply.body["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["@type"] == "type.googleapis.com/google.rpc.RetryInfo")
+    );
+    blocker.rollback().await.unwrap();
+    assert_eq!(slow.await.unwrap(), StatusCode::OK);
+}

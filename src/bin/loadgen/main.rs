@@ -62,6 +62,12 @@ enum Mode {
         #[arg(long, default_value_t = 1000)]
         users: usize,
     },
+    /// Print the benchmark users' tokens, one per line (what `scripts/wrk-mix.lua` sends over REST).
+    Tokens {
+        /// Users that were seeded.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+    },
     /// The prototype's read mix 5:3:2 (GetReconciliationStatus : ListOpenPositions : GetGuardStatus).
     Mix {
         /// Users to spread reads over (must have been seeded).
@@ -141,6 +147,12 @@ async fn main() -> anyhow::Result<()> {
             ingest::run(&args.jwt_secret, &channels, args.duration, concurrency, shape).await
         }
         Mode::Seed { users } => reads::seed(channels[0].clone(), &args.jwt_secret, *users).await,
+        Mode::Tokens { users } => {
+            for auth in reads::users(*users, &args.jwt_secret)?.auth {
+                println!("{}", auth.to_str()?.trim_start_matches("Bearer "));
+            }
+            Ok(())
+        }
         Mode::Mix { users, metrics, label, quotes_per_sec, syncs_per_sec } => {
             let users = reads::users(*users, &args.jwt_secret)?;
             let concurrency = args.concurrency.unwrap_or(100).max(1);
