@@ -33,6 +33,7 @@ pub mod openapi;
 pub mod page;
 pub mod routing;
 pub mod template;
+pub mod transcode;
 pub mod upstream;
 
 pub use errors::GatewayError;
@@ -89,6 +90,7 @@ pub enum StartError {
 struct Inner {
     pool: DescriptorPool,
     table: RouteTable,
+    transcoder: transcode::Transcoder,
     upstream: Upstream,
     openapi: Bytes,
     args: HttpArgs,
@@ -108,7 +110,10 @@ impl Gateway {
         let table = RouteTable::from_pool(&pool)?;
         let document = openapi::document(&pool, &table, env!("CARGO_PKG_VERSION"));
         let openapi = Bytes::from(serde_json::to_vec_pretty(&document).expect("JSON values serialize"));
-        Ok(Gateway { inner: Arc::new(Inner { pool, table, upstream, openapi, args, demo_users: Vec::new() }) })
+        let transcoder = transcode::Transcoder::new(&pool);
+        Ok(Gateway {
+            inner: Arc::new(Inner { pool, table, transcoder, upstream, openapi, args, demo_users: Vec::new() }),
+        })
     }
 
     /// Demo users (label and token) the status page offers in its picker (the `demo` command sets them).
@@ -205,12 +210,29 @@ impl Gateway {
             Bytes::from(message.encode_to_vec()),
         )
         .await?;
-        let output = DynamicMessage::decode(route.method.output(), answer.message)
-            .map_err(|e| GatewayError::Internal(format!("undecodable upstream response: {e}")))?;
-        let json = json::response_json(route, &output)?;
+        let json = self.response_json(route, answer.message)?;
         let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json).into_response();
         headers::outbound(&answer.metadata, response.headers_mut());
         Ok(response)
+    }
+}
+
+impl Gateway {
+    /// The response as JSON: straight from the wire bytes when the output type has a plan (see [`transcode`]),
+    /// otherwise (or for bytes the plan does not handle) through `prost-reflect`.
+    fn response_json(&self, route: &routing::Route, message: Bytes) -> Result<Bytes, GatewayError> {
+        let output = route.method.output();
+        if route.response_body.is_none()
+            && let Some(plan) = self.inner.transcoder.plan_for(output.full_name())
+        {
+            let mut out = Vec::with_capacity(message.len() * 2 + 64);
+            if self.inner.transcoder.write_json(plan, &message, &mut out).is_ok() {
+                return Ok(Bytes::from(out));
+            }
+        }
+        let decoded = DynamicMessage::decode(output, message)
+            .map_err(|e| GatewayError::Internal(format!("undecodable upstream response: {e}")))?;
+        json::response_json(route, &decoded)
     }
 }
 
