@@ -22,8 +22,14 @@ async fn spawn_with_http() -> TestApp {
 
 /// A standalone gateway (its own listener, a gRPC channel to `upstream`), served until the test ends.
 async fn standalone(upstream: SocketAddr, connect_timeout: Duration) -> SocketAddr {
+    // The same HTTP settings as `spawn_with_http`.
+    let args = trading_gateway::HttpArgs {
+        cors_allow_origins: vec!["http://dashboard.example".into()],
+        max_body_bytes: 64 * 1024,
+        ..Default::default()
+    };
     let channel = trading_gateway::upstream::connect(&format!("http://{upstream}"), connect_timeout).unwrap();
-    let gateway = trading_gateway::Gateway::new(channel, trading_gateway::HttpArgs::default()).unwrap();
+    let gateway = trading_gateway::Gateway::new(channel, args).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { gateway.serve(listener, std::future::pending()).await });
@@ -189,7 +195,13 @@ fn urlencode(s: &str) -> String {
 #[tokio::test]
 async fn ingest_routes_take_the_whole_request_as_the_body() {
     let app = spawn_with_http().await;
-    let base = app.http.unwrap();
+    let standalone = standalone(app.addr, Duration::from_secs(1)).await;
+    for base in [app.http.unwrap(), standalone] {
+        ingest_through(&app, base).await;
+    }
+}
+
+async fn ingest_through(app: &TestApp, base: SocketAddr) {
     let writer = writer();
     let user = Uuid::new_v4();
     let now = chrono::Utc::now();
@@ -249,9 +261,15 @@ async fn ingest_routes_take_the_whole_request_as_the_body() {
 #[tokio::test]
 async fn errors_use_the_grpc_gateway_table_and_google_rpc_status_bodies() {
     let app = spawn_with_http().await;
-    let base = app.http.unwrap();
     let alice = seed(&app).await;
-    let own = token(alice, &[]);
+    let standalone = standalone(app.addr, Duration::from_secs(1)).await;
+    for base in [app.http.unwrap(), standalone] {
+        errors_through(base, &token(alice, &[])).await;
+    }
+}
+
+async fn errors_through(base: SocketAddr, own: &str) {
+    let own = own.to_owned();
 
     // 401: no token, with WWW-Authenticate.
     let reply = call(base, Method::GET, "/v1/users/me/positions", None, None).await;
