@@ -169,18 +169,27 @@ impl Backend {
                 tracing::debug!(user_id = %user, step, divergences = response.divergences.len(), "demo sync submitted");
             }
         }
-        self.quotes(quotes(now, true)).await?;
+        // A 5.4 % BTCUSD opening gap: a WARNING alert for its holders.
+        self.quotes(quotes(now, 0.0, Some(("65000.00", "68500.00")))).await?;
         Ok(())
     }
 
-    /// Keeps the demo live: quotes every 5 s, a fresh sync of each user's latest state every 10 s.
+    /// Keeps the demo live: quotes every 5 s (prices drift in a slow ±0.2 % wave, so P&L moves), a fresh sync of
+    /// each user's latest state every 10 s, and every 2 minutes a 13 % BTCUSD opening gap (a CRITICAL alert: its
+    /// holders should close positions) that a normal candle clears 30 s later.
     async fn keep_live(self) {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.tick().await;
         for n in 1u64.. {
             tick.tick().await;
             let now = Utc::now();
-            if let Err(e) = self.quotes(quotes(now, false)).await {
+            let wave = 0.002 * (n as f64 / 6.0).sin();
+            let candle = match n % 24 {
+                12 => Some(("60000.00", "67950.00")),
+                18 => Some(("67900.00", "67950.00")),
+                _ => None,
+            };
+            if let Err(e) = self.quotes(quotes(now, wave, candle)).await {
                 tracing::warn!(error = %e, "demo quote feed failed");
             }
             if n % 2 == 0 {
@@ -377,31 +386,32 @@ fn scenario(
 
 /// Quotes for every demo symbol and the FX pairs conversion needs; with `gap`, a BTCUSD candle close whose open
 /// gapped 5.38 % above the previous close.
-fn quotes(at: DateTime<Utc>, gap: bool) -> pb::SubmitQuotesRequest {
-    let quote = |symbol: &str, bid: &str, ask: &str| pb::Quote {
+/// The demo's quotes at `at`: prices moved by `wave` (a fraction, e.g. 0.001 = +0.1 %), and optionally a BTCUSD
+/// candle close `(previous_close, open)` that the market guard judges for a gap.
+fn quotes(at: DateTime<Utc>, wave: f64, candle: Option<(&str, &str)>) -> pb::SubmitQuotesRequest {
+    let quote = |symbol: &str, bid: f64, spread: f64, places: usize| pb::Quote {
         symbol: symbol.into(),
-        bid: bid.into(),
-        ask: ask.into(),
+        bid: format!("{:.places$}", bid * (1.0 + wave)),
+        ask: format!("{:.places$}", bid * (1.0 + wave) + spread),
         quote_time: ts(at),
     };
     pb::SubmitQuotesRequest {
         quotes: vec![
-            quote("XAUUSD", "2362.40", "2362.70"),
-            quote("EURUSD", "1.08310", "1.08320"),
-            quote("BTCUSD", "67950.00", "67990.00"),
-            quote("GBPUSD", "1.26500", "1.26520"),
-            quote("USDJPY", "151.200", "151.230"),
-            quote("EURJPY", "163.800", "163.850"),
+            quote("XAUUSD", 2362.40, 0.30, 2),
+            quote("EURUSD", 1.08310, 0.00010, 5),
+            quote("BTCUSD", 67950.00, 40.00, 2),
+            quote("GBPUSD", 1.26500, 0.00020, 5),
+            quote("USDJPY", 151.200, 0.030, 3),
+            quote("EURJPY", 163.800, 0.050, 3),
         ],
-        candle_closes: if gap {
-            vec![pb::CandleClose {
+        candle_closes: candle
+            .map(|(previous_close, open)| pb::CandleClose {
                 symbol: "BTCUSD".into(),
-                previous_close: "65000.00".into(),
-                open: "68500.00".into(),
+                previous_close: previous_close.into(),
+                open: open.into(),
                 open_time: ts(at),
-            }]
-        } else {
-            Vec::new()
-        },
+            })
+            .into_iter()
+            .collect(),
     }
 }
