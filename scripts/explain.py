@@ -160,7 +160,10 @@ def main():
             with open(path) as f:
                 entry = json.load(f)
             query = entry["query"]
-            if not query.lstrip().upper().startswith("SELECT"):
+            head = query.lstrip().upper()
+            # Reads: SELECTs, and WITH queries that write nothing (the feed's pages).
+            if not (head.startswith("SELECT") or
+                    (head.startswith("WITH") and not re.search(r"\b(INSERT|UPDATE|DELETE)\b", head))):
                 continue
             runs = [(HEAVY_USER, ("sync_failed",))]
             if "event_type = t.event_type" in query:

@@ -13,6 +13,7 @@ use crate::domain::ParseEnumError;
 pub mod accounts;
 pub mod book;
 pub mod events;
+pub mod feed;
 pub mod market;
 pub mod positions;
 pub mod quotes;
