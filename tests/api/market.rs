@@ -444,3 +444,39 @@ async fn market_alerts_page_most_severe_first_and_a_token_only_fits_its_filter()
 fn token_for(user: Uuid) -> String {
     token(user, &[])
 }
+
+/// Issue 10's contract bug: a cached guard status must not freeze time. The countdown and a quote's age are
+/// judged when the response is served, also when it comes from the cache.
+#[tokio::test]
+async fn a_cached_guard_status_still_counts_down_and_ages_quotes() {
+    let app = spawn_app_with(|args| {
+        args.rules.pre_liquidation = std::time::Duration::from_secs(10);
+        args.rules.stale_quote_after = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let user = Uuid::new_v4();
+    app.quote(quotes(vec![quote("XAUUSD", "2000", "2000.5")])).await.unwrap();
+    app.submit(finished_ago(40, sync(user, "10000", vec![], vec![]))).await.unwrap();
+    hold(&app, user, "7000", &["XAUUSD"]).await;
+    let read = || async {
+        let request = pb::GetGuardStatusRequest::default();
+        let response = app.guards().get_guard_status(authed(request, &token(user, &[]))).await.unwrap();
+        let cache = response.metadata().get("x-cache").unwrap().to_str().unwrap().to_owned();
+        (cache, response.into_inner())
+    };
+    let (_, first) = read().await;
+    let left = first.drawdown.as_ref().unwrap().time_to_liquidation.unwrap();
+    assert!(first.market_alerts.iter().all(|a| a.kind() != AlertKind::StaleQuote), "{:?}", first.market_alerts);
+
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let (cache, second) = read().await;
+    assert_eq!(cache, "hit", "the second read comes from the cache");
+    let later = second.drawdown.as_ref().unwrap().time_to_liquidation.unwrap();
+    let ms = |d: prost_types::Duration| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000;
+    assert!(ms(left) - ms(later) >= 1200, "the countdown moved with the clock: {left:?} then {later:?}");
+    let stale: Vec<_> = second.market_alerts.iter().filter(|a| a.kind() == AlertKind::StaleQuote).collect();
+    assert_eq!(stale.len(), 1, "the quote aged while cached: {:?}", second.market_alerts);
+    let age = stale[0].quote_age.unwrap();
+    assert!(age.seconds >= 1, "{age:?}");
+    assert!(second.evaluated_time.unwrap().seconds > first.evaluated_time.unwrap().seconds);
+}
