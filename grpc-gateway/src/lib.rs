@@ -215,9 +215,7 @@ impl Gateway {
         headers::outbound(&answer.metadata, response.headers_mut());
         Ok(response)
     }
-}
 
-impl Gateway {
     /// The response as JSON: straight from the wire bytes when the output type has a plan (see [`transcode`]),
     /// otherwise (or for bytes the plan does not handle) through `prost-reflect`.
     fn response_json(&self, route: &routing::Route, message: Bytes) -> Result<Bytes, GatewayError> {
