@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions, Value};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 use tonic::Code;
 
 /// The domain of the `ErrorInfo` the gateway itself attaches (the service's own errors carry theirs).
@@ -126,8 +126,7 @@ impl GatewayError {
         if matches!(self, GatewayError::Internal(_) | GatewayError::Unavailable(_)) {
             tracing::warn!(error = %self, "gateway error");
         }
-        let body = json!({ "code": code as i32, "message": message, "details": details });
-        let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        let mut response = status_body(status, code, &message, details);
         let headers = response.headers_mut();
         if code == Code::Unauthenticated {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"trading-monitor\""));
@@ -211,16 +210,7 @@ fn retry_seconds(value: &[u8]) -> Option<u64> {
     #[derive(Clone, PartialEq, Message)]
     struct RetryInfo {
         #[prost(message, optional, tag = "1")]
-        retry_delay: Option<prost_types_duration::Duration>,
-    }
-    mod prost_types_duration {
-        #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Duration {
-            #[prost(int64, tag = "1")]
-            pub seconds: i64,
-            #[prost(int32, tag = "2")]
-            pub nanos: i32,
-        }
+        retry_delay: Option<prost_types::Duration>,
     }
     let delay = RetryInfo::decode(value).ok()?.retry_delay?;
     let seconds = u64::try_from(delay.seconds).unwrap_or(0) + u64::from(delay.nanos > 0);
@@ -229,11 +219,13 @@ fn retry_seconds(value: &[u8]) -> Option<u64> {
 
 /// Builds the body of a gateway error without the descriptor pool (for layers that run before routing).
 pub fn plain(status: StatusCode, code: Code, reason: &str, message: &str) -> Response {
-    let mut body = Map::new();
-    body.insert("code".into(), json!(code as i32));
-    body.insert("message".into(), json!(message));
-    body.insert("details".into(), json!([error_info(reason)]));
-    (status, [(header::CONTENT_TYPE, "application/json")], Json::Object(body).to_string()).into_response()
+    status_body(status, code, message, vec![error_info(reason)])
+}
+
+/// A `google.rpc.Status` JSON response: `{"code", "message", "details"}`.
+fn status_body(status: StatusCode, code: Code, message: &str, details: Vec<Json>) -> Response {
+    let body = json!({ "code": code as i32, "message": message, "details": details });
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub fn inbound(headers: &HeaderMap, max_timeout: Duration) -> Result<Inbound, Ga
         metadata.insert("x-request-id", value);
     }
     let timeout = match (headers.get(GRPC_TIMEOUT), headers.get(X_REQUEST_TIMEOUT)) {
-        (Some(v), _) => parse_grpc_timeout(v).ok_or_else(|| GatewayError::BadRequest {
+        (Some(v), _) => v.to_str().ok().and_then(parse_grpc_timeout).ok_or_else(|| GatewayError::BadRequest {
             field: None,
             message: "invalid Grpc-Timeout header: expected digits and a unit (H, M, S, m, u, n), e.g. 500m".into(),
         })?,
@@ -99,10 +99,10 @@ pub fn outbound(metadata: &MetadataMap, headers: &mut HeaderMap) {
     }
 }
 
-/// gRPC's `Grpc-Timeout`: at most 8 digits and a unit.
-fn parse_grpc_timeout(value: &HeaderValue) -> Option<Duration> {
-    let s = value.to_str().ok()?;
-    let (digits, unit) = s.split_at(s.len().checked_sub(1)?);
+/// gRPC's `grpc-timeout` format, `TimeoutValue TimeoutUnit`: at most 8 digits and one of `H M S m u n`
+/// (also used by the service's own deadline layer).
+pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    let (digits, unit) = text.split_at_checked(text.len().checked_sub(1)?)?;
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -139,11 +139,14 @@ mod tests {
 
     #[test]
     fn timeouts() {
-        assert_eq!(parse_grpc_timeout(&h("500m")), Some(Duration::from_millis(500)));
-        assert_eq!(parse_grpc_timeout(&h("2S")), Some(Duration::from_secs(2)));
-        assert_eq!(parse_grpc_timeout(&h("123456789S")), None);
-        assert_eq!(parse_grpc_timeout(&h("5x")), None);
-        assert_eq!(parse_grpc_timeout(&h("m")), None);
+        assert_eq!(parse_grpc_timeout("500m"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "m", "123456789m", "123456789S", "5x", "10x", "-1S", "1.5S", "٣S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
         assert_eq!(parse_request_timeout(&h("1.5s")), Some(Duration::from_millis(1500)));
         assert_eq!(parse_request_timeout(&h("2")), Some(Duration::from_secs(2)));
         assert_eq!(parse_request_timeout(&h("250ms")), Some(Duration::from_millis(250)));

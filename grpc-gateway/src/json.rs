@@ -208,11 +208,7 @@ fn resolve_query_path(input: &MessageDescriptor, parts: &[String]) -> Result<Vec
 /// accepts numbers and 64-bit integers as strings); booleans and enum numbers are converted.
 fn scalar_json(field: &FieldDescriptor, raw: &str) -> Result<Json, String> {
     match field.kind() {
-        Kind::Bool => match raw {
-            "true" => Ok(Json::Bool(true)),
-            "false" => Ok(Json::Bool(false)),
-            _ => Err(format!("expected true or false, got {raw:?}")),
-        },
+        Kind::Bool => scalar_bool(raw),
         Kind::Enum(e) => match raw.parse::<i32>() {
             Ok(n) => Ok(Json::from(n)),
             Err(_) if e.get_value_by_name(raw).is_some() => Ok(Json::String(raw.to_owned())),

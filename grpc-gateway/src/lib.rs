@@ -204,7 +204,7 @@ impl Gateway {
         let message = json::request_message(route, &values, parts.uri.query(), &body)?;
         let answer = upstream::unary(
             &self.inner.upstream,
-            &route.grpc_path(),
+            route.grpc_path.clone(),
             inbound.metadata,
             inbound.timeout,
             Bytes::from(message.encode_to_vec()),

@@ -2,6 +2,7 @@
 //! descriptor set, built at start-up, so an annotated RPC added to the protos needs no gateway code.
 
 use http::Method;
+use http::uri::PathAndQuery;
 use prost_reflect::{
     DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor, Value,
 };
@@ -30,14 +31,11 @@ pub struct Route {
     pub body: BodyRule,
     /// `response_body: "field"`: only that field of the response is written out.
     pub response_body: Option<FieldDescriptor>,
+    /// The RPC's HTTP/2 path, `/trading.v1.PositionsService/ListOpenPositions` (built once, used per call).
+    pub grpc_path: PathAndQuery,
 }
 
 impl Route {
-    /// `/trading.v1.PositionsService/ListOpenPositions`.
-    pub fn grpc_path(&self) -> String {
-        format!("/{}/{}", self.method.parent_service().full_name(), self.method.name())
-    }
-
     /// `PositionsService_ListOpenPositions` (the operation id grpc-gateway's OpenAPI generator uses).
     pub fn operation_id(&self) -> String {
         format!("{}_{}", self.method.parent_service().name(), self.method.name())
@@ -185,7 +183,9 @@ fn add_rule(
                 .ok_or_else(|| fail(format!("response_body names an unknown field {field:?}")))?,
         ),
     };
-    routes.push(Route { http_method, template, method: method.clone(), path_fields, body, response_body });
+    let grpc_path = PathAndQuery::try_from(format!("/{}/{}", method.parent_service().full_name(), method.name()))
+        .map_err(|e| fail(format!("no valid gRPC path: {e}")))?;
+    routes.push(Route { http_method, template, method: method.clone(), path_fields, body, response_body, grpc_path });
     if top && let Some(Value::List(more)) = rule.get_field_by_name("additional_bindings").as_deref() {
         for binding in more {
             if let Value::Message(binding) = binding {

@@ -43,7 +43,7 @@ enum FieldKind {
     Timestamp,
     Duration,
     /// `map<K, V>`: entries are messages with the key in field 1 and the value in field 2.
-    Map(Box<FieldKind>, Box<FieldKind>),
+    Map(Box<MapEntry>),
 }
 
 impl FieldKind {
@@ -59,6 +59,13 @@ impl FieldKind {
                 | FieldKind::Map(..)
         )
     }
+}
+
+/// A map's key and value fields (entry fields 1 and 2), planned once.
+#[derive(Clone, Debug)]
+struct MapEntry {
+    key: Field,
+    value: Field,
 }
 
 #[derive(Clone, Debug)]
@@ -134,17 +141,7 @@ impl Transcoder {
         while !bytes.is_empty() {
             let key = varint(&mut bytes)?;
             let number = u32::try_from(key >> 3).map_err(|_| Unsupported)?;
-            let wire = (key & 7) as u8;
-            let raw = match wire {
-                0 => Raw::Varint(varint(&mut bytes)?),
-                1 => Raw::Fixed64(u64::from_le_bytes(take(&mut bytes, 8)?.try_into().map_err(|_| Unsupported)?)),
-                2 => {
-                    let len = usize::try_from(varint(&mut bytes)?).map_err(|_| Unsupported)?;
-                    Raw::Bytes(take(&mut bytes, len)?)
-                }
-                5 => Raw::Fixed32(u32::from_le_bytes(take(&mut bytes, 4)?.try_into().map_err(|_| Unsupported)?)),
-                _ => return Err(Unsupported),
-            };
+            let raw = wire_value(&mut bytes, key)?;
             let Some(&index) = plan.by_number.get(&number) else { continue }; // unknown field: skipped
             let field = &plan.fields[index];
             if let Some(oneof) = field.oneof
@@ -167,12 +164,12 @@ impl Transcoder {
                     Raw::Bytes(mut packed) if field.kind.packable() => {
                         while !packed.is_empty() {
                             list.push(match field.kind {
-                                FieldKind::Double | FieldKind::Fixed64 | FieldKind::Sfixed64 => Raw::Fixed64(
-                                    u64::from_le_bytes(take(&mut packed, 8)?.try_into().map_err(|_| Unsupported)?),
-                                ),
-                                FieldKind::Float | FieldKind::Fixed32 | FieldKind::Sfixed32 => Raw::Fixed32(
-                                    u32::from_le_bytes(take(&mut packed, 4)?.try_into().map_err(|_| Unsupported)?),
-                                ),
+                                FieldKind::Double | FieldKind::Fixed64 | FieldKind::Sfixed64 => {
+                                    Raw::Fixed64(fixed64(&mut packed)?)
+                                }
+                                FieldKind::Float | FieldKind::Fixed32 | FieldKind::Sfixed32 => {
+                                    Raw::Fixed32(fixed32(&mut packed)?)
+                                }
                                 _ => Raw::Varint(varint(&mut packed)?),
                             });
                         }
@@ -193,14 +190,14 @@ impl Transcoder {
         out.push(b'{');
         let mut first = true;
         for (field, slot) in plan.fields.iter().zip(&slots) {
-            if let FieldKind::Map(key, value) = &field.kind {
+            if let FieldKind::Map(entry) = &field.kind {
                 comma(out, &mut first);
                 out.extend_from_slice(&field.key);
                 let entries = match slot {
                     Slot::Many(entries) => entries.as_slice(),
                     _ => &[],
                 };
-                self.map(key, value, entries, out)?;
+                self.map(entry, entries, out)?;
                 continue;
             }
             match slot {
@@ -239,17 +236,8 @@ impl Transcoder {
     }
 
     /// A map's entries as one JSON object; a key given twice keeps its last value (protobuf's rule).
-    fn map(
-        &self,
-        key: &FieldKind,
-        value: &FieldKind,
-        entries: &[Raw<'_>],
-        out: &mut Vec<u8>,
-    ) -> Result<(), Unsupported> {
-        let key_field =
-            Field { number: 1, key: Vec::new(), kind: key.clone(), list: false, presence: false, oneof: None };
-        let value_field =
-            Field { number: 2, key: Vec::new(), kind: value.clone(), list: false, presence: false, oneof: None };
+    fn map(&self, entry: &MapEntry, entries: &[Raw<'_>], out: &mut Vec<u8>) -> Result<(), Unsupported> {
+        let MapEntry { key: key_field, value: value_field } = entry;
         let mut order: Vec<(Vec<u8>, Option<Raw<'_>>)> = Vec::with_capacity(entries.len());
         let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
         for entry in entries {
@@ -257,16 +245,7 @@ impl Transcoder {
             let (mut k, mut v) = (None, None);
             while !bytes.is_empty() {
                 let tag = varint(&mut bytes)?;
-                let raw = match tag & 7 {
-                    0 => Raw::Varint(varint(&mut bytes)?),
-                    1 => Raw::Fixed64(u64::from_le_bytes(take(&mut bytes, 8)?.try_into().map_err(|_| Unsupported)?)),
-                    2 => {
-                        let len = usize::try_from(varint(&mut bytes)?).map_err(|_| Unsupported)?;
-                        Raw::Bytes(take(&mut bytes, len)?)
-                    }
-                    5 => Raw::Fixed32(u32::from_le_bytes(take(&mut bytes, 4)?.try_into().map_err(|_| Unsupported)?)),
-                    _ => return Err(Unsupported),
-                };
+                let raw = wire_value(&mut bytes, tag)?;
                 match tag >> 3 {
                     1 => k = Some(raw),
                     2 => v = Some(raw),
@@ -276,8 +255,8 @@ impl Transcoder {
             // The key as a JSON string: strings as they are, numbers and booleans in quotes.
             let mut text = Vec::new();
             match k {
-                Some(raw) => self.value(&key_field, raw, &mut text)?,
-                None => self.default_value(&key_field, &mut text)?,
+                Some(raw) => self.value(key_field, raw, &mut text)?,
+                None => self.default_value(key_field, &mut text)?,
             }
             if !text.starts_with(b"\"") {
                 text.insert(0, b'"');
@@ -299,10 +278,10 @@ impl Transcoder {
             out.extend_from_slice(&key_text);
             out.push(b':');
             match (raw, &value_field.kind) {
-                (Some(raw), _) => self.value(&value_field, raw, out)?,
+                (Some(raw), _) => self.value(value_field, raw, out)?,
                 (None, FieldKind::Message(plan)) => self.message(*plan, &[], out)?,
                 (None, FieldKind::Timestamp | FieldKind::Duration) => return Err(Unsupported),
-                (None, _) => self.default_value(&value_field, out)?,
+                (None, _) => self.default_value(value_field, out)?,
             }
         }
         out.push(b'}');
@@ -450,6 +429,28 @@ fn varint(bytes: &mut &[u8]) -> Result<u64, Unsupported> {
     Err(Unsupported)
 }
 
+/// The value after a field's key, by the key's wire type (groups are not handled).
+fn wire_value<'a>(bytes: &mut &'a [u8], key: u64) -> Result<Raw<'a>, Unsupported> {
+    Ok(match key & 7 {
+        0 => Raw::Varint(varint(bytes)?),
+        1 => Raw::Fixed64(fixed64(bytes)?),
+        2 => {
+            let len = usize::try_from(varint(bytes)?).map_err(|_| Unsupported)?;
+            Raw::Bytes(take(bytes, len)?)
+        }
+        5 => Raw::Fixed32(fixed32(bytes)?),
+        _ => return Err(Unsupported),
+    })
+}
+
+fn fixed64(bytes: &mut &[u8]) -> Result<u64, Unsupported> {
+    Ok(u64::from_le_bytes(take(bytes, 8)?.try_into().map_err(|_| Unsupported)?))
+}
+
+fn fixed32(bytes: &mut &[u8]) -> Result<u32, Unsupported> {
+    Ok(u32::from_le_bytes(take(bytes, 4)?.try_into().map_err(|_| Unsupported)?))
+}
+
 fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], Unsupported> {
     if bytes.len() < n {
         return Err(Unsupported);
@@ -492,10 +493,20 @@ impl Builder {
                     return Err(Unsupported);
                 }
                 let kind = match field.kind() {
-                    Kind::Message(entry) if field.is_map() => FieldKind::Map(
-                        Box::new(self.kind(&entry.map_entry_key_field())?),
-                        Box::new(self.kind(&entry.map_entry_value_field())?),
-                    ),
+                    Kind::Message(entry) if field.is_map() => {
+                        let part = |number, kind| Field {
+                            number,
+                            key: Vec::new(),
+                            kind,
+                            list: false,
+                            presence: false,
+                            oneof: None,
+                        };
+                        FieldKind::Map(Box::new(MapEntry {
+                            key: part(1, self.kind(&entry.map_entry_key_field())?),
+                            value: part(2, self.kind(&entry.map_entry_value_field())?),
+                        }))
+                    }
                     _ => self.kind(&field)?,
                 };
                 let mut key = Vec::with_capacity(field.json_name().len() + 3);

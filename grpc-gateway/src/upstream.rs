@@ -56,15 +56,14 @@ pub struct Answer {
     pub message: Bytes,
 }
 
-/// Calls `grpc_path` (`/package.Service/Method`) with an encoded request.
+/// Calls `path` (`/package.Service/Method`) with an encoded request.
 pub async fn unary(
     upstream: &Upstream,
-    grpc_path: &str,
+    path: PathAndQuery,
     metadata: MetadataMap,
     timeout: Duration,
     message: Bytes,
 ) -> Result<Answer, GatewayError> {
-    let path = PathAndQuery::from_str(grpc_path).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let mut client = tonic::client::Grpc::new(upstream.clone());
     client.ready().await.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
     let mut request = tonic::Request::from_parts(metadata, Default::default(), message);
@@ -100,8 +99,8 @@ fn classify(status: Status) -> GatewayError {
 /// `grpc.health.v1.Health/Check` for the whole server (`service: ""`).
 pub async fn healthy(upstream: &Upstream, timeout: Duration) -> Result<bool, GatewayError> {
     let request = HealthCheckRequest { service: String::new() };
-    let call =
-        unary(upstream, "/grpc.health.v1.Health/Check", MetadataMap::new(), timeout, request.encode_to_vec().into());
+    let path = PathAndQuery::from_static("/grpc.health.v1.Health/Check");
+    let call = unary(upstream, path, MetadataMap::new(), timeout, request.encode_to_vec().into());
     let answer = tokio::time::timeout(timeout, call)
         .await
         .map_err(|_| GatewayError::Unavailable("health check timed out".into()))??;

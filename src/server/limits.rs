@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use tonic::Code;
 use tonic_types::ErrorDetails;
 use tower::{Layer, Service};
+use trading_gateway::headers::parse_grpc_timeout;
 
 use crate::error;
 use crate::pb::ErrorReason;
@@ -122,24 +123,6 @@ fn deadline(header: Option<&http::HeaderValue>, max: Duration) -> Duration {
     header.and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout).map_or(max, |t| t.min(max))
 }
 
-/// Parses the gRPC `TimeoutValue TimeoutUnit` format: at most 8 digits and one of `H M S m u n`.
-pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
-    let (digits, unit) = text.split_at_checked(text.len().checked_sub(1)?)?;
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -149,14 +132,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_timeouts_parse_per_the_spec() {
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
-        for bad in ["", "m", "123456789m", "10x", "-1S", "1.5S", "٣S"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
-        }
+    fn a_grpc_timeout_is_capped_and_its_absence_means_the_maximum() {
         let max = Duration::from_secs(15);
         assert_eq!(deadline(Some(&http::HeaderValue::from_static("1H")), max), max);
         assert_eq!(deadline(None, max), max);

@@ -312,24 +312,18 @@ async fn errors_through(base: SocketAddr, own: &str) {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
     assert!(reply.body["message"].as_str().unwrap().contains("quoteTyme"), "{}", reply.body);
     assert_eq!(violations(&reply), ["quotes[0]"]);
-    let malformed = client()
-        .post(format!("http://{base}/v1/quotes:submit"))
-        .bearer_auth(&writer)
-        .header("content-type", "application/json")
-        .body("{\"quotes\": [")
-        .send()
-        .await
-        .unwrap();
+    let raw_quotes = |content_type: &'static str, body: &'static str| {
+        client()
+            .post(format!("http://{base}/v1/quotes:submit"))
+            .bearer_auth(&writer)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let malformed = raw_quotes("application/json", "{\"quotes\": [").await.unwrap();
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
     // 415: not JSON.
-    let form = client()
-        .post(format!("http://{base}/v1/quotes:submit"))
-        .bearer_auth(&writer)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("quotes=1")
-        .send()
-        .await
-        .unwrap();
+    let form = raw_quotes("application/x-www-form-urlencoded", "quotes=1").await.unwrap();
     assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // 413: over the configured limit (64 KiB here).
     let big = json!({ "quotes": [{ "symbol": "X".repeat(70 * 1024), "bid": "1", "ask": "1" }] });
