@@ -108,6 +108,9 @@ buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $SERV
 grpcurl -plaintext {addr} list
 grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{}}' {addr} trading.v1.PositionsService/ListOpenPositions
 grpcurl -plaintext -d '{{}}' {addr} grpc.health.v1.Health/Check
+# live: the guard status now and on every change (BTCUSD swings every 2 minutes), and every user's events
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{}}' {addr} trading.v1.GuardsService/WatchGuardStatus
+grpcurl -plaintext -H "authorization: Bearer $SERVICE_TOKEN" -d '{{"user_id": "-"}}' {addr} trading.v1.ReconciliationService/WatchReconciliationEvents
 "#
     );
     if let Some(http) = http {
@@ -124,6 +127,8 @@ curl -H "Authorization: Bearer $TOKEN" http://{http}/v1/users/me/marketAlerts
 curl -H "Authorization: Bearer $SERVICE_TOKEN" http://{http}/v1/users/{BOB}/reconciliationStatus
 curl -i http://{http}/v1/users/me/positions     # 401 + WWW-Authenticate, google.rpc.Status body
 curl http://{http}/healthz
+curl -N -H 'Accept: text/event-stream' -H "Authorization: Bearer $TOKEN" http://{http}/v1/users/me/guardStatus:watch
+curl -N -H "Authorization: Bearer $TOKEN" http://{http}/v1/users/me/reconciliationEvents:watch
 "#
         );
     }

@@ -11,6 +11,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::pb;
 use crate::storage::StorageError;
+use crate::watch::token::TokenProblem;
 
 /// One invalid request field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +80,26 @@ pub enum ApiError {
     /// A dependency is down; retry later.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// A watch's resume token cannot be resumed here.
+    #[error("resume_token cannot be resumed: {}", .0.as_str())]
+    ResumeTokenInvalid(crate::watch::token::TokenProblem),
+    /// Too many watch streams are open.
+    #[error("too many watch streams: at most {limit} per {per}")]
+    TooManyWatches {
+        /// The limit.
+        limit: usize,
+        /// `user` or `replica`.
+        per: &'static str,
+    },
+    /// A watch's client stopped reading for longer than the send timeout.
+    #[error("the client did not read for {} ms", .timeout.as_millis())]
+    SlowConsumer {
+        /// The send timeout.
+        timeout: Duration,
+    },
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// Anything else: a bug or an unexpected failure.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -104,6 +125,10 @@ impl ApiError {
             ApiError::FailedPrecondition(p) => ApiError::FailedPrecondition(p.clone()),
             ApiError::Aborted => ApiError::Aborted,
             ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
+            ApiError::ResumeTokenInvalid(p) => ApiError::ResumeTokenInvalid(*p),
+            ApiError::TooManyWatches { limit, per } => ApiError::TooManyWatches { limit: *limit, per },
+            ApiError::SlowConsumer { timeout } => ApiError::SlowConsumer { timeout: *timeout },
+            ApiError::ShuttingDown => ApiError::ShuttingDown,
             ApiError::Internal(source) => ApiError::Internal(source.to_string().into()),
         }
     }
@@ -203,6 +228,46 @@ impl From<ApiError> for Status {
                 R::DatabaseUnavailable,
                 &[],
                 ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+            ),
+            ApiError::ResumeTokenInvalid(problem) => {
+                let why = problem.as_str();
+                let text = match problem {
+                    TokenProblem::Malformed => "resume_token is not a resume token of this service",
+                    TokenProblem::OtherDatabase => {
+                        "resume_token was issued for another database (a copy, a restore or another deployment)"
+                    }
+                    TokenProblem::Ahead => {
+                        "resume_token is ahead of this database's event log (it was issued elsewhere)"
+                    }
+                };
+                let text = format!("{text}: re-read the current state and watch again from NOW");
+                let details =
+                    ErrorDetails::with_precondition_failure_violation("RESUME_TOKEN", "resume_token", text.clone());
+                status(Code::FailedPrecondition, text, R::ResumeTokenInvalid, &[("why", why)], details)
+            }
+            ApiError::TooManyWatches { limit, per } => status(
+                Code::ResourceExhausted,
+                format!("at most {limit} watch streams may be open per {per}; close one or retry later"),
+                R::TooManyWatches,
+                &[("limit", &limit.to_string()), ("per", per)],
+                ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+            ),
+            ApiError::SlowConsumer { timeout } => status(
+                Code::ResourceExhausted,
+                format!(
+                    "the stream was ended because the client did not read for {} ms; resume with the last resume_token",
+                    timeout.as_millis()
+                ),
+                R::SlowConsumer,
+                &[("timeout_ms", &timeout.as_millis().to_string())],
+                ErrorDetails::with_retry_info(Some(Duration::ZERO)),
+            ),
+            ApiError::ShuttingDown => status(
+                Code::Unavailable,
+                "the server is shutting down; retry (resume a watch with its last resume_token), on another replica if there is one",
+                R::ShuttingDown,
+                &[],
+                ErrorDetails::with_retry_info(Some(Duration::ZERO)),
             ),
             ApiError::Internal(source) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "internal error");

@@ -4,7 +4,7 @@
 //! Layout: `config` (CLI and settings), `telemetry` (logs), `auth` (JWT), `server` (tonic server, layers, health,
 //! reflection, shutdown), `services` (gRPC handlers: decode, call storage/domain, encode), `domain` (pure
 //! rules: no I/O), `storage` (PostgreSQL via sqlx), `cache` (Redis + in-process cache-aside), `demo` (demo
-//! data).
+//! data), `watch` (the live event feed behind the watch streams, and the clock of time-driven events).
 
 pub mod auth;
 pub mod cache;
@@ -18,3 +18,4 @@ pub mod server;
 pub mod services;
 pub mod storage;
 pub mod telemetry;
+pub mod watch;

@@ -64,6 +64,9 @@ impl GatewayError {
     /// The HTTP status: grpc-gateway v2's `HTTPStatusFromCode`, plus 405/413/415 for the gateway's own errors.
     pub fn http_status(&self) -> StatusCode {
         match self {
+            // A watch's resume token that cannot be resumed: the Kubernetes watch "410 Gone", so a browser
+            // client knows to re-read and watch from now rather than retry.
+            GatewayError::Upstream(s) if reason(s).as_deref() == Some(RESUME_TOKEN_INVALID) => StatusCode::GONE,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -142,6 +145,32 @@ impl GatewayError {
         }
         response
     }
+}
+
+/// The `ErrorInfo` reason of a watch whose resume token cannot be resumed.
+pub const RESUME_TOKEN_INVALID: &str = "RESUME_TOKEN_INVALID";
+
+/// The `google.rpc.ErrorInfo` reason a status carries, if any.
+pub fn reason(status: &tonic::Status) -> Option<String> {
+    #[derive(Clone, PartialEq, Message)]
+    struct RpcStatus {
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<prost_types::Any>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct ErrorInfo {
+        #[prost(string, tag = "1")]
+        reason: String,
+    }
+    let decoded = RpcStatus::decode(status.details()).ok()?;
+    let info = decoded.details.iter().find(|any| any.type_url.ends_with("/google.rpc.ErrorInfo"))?;
+    ErrorInfo::decode(info.value.as_slice()).ok().map(|i| i.reason)
+}
+
+/// A status the upstream ended a stream with, as the `google.rpc.Status` JSON an error body holds.
+pub fn status_json(pool: &DescriptorPool, status: &tonic::Status) -> Json {
+    let (details, _) = upstream_details(pool, status.details());
+    json!({ "code": status.code() as i32, "message": status.message(), "details": details })
 }
 
 /// grpc-gateway v2 `runtime.HTTPStatusFromCode`.

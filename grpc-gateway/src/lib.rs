@@ -7,7 +7,8 @@
 //!
 //! Modules, one concern each: [`template`] (path templates), [`routing`] (the route table), [`json`] (messages
 //! from and to JSON), [`headers`] (headers and metadata), [`upstream`] (the gRPC calls), [`errors`] (status →
-//! HTTP), [`openapi`] (the document), [`page`] (the embedded status page), [`descriptors`] (the contract).
+//! HTTP), [`openapi`] (the document), [`streaming`] (server-streaming RPCs as Server-Sent Events or NDJSON),
+//! [`page`] (the embedded status page), [`descriptors`] (the contract).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub mod json;
 pub mod openapi;
 pub mod page;
 pub mod routing;
+pub mod streaming;
 pub mod template;
 pub mod transcode;
 pub mod upstream;
@@ -95,6 +97,8 @@ struct Inner {
     openapi: Bytes,
     args: HttpArgs,
     demo_users: Vec<page::DemoUser>,
+    /// Turns true when the gateway shuts down: open streams end.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// The gateway: its routes, its upstream and its settings.
@@ -112,7 +116,16 @@ impl Gateway {
         let openapi = Bytes::from(serde_json::to_vec_pretty(&document).expect("JSON values serialize"));
         let transcoder = transcode::Transcoder::new(&pool);
         Ok(Gateway {
-            inner: Arc::new(Inner { pool, table, transcoder, upstream, openapi, args, demo_users: Vec::new() }),
+            inner: Arc::new(Inner {
+                pool,
+                table,
+                transcoder,
+                upstream,
+                openapi,
+                args,
+                demo_users: Vec::new(),
+                closing: tokio::sync::watch::channel(false).0,
+            }),
         })
     }
 
@@ -156,6 +169,12 @@ impl Gateway {
     ) -> anyhow::Result<()> {
         let address = listener.local_addr()?;
         tracing::info!(%address, "serving REST at http://{address}/ (OpenAPI at /openapi.json)");
+        let gateway = self.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Streams end first, or the graceful shutdown would wait for them for ever.
+            gateway.inner.closing.send_replace(true);
+        };
         axum::serve(listener, self.router()?.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await?;
@@ -194,18 +213,53 @@ impl Gateway {
             routing::Lookup::MethodNotAllowed(allowed) => return Err(GatewayError::MethodNotAllowed(allowed)),
             routing::Lookup::NotFound => return Err(GatewayError::NotFound(path.to_owned())),
         };
+        let streaming = route.method.is_server_streaming();
+        let extras = streaming.then(|| streaming::extras(parts.uri.query(), &parts.headers));
+        let mut metadata = inbound.metadata;
+        if let Some(token) = extras.as_ref().and_then(|e| e.access_token.as_deref())
+            && !parts.headers.contains_key(header::AUTHORIZATION)
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            metadata.insert("authorization", value);
+        }
         // Every operation needs a token; say so before judging the body (a caller without one learns that
         // first, as over gRPC, where authentication runs before decoding). The service verifies the token.
-        if !parts.headers.contains_key(header::AUTHORIZATION) {
+        if !metadata.contains_key("authorization") {
             return Err(GatewayError::TokenMissing);
         }
         let body =
             read_body(&parts, body, self.inner.args.max_body_bytes, route.body != routing::BodyRule::None).await?;
-        let message = json::request_message(route, &values, parts.uri.query(), &body)?;
+        let query = match &extras {
+            Some(e) => e.query.as_deref(),
+            None => parts.uri.query(),
+        };
+        let mut message = json::request_message(route, &values, query, &body)?;
+        if let Some(extras) = &extras {
+            streaming::resume_from(&mut message, extras.last_event_id.as_deref());
+            let framing = streaming::Framing::of(&parts.headers);
+            let (metadata, messages) = upstream::server_streaming(
+                &self.inner.upstream,
+                route.grpc_path.clone(),
+                metadata,
+                Bytes::from(message.encode_to_vec()),
+            )
+            .await?;
+            let gateway = self.clone();
+            let mut response = streaming::respond(
+                route,
+                framing,
+                messages,
+                self.inner.pool.clone(),
+                move |route, bytes| gateway.response_json(route, bytes),
+                self.inner.closing.subscribe(),
+            );
+            headers::outbound(&metadata, response.headers_mut());
+            return Ok(response);
+        }
         let answer = upstream::unary(
             &self.inner.upstream,
             route.grpc_path.clone(),
-            inbound.metadata,
+            metadata,
             inbound.timeout,
             Bytes::from(message.encode_to_vec()),
         )

@@ -133,16 +133,39 @@ impl Generator<'_> {
             None => json!({ "$ref": self.message_ref(&method.output()) }),
             Some(field) => self.field_schema(field),
         };
-        op.insert(
-            "responses".into(),
+        let responses = if method.is_server_streaming() {
+            streaming_responses(response_schema)
+        } else {
             json!({
                 "200": {
                     "description": "OK",
                     "content": { "application/json": { "schema": response_schema } },
                 },
                 "default": { "$ref": "#/components/responses/Error" },
-            }),
-        );
+            })
+        };
+        op.insert("responses".into(), responses);
+        if method.is_server_streaming() {
+            parameters_of(&mut op).extend([
+                json!({
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": false,
+                    "description": "Sent by a reconnecting EventSource: the resume token of the last event received \
+                        (takes precedence over `resumeToken`).",
+                    "schema": { "type": "string" },
+                }),
+                json!({
+                    "name": crate::streaming::ACCESS_TOKEN,
+                    "in": "query",
+                    "required": false,
+                    "description": "The bearer token, for clients that cannot send an Authorization header \
+                        (EventSource); the header wins when both are present. URLs are logged by proxies: prefer \
+                        the header.",
+                    "schema": { "type": "string" },
+                }),
+            ]);
+        }
         op
     }
 
@@ -350,4 +373,43 @@ fn strip_read_only(schema: &mut Json) {
     if let Json::Object(map) = schema {
         map.remove("readOnly");
     }
+}
+
+/// The parameter list of an operation (created if it has none).
+fn parameters_of(op: &mut Map<String, Json>) -> &mut Vec<Json> {
+    match op.entry("parameters").or_insert_with(|| Json::Array(Vec::new())) {
+        Json::Array(list) => list,
+        _ => unreachable!("parameters is always an array"),
+    }
+}
+
+/// A server-streaming operation's responses: Server-Sent Events or newline-delimited JSON (see `streaming`).
+fn streaming_responses(message: Json) -> Json {
+    json!({
+        "200": {
+            "description": "A stream of messages until the client disconnects or the server ends it. With \
+                `Accept: text/event-stream`, Server-Sent Events: `id:` the message's resume token, `event:` its \
+                kind (`event`, `update`, `heartbeat`; `error` for a final error), `data:` the message as JSON \
+                (for `error`, a google.rpc.Status). Otherwise newline-delimited JSON: one `{\"result\": message}` \
+                per line and a final `{\"error\": status}` line if the stream ends with an error.",
+            "content": {
+                "text/event-stream": { "schema": { "type": "string" } },
+                "application/x-ndjson": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "result": message,
+                            "error": { "$ref": "#/components/schemas/google.rpc.Status" },
+                        },
+                    },
+                },
+            },
+        },
+        "410": {
+            "description": "The resume token (or Last-Event-ID) cannot be resumed (reason RESUME_TOKEN_INVALID): \
+                re-read the state and watch again without one.",
+            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/google.rpc.Status" } } },
+        },
+        "default": { "$ref": "#/components/responses/Error" },
+    })
 }

@@ -82,9 +82,29 @@ pub async fn unary(
     }
 }
 
+/// Calls a server-streaming `path` with an encoded request: the response metadata and the message stream, or
+/// the status the call was refused with before its first message.
+pub async fn server_streaming(
+    upstream: &Upstream,
+    path: PathAndQuery,
+    metadata: MetadataMap,
+    message: Bytes,
+) -> Result<(MetadataMap, tonic::Streaming<Bytes>), GatewayError> {
+    let mut client = tonic::client::Grpc::new(upstream.clone());
+    client.ready().await.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+    let request = tonic::Request::from_parts(metadata, Default::default(), message);
+    match client.server_streaming(request, path, BytesCodec).await {
+        Ok(response) => {
+            let (metadata, messages, _) = response.into_parts();
+            Ok((metadata, messages))
+        }
+        Err(status) => Err(classify(status)),
+    }
+}
+
 /// A status the upstream sent is passed on; one the client library made up from a transport failure (no
 /// `grpc-status` from the server) is the gateway's own "unavailable", so its internal text never reaches a caller.
-fn classify(status: Status) -> GatewayError {
+pub(crate) fn classify(status: Status) -> GatewayError {
     if status.code() == Code::Unavailable && status.message().starts_with("upstream transport:")
         || status.code() == Code::Unknown
             && status.metadata().get("grpc-status").is_none()

@@ -1,7 +1,13 @@
-// The status page: reads the public REST API with the pasted (or demo) bearer token every few seconds.
+// The status page: follows the account live through the public REST API with the pasted (or demo) bearer token.
+// Two Server-Sent Event streams (EventSource) push the guard status and the event log; an event re-reads the
+// reconciliation status and the positions. Prices move without events, so positions are also re-read every 10 s.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { token: sessionStorage.getItem("tm-token") || "", user: sessionStorage.getItem("tm-user") || "me", timer: null };
+const state = {
+  token: sessionStorage.getItem("tm-token") || "",
+  user: sessionStorage.getItem("tm-user") || "me",
+  timer: null, poll: null, streams: [], pending: null, guards: null,
+};
 
 async function api(path) {
   const response = await fetch(path, { headers: { Authorization: "Bearer " + state.token } });
@@ -42,17 +48,56 @@ function showVerdict(guards) {
   }
 }
 
+function showGuards(guards) {
+  state.guards = guards;
+  showVerdict(guards);
+  const d = guards.drawdown || {};
+  pairs($("drawdown"), [
+    ["Drawdown level", short(d.level, "DRAWDOWN_LEVEL_")],
+    ["Drawdown", d.drawdownPercent ? d.drawdownPercent + " %" : "—"],
+    ["Equity / peak", d.equity ? `${d.equity} / ${d.peakEquity} ${d.accountCurrency || ""}` : "—"],
+    ["Thresholds", `${d.warningThresholdPercent} % warning, ${d.criticalThresholdPercent} % critical`],
+    ["Close all (drawdown)", d.shouldCloseAll ? "YES" : "no"],
+    ["Liquidation in", countdown(d)],
+  ]);
+  const alerts = $("alerts");
+  alerts.replaceChildren();
+  for (const a of guards.marketAlerts || []) {
+    const row = alerts.insertRow();
+    const severity = short(a.severity, "ALERT_SEVERITY_");
+    cell(row, a.symbol); cell(row, short(a.kind, "MARKET_ALERT_KIND_")); cell(row, severity, "sev-" + severity);
+    cell(row, a.valuePercent ? a.valuePercent + " %" : "—"); cell(row, a.message);
+  }
+  if (!(guards.marketAlerts || []).length) cell(alerts.insertRow(), "No market alerts").colSpan = 5;
+}
+
+// The countdown from the absolute liquidation time, by this browser's clock.
+function countdown(d) {
+  if (!d.liquidationTime) return "—";
+  const left = Math.max(0, (new Date(d.liquidationTime) - Date.now()) / 1000);
+  return left > 0 ? left.toFixed(0) + " s" : "due now";
+}
+
+function showError(e) {
+  const box = $("error");
+  box.hidden = false;
+  text(box, "Cannot load the account: " + e.message);
+  if (e.status === 401 || e.status === 403) {
+    $("verdict").className = "verdict unknown";
+    text($("verdict-text"), "Not signed in");
+  }
+}
+
+// Reconciliation status and positions (what events change, and prices).
 async function refresh() {
   if (!state.token) return;
   const base = `/v1/users/${encodeURIComponent(state.user || "me")}`;
   try {
-    const [recon, positions, guards] = await Promise.all([
+    const [recon, positions] = await Promise.all([
       api(`${base}/reconciliationStatus?recentEventsLimit=10`),
       api(`${base}/positions?pageSize=200`),
-      api(`${base}/guardStatus`),
     ]);
     $("error").hidden = true;
-    showVerdict(guards);
     pairs($("recon"), [
       ["State", short(recon.state, "RECONCILIATION_STATE_")],
       ["Last sync", time(recon.lastSyncTime)],
@@ -67,24 +112,6 @@ async function refresh() {
       const row = events.insertRow();
       cell(row, time(e.occurredTime)); cell(row, short(e.eventType, "EVENT_TYPE_")); cell(row, e.symbol); cell(row, e.message);
     }
-    const d = guards.drawdown || {};
-    pairs($("drawdown"), [
-      ["Drawdown level", short(d.level, "DRAWDOWN_LEVEL_")],
-      ["Drawdown", d.drawdownPercent ? d.drawdownPercent + " %" : "—"],
-      ["Equity / peak", d.equity ? `${d.equity} / ${d.peakEquity} ${d.accountCurrency || ""}` : "—"],
-      ["Thresholds", `${d.warningThresholdPercent} % warning, ${d.criticalThresholdPercent} % critical`],
-      ["Close all (drawdown)", d.shouldCloseAll ? "YES" : "no"],
-      ["Liquidation in", d.timeToLiquidation || "—"],
-    ]);
-    const alerts = $("alerts");
-    alerts.replaceChildren();
-    for (const a of guards.marketAlerts || []) {
-      const row = alerts.insertRow();
-      const severity = short(a.severity, "ALERT_SEVERITY_");
-      cell(row, a.symbol); cell(row, short(a.kind, "MARKET_ALERT_KIND_")); cell(row, severity, "sev-" + severity);
-      cell(row, a.valuePercent ? a.valuePercent + " %" : "—"); cell(row, a.message);
-    }
-    if (!(guards.marketAlerts || []).length) cell(alerts.insertRow(), "No market alerts").colSpan = 5;
     const body = $("positions");
     body.replaceChildren();
     for (const p of positions.positions || []) {
@@ -99,22 +126,67 @@ async function refresh() {
     text($("totals"), positions.totalUnrealizedPnl
       ? `— total P&L ${positions.totalUnrealizedPnl} ${positions.accountCurrency} (${positions.totalUnrealizedPnlPercent} %), ${positions.totalCount} open`
       : positions.totalUnavailableReason || "");
-    text($("refreshed"), "updated " + new Date().toLocaleTimeString());
   } catch (e) {
-    const box = $("error");
-    box.hidden = false;
-    text(box, "Cannot load the account: " + e.message);
-    if (e.status === 401 || e.status === 403) {
-      $("verdict").className = "verdict unknown";
-      text($("verdict-text"), "Not signed in");
-    }
+    showError(e);
   }
+}
+
+// Coalesces a burst of events (a sync writes several) into one re-read.
+function refreshSoon() {
+  clearTimeout(state.pending);
+  state.pending = setTimeout(refresh, 150);
+}
+
+// A live stream of `path`, calling onMessage(kind, message). EventSource reconnects by itself (resuming with
+// Last-Event-ID) after a network error or when the server ends the stream. When it gives up (the server refused
+// the start: 401, 403, or 410 for a resume point that is gone), one plain read says whether the token is the
+// problem; if not, the stream starts again from now.
+function follow(path, check, kinds, onMessage) {
+  const url = path + (path.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(state.token);
+  let source = new EventSource(url);
+  const entry = { close: () => source.close() };
+  const attach = () => {
+    for (const kind of kinds) {
+      source.addEventListener(kind, (e) => {
+        $("live").textContent = "● live updates";
+        onMessage(kind, JSON.parse(e.data));
+      });
+    }
+    source.addEventListener("error", async (e) => {
+      $("live").textContent = "reconnecting…";
+      if (e.data) return; // the server ended the stream with a status; EventSource resumes
+      if (source.readyState !== EventSource.CLOSED) return;
+      try {
+        await api(check);
+        setTimeout(() => { source = new EventSource(url); attach(); }, 2000);
+      } catch (err) {
+        showError(err);
+        $("live").textContent = "";
+      }
+    });
+  };
+  attach();
+  state.streams.push(entry);
 }
 
 function start() {
   clearInterval(state.timer);
+  clearInterval(state.poll);
+  for (const stream of state.streams) stream.close();
+  state.streams = [];
+  const base = `/v1/users/${encodeURIComponent(state.user || "me")}`;
   refresh();
-  state.timer = setInterval(refresh, 3000);
+  follow(`${base}/guardStatus:watch`, `${base}/guardStatus`, ["update"], (_, m) => {
+    $("error").hidden = true;
+    showGuards(m.update.status);
+    text($("refreshed"), "updated " + new Date().toLocaleTimeString());
+  });
+  follow(`${base}/reconciliationEvents:watch`, `${base}/guardStatus`, ["event"], () => refreshSoon());
+  // Prices move without events; the countdown ticks here.
+  state.timer = setInterval(() => {
+    if (state.guards) showGuards(state.guards);
+  }, 1000);
+  state.poll = setInterval(refresh, 10000);
 }
 
 $("login").addEventListener("submit", (event) => {

@@ -14,5 +14,6 @@ stored_enum!(
         DrawdownLevelChanged => "drawdown_level_changed",
         MarketAlertRaised => "market_alert_raised",
         MarketAlertCleared => "market_alert_cleared",
+        LiquidationDue => "liquidation_due",
     }
 );

@@ -17,12 +17,13 @@ use crate::cache::Cache;
 use crate::config::ServeArgs;
 use crate::market_view::MarketView;
 use crate::pb;
-use crate::services::AppState;
 use crate::services::encoded::{PositionsServer, ReconciliationServer};
 use crate::services::guards::GuardsApi;
 use crate::services::positions::PositionsApi;
 use crate::services::reconciliation::ReconciliationApi;
+use crate::services::{AppState, WatchSettings};
 use crate::storage;
+use crate::watch::{Hub, HubSettings};
 
 pub mod health;
 pub mod limits;
@@ -40,6 +41,8 @@ pub struct Application {
     http_listener: Option<TcpListener>,
     demo_users: Vec<trading_gateway::page::DemoUser>,
     state: AppState,
+    /// Sends `true` when shutdown begins (the state's `stopping` receives it).
+    stop: watch::Sender<bool>,
     verifier: Arc<Verifier>,
     args: ServeArgs,
 }
@@ -70,13 +73,28 @@ impl Application {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
+        let w = &args.watch;
+        let hub = Hub::new(
+            pool.clone(),
+            market.clone(),
+            HubSettings {
+                safety_interval: w.watch_safety_interval,
+                capacity: 1024,
+                max_per_user: w.watch_max_per_user,
+                max_streams: w.watch_max_streams,
+            },
+        );
+        let watch_settings =
+            WatchSettings { heartbeat: w.watch_heartbeat, send_timeout: w.watch_send_timeout, buffer: w.watch_buffer };
+        let (stop, stopping) = watch::channel(false);
         Ok(Application {
             listener,
             local_addr,
             metrics_listener,
             http_listener,
             demo_users: Vec::new(),
-            state: AppState { pool, rules: Arc::new(rules), cache, market },
+            state: AppState { pool, rules: Arc::new(rules), cache, market, hub, watch: watch_settings, stopping },
+            stop,
             verifier,
             args,
         })
@@ -120,14 +138,23 @@ impl Application {
     /// Serves until `shutdown` completes, then reports NOT_SERVING, stops accepting, and lets in-flight calls
     /// finish for at most the configured grace period.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, local_addr, metrics_listener, http_listener, demo_users, state, verifier, args } =
-            self;
+        let Application {
+            listener,
+            local_addr,
+            metrics_listener,
+            http_listener,
+            demo_users,
+            state,
+            stop: stop_tx,
+            verifier,
+            args,
+        } = self;
         let server_args = &args.server;
         let metrics_task = metrics_listener.map(|l| tokio::spawn(serve_metrics(l, state.cache.clone())));
 
         let reporter = HealthReporter::new();
         health::set_all(&reporter, ServingStatus::NotServing).await;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_rx = state.stopping.clone();
         let watcher = tokio::spawn(health::watch_database(
             reporter.clone(),
             state.pool.clone(),
@@ -136,6 +163,14 @@ impl Application {
         ));
         let market_refresher =
             tokio::spawn(state.market.clone().keep_fresh(server_args.market_refresh_interval, stop_rx.clone()));
+        let hub = tokio::spawn(state.hub.clone().run(stop_rx.clone()));
+        let clock = tokio::spawn(crate::watch::clock::run(
+            state.pool.clone(),
+            state.cache.clone(),
+            state.rules.clone(),
+            args.watch.clock_interval,
+            stop_rx.clone(),
+        ));
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -174,7 +209,15 @@ impl Application {
             pb::guards_service_server::GuardsServiceServer::new(GuardsApi::new(state.clone()))
                 .max_decoding_message_size(limit),
         );
-        let router = Server::builder().layer(layers.clone()).add_routes(routes.clone());
+        let w = &args.watch;
+        let nonzero = |d: std::time::Duration| (!d.is_zero()).then_some(d);
+        let mut builder = Server::builder()
+            .http2_keepalive_interval(nonzero(w.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(w.http2_keepalive_timeout));
+        if let Some(age) = nonzero(w.max_connection_age) {
+            builder = builder.max_connection_age(jitter(age)).max_connection_age_grace(w.max_connection_age_grace);
+        }
+        let router = builder.layer(layers.clone()).add_routes(routes.clone());
         let (http_stop_tx, mut http_stop_rx) = watch::channel(false);
         let http_task = match http_listener {
             Some(listener) => {
@@ -219,6 +262,8 @@ impl Application {
         };
         watcher.abort();
         market_refresher.abort();
+        hub.abort();
+        clock.abort();
         if let Some(task) = http_task {
             task.abort();
         }
@@ -229,6 +274,13 @@ impl Application {
         tracing::info!("server stopped");
         result
     }
+}
+
+/// `age` ± up to 10 % (drawn once per replica), so replicas started together do not close their connections
+/// together (gRPC A9 asks for jitter).
+fn jitter(age: std::time::Duration) -> std::time::Duration {
+    let spread = uuid::Uuid::new_v4().as_u128() % 2001; // 0..=2000 per mille of 10 %
+    age.mul_f64(0.9 + spread as f64 / 10_000.0)
 }
 
 /// Serves the cache counters as Prometheus text at `/metrics`.

@@ -55,6 +55,7 @@ pub fn event_type(t: EventType) -> pb::EventType {
         EventType::DrawdownLevelChanged => pb::EventType::DrawdownLevelChanged,
         EventType::MarketAlertRaised => pb::EventType::MarketAlertRaised,
         EventType::MarketAlertCleared => pb::EventType::MarketAlertCleared,
+        EventType::LiquidationDue => pb::EventType::LiquidationDue,
     }
 }
 

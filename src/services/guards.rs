@@ -39,6 +39,15 @@ impl GuardsApi {
 
 #[tonic::async_trait]
 impl GuardsService for GuardsApi {
+    type WatchGuardStatusStream = super::watch::Delivery<pb::WatchGuardStatusResponse>;
+
+    async fn watch_guard_status(
+        &self,
+        request: Request<pb::WatchGuardStatusRequest>,
+    ) -> RpcResult<Self::WatchGuardStatusStream> {
+        Ok(tonic::Response::new(super::watch::watch_guards(&self.state, request).await?))
+    }
+
     async fn get_guard_status(
         &self,
         request: Request<pb::GetGuardStatusRequest>,
@@ -46,22 +55,7 @@ impl GuardsService for GuardsApi {
         let caller = caller(&request)?;
         let user_id = target_user(&caller, "user_id", &request.get_ref().user_id)?;
         let (view, freshness) = self.state.book(Rpc::GetGuardStatus, user_id).await?;
-        let book = &view.book;
-        let market = self.state.market.current();
-        let now = Utc::now();
-        let (level, drawdown) = drawdown_block(book.account.as_ref(), &self.state.rules, now);
-        let alerts = alerts(book, &market, None, &self.state.rules, now);
-        let status = market::system_status(level, alerts.iter().map(|(severity, _)| *severity));
-        let any_close = drawdown.should_close_all || alerts.iter().any(|(_, a)| a.should_close_positions);
-        let response = pb::GetGuardStatusResponse {
-            system_status: encode::system_status(status).into(),
-            drawdown: Some(drawdown),
-            market_alerts: alerts.into_iter().map(|(_, a)| a).collect(),
-            any_positions_should_close: any_close,
-            evaluated_time: Some(ts(now)),
-            as_of: Some(ts(book.read_at)),
-            prices_as_of: opt_ts(market.read_at),
-        };
+        let response = guard_status(&view.book, &self.state.market.current(), &self.state.rules, Utc::now());
         Ok(cached(response, freshness))
     }
 
@@ -122,6 +116,28 @@ impl GuardsService for GuardsApi {
 
     async fn submit_quotes(&self, request: Request<pb::SubmitQuotesRequest>) -> RpcResult<pb::SubmitQuotesResponse> {
         super::ingest::submit_quotes(&self.state, request).await
+    }
+}
+
+/// Both guards of a book, judged at `now` against `market` (what GetGuardStatus answers).
+pub(super) fn guard_status(
+    book: &Book,
+    market: &MarketSnapshot,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> pb::GetGuardStatusResponse {
+    let (level, drawdown) = drawdown_block(book.account.as_ref(), rules, now);
+    let alerts = alerts(book, market, None, rules, now);
+    let status = market::system_status(level, alerts.iter().map(|(severity, _)| *severity));
+    let any_close = drawdown.should_close_all || alerts.iter().any(|(_, a)| a.should_close_positions);
+    pb::GetGuardStatusResponse {
+        system_status: encode::system_status(status).into(),
+        drawdown: Some(drawdown),
+        market_alerts: alerts.into_iter().map(|(_, a)| a).collect(),
+        any_positions_should_close: any_close,
+        evaluated_time: Some(ts(now)),
+        as_of: Some(ts(book.read_at)),
+        prices_as_of: opt_ts(market.read_at),
     }
 }
 

@@ -11,6 +11,8 @@ use crate::config::Rules;
 use crate::error::ApiError;
 use crate::market_view::MarketView;
 use crate::storage::Book;
+use crate::watch::Hub;
+pub use watch::WatchSettings;
 
 mod decode;
 mod encode;
@@ -21,6 +23,7 @@ mod paging;
 pub mod positions;
 pub mod reconciliation;
 mod status;
+pub mod watch;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -33,6 +36,12 @@ pub struct AppState {
     pub cache: Cache,
     /// The replica-local market snapshot responses are valued against.
     pub market: MarketView,
+    /// The replica's event feed reader, which watch streams follow.
+    pub hub: Hub,
+    /// How watch streams behave.
+    pub watch: WatchSettings,
+    /// Turns true when the server begins shutting down (watch streams then end with UNAVAILABLE).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Cache kind of a user's book (account, open positions, divergences).

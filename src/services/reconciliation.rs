@@ -31,6 +31,15 @@ impl ReconciliationApi {
 
 #[tonic::async_trait]
 impl ReconciliationService for ReconciliationApi {
+    type WatchReconciliationEventsStream = super::watch::Delivery<pb::WatchReconciliationEventsResponse>;
+
+    async fn watch_reconciliation_events(
+        &self,
+        request: Request<pb::WatchReconciliationEventsRequest>,
+    ) -> RpcResult<Self::WatchReconciliationEventsStream> {
+        Ok(Response::new(super::watch::watch_events(&self.state, request).await?))
+    }
+
     /// In process (the server answers this method with stored bytes: `services::encoded`); the same answer,
     /// decoded.
     async fn get_reconciliation_status(
@@ -111,7 +120,7 @@ impl ReconciliationService for ReconciliationApi {
 }
 
 /// The event-type filter: `None` for all types; sorted and deduplicated otherwise.
-fn event_types(values: &[i32]) -> Result<Option<Vec<EventType>>, ApiError> {
+pub(super) fn event_types(values: &[i32]) -> Result<Option<Vec<EventType>>, ApiError> {
     if values.is_empty() {
         return Ok(None);
     }

@@ -45,3 +45,15 @@ impl AccountRow {
         defaults.with_overrides(self.warning_drawdown_pct, self.max_drawdown_pct, self.min_equity)
     }
 }
+
+/// Up to `limit` account ids after `after` (all when `None`), in id order: how a guard watch of every account
+/// walks them for its first snapshot.
+pub async fn ids_after(pool: &sqlx::PgPool, after: Option<Uuid>, limit: i64) -> Result<Vec<Uuid>, super::StorageError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT user_id FROM accounts WHERE user_id > $1 ORDER BY user_id LIMIT $2",
+        after.unwrap_or(Uuid::nil()),
+        limit
+    )
+    .fetch_all(pool)
+    .await?)
+}

@@ -12,6 +12,7 @@ use crate::domain::ParseEnumError;
 
 pub mod accounts;
 pub mod book;
+pub mod clock;
 pub mod events;
 pub mod feed;
 pub mod market;

@@ -101,6 +101,8 @@ pub async fn record(
     }
 
     let mut evaluations = Vec::new();
+    // Symbols whose quote was stale and is not any more.
+    let mut resumed = Vec::new();
     // The newest quote per symbol becomes its latest quote, unless a newer one is already stored.
     let mut newest: HashMap<&str, &NewQuote> = HashMap::new();
     for q in quotes {
@@ -125,6 +127,9 @@ pub async fn record(
         )
         .fetch_all(&mut *tx)
         .await?;
+        if !updated.is_empty() {
+            resumed = super::clock::quotes_resumed(&mut tx, &updated, thresholds.stale_after).await?;
+        }
         for q in latest.into_iter().filter(|q| updated.contains(&q.symbol)) {
             // Bounded prices cannot overflow; if they ever did, the spread is not judged rather than guessed.
             let Some(spread) = market::spread_pct(q.bid, q.ask) else { continue };
@@ -193,7 +198,10 @@ pub async fn record(
         }
     }
 
-    let (raised, cleared, changed) = apply_alerts(&mut tx, evaluations).await?;
+    let (raised, cleared, mut changed) = apply_alerts(&mut tx, evaluations).await?;
+    changed.extend(resumed);
+    changed.sort();
+    changed.dedup();
     // Only alert changes write to users' event logs; prices alone change nothing per user.
     let holders = if changed.is_empty() {
         Vec::new()
@@ -278,7 +286,8 @@ async fn clear(tx: &mut Transaction<'_, Postgres>, alert_id: Uuid, e: &Evaluatio
             "observed_time": e.observed_at.to_rfc3339(),
         }),
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 async fn raise(tx: &mut Transaction<'_, Postgres>, e: &Evaluation, b: Breach) -> Result<AlertRow, StorageError> {
@@ -330,23 +339,23 @@ async fn raise(tx: &mut Transaction<'_, Postgres>, e: &Evaluation, b: Breach) ->
 }
 
 /// Appends an event (at the server's time) to the log of every user holding an open position in `symbol`.
-async fn fan_out(
+pub(super) async fn fan_out(
     tx: &mut Transaction<'_, Postgres>,
     symbol: &str,
     event_type: EventType,
     message: &str,
     details: serde_json::Value,
-) -> Result<(), StorageError> {
-    sqlx::query!(
+) -> Result<Vec<Uuid>, StorageError> {
+    Ok(sqlx::query_scalar!(
         r#"INSERT INTO events (user_id, event_type, occurred_at, symbol, message, details)
            SELECT DISTINCT p.user_id, $2, now(), $1, $3, $4::jsonb
-           FROM positions p WHERE p.symbol = $1 AND p.status = 'open'"#,
+           FROM positions p WHERE p.symbol = $1 AND p.status = 'open'
+           RETURNING user_id"#,
         symbol,
         event_type.as_str(),
         message,
         details
     )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .fetch_all(&mut **tx)
+    .await?)
 }

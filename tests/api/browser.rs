@@ -71,13 +71,13 @@ async fn browser() -> (Driver, Client) {
 /// Waits until the page's visible text satisfies `check`, returning it.
 async fn text_until(client: &Client, what: &str, check: impl Fn(&str) -> bool) -> String {
     let mut last = String::new();
-    for _ in 0..100 {
+    for _ in 0..200 {
         let text = client.execute("return document.body.innerText", vec![]).await.unwrap();
         last = text.as_str().unwrap_or_default().to_owned();
         if check(&last) {
             return last;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the page never showed {what}; it shows:\n{last}");
 }
@@ -120,7 +120,9 @@ async fn chromium_renders_the_status_page_and_a_cross_origin_page_calls_the_api(
     client.goto(&format!("http://{gateway}/")).await.unwrap();
     client.find(Locator::Id("token")).await.unwrap().send_keys(&own).await.unwrap();
     client.find(Locator::Css("#login button")).await.unwrap().click().await.unwrap();
-    let text = text_until(&client, "the positions", |t| t.contains(&expected_pnl)).await;
+    let text =
+        text_until(&client, "the positions and guards", |t| t.contains(&expected_pnl) && t.contains("Drawdown level"))
+            .await;
     assert!(text.contains("EURUSD"), "{text}");
     assert!(text.contains("Drawdown level\tNORMAL") || text.contains("Drawdown level\nNORMAL"), "{text}");
     assert!(text.contains("Healthy: nothing to act on") || text.contains("System WARNING"), "{text}");
@@ -148,6 +150,38 @@ async fn chromium_renders_the_status_page_and_a_cross_origin_page_calls_the_api(
     client.goto(&format!("http://{refused}/")).await.unwrap();
     let text = text_until(&client, "the refusal", |t| !t.contains("loading")).await;
     assert!(text.contains("request failed"), "{text}");
+
+    // Live: a sync that makes the account CRITICAL shows on the page within a second, without a reload (the
+    // page follows the guard status through EventSource).
+    client.goto(&format!("http://{gateway}/")).await.unwrap();
+    let field = client.find(Locator::Id("token")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(&own).await.unwrap();
+    client.find(Locator::Css("#login button")).await.unwrap().click().await.unwrap();
+    text_until(&client, "the live stream", |t| t.contains("● live updates") && t.contains("Drawdown level")).await;
+    let before = trading_monitor::storage::feed::now(&app.pool).await.unwrap();
+    let submitted = std::time::Instant::now();
+    app.submit(sync(alice, "1", vec![], vec![])).await.unwrap();
+    // When the sync's events became deliverable: any transaction running anywhere in the PostgreSQL cluster
+    // (parallel tests hold some open on purpose) holds delivery back until it ends (storage::feed), so the
+    // second is counted from there; both times are printed.
+    let pool = app.pool.clone();
+    let deliverable = tokio::spawn(async move {
+        loop {
+            let page = trading_monitor::storage::feed::page(&pool, Some(alice), before, 100).await.unwrap();
+            if !page.events.is_empty() {
+                return std::time::Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let text = text_until(&client, "the CRITICAL verdict", |t| t.contains("CLOSE ALL POSITIONS")).await;
+    let shown = std::time::Instant::now();
+    let deliverable = deliverable.await.unwrap();
+    let (after_ack, after_deliverable) = (shown - submitted, shown.saturating_duration_since(deliverable));
+    println!("CRITICAL shown {after_ack:?} after the sync's ack, {after_deliverable:?} after it was deliverable");
+    assert!(after_deliverable < Duration::from_secs(1), "shown {after_deliverable:?} after it was deliverable");
+    assert!(text.contains("CRITICAL"), "{text}");
 
     client.close().await.unwrap();
 }

@@ -83,6 +83,11 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
                 // operations with generated data.
                 "--phases",
                 "examples,fuzzing,stateful",
+                // Watch streams never end by themselves; tests/api/rest.rs and browser.rs test them.
+                "--exclude-operation-id",
+                "ReconciliationService_WatchReconciliationEvents",
+                "--exclude-operation-id",
+                "GuardsService_WatchGuardStatus",
                 "--no-color",
                 "--warnings",
                 "off",

@@ -16,3 +16,4 @@ mod operations;
 mod reads;
 mod replicas;
 mod rest;
+mod watch;

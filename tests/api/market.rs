@@ -452,6 +452,9 @@ async fn a_cached_guard_status_still_counts_down_and_ages_quotes() {
     let app = spawn_app_with(|args| {
         args.rules.pre_liquidation = std::time::Duration::from_secs(10);
         args.rules.stale_quote_after = std::time::Duration::from_secs(1);
+        // The clock would record the stale quote as an event (and so evict the cached status); this test is
+        // about serve-time judging of a cached entry.
+        args.watch.clock_interval = std::time::Duration::from_secs(3600);
     })
     .await;
     let user = Uuid::new_v4();

@@ -479,10 +479,12 @@ async fn the_openapi_document_lists_every_annotated_rpc() {
     let expected = [
         ("get", "/v1/users/{user_id}/drawdownStatus", "GuardsService_GetDrawdownStatus"),
         ("get", "/v1/users/{user_id}/guardStatus", "GuardsService_GetGuardStatus"),
+        ("get", "/v1/users/{user_id}/guardStatus:watch", "GuardsService_WatchGuardStatus"),
         ("get", "/v1/users/{user_id}/marketAlerts", "GuardsService_ListMarketAlerts"),
         ("get", "/v1/users/{user_id}/positions", "PositionsService_ListOpenPositions"),
         ("get", "/v1/users/{user_id}/positions/{position_id}", "PositionsService_GetPosition"),
         ("get", "/v1/users/{user_id}/reconciliationEvents", "ReconciliationService_ListReconciliationEvents"),
+        ("get", "/v1/users/{user_id}/reconciliationEvents:watch", "ReconciliationService_WatchReconciliationEvents"),
         ("get", "/v1/users/{user_id}/reconciliationStatus", "ReconciliationService_GetReconciliationStatus"),
         ("post", "/v1/quotes:submit", "GuardsService_SubmitQuotes"),
         ("post", "/v1/users/{user_id}/brokerSyncs:submit", "ReconciliationService_SubmitBrokerSync"),
@@ -550,4 +552,136 @@ async fn overload_is_429_with_retry_after() {
     );
     blocker.rollback().await.unwrap();
     assert_eq!(slow.await.unwrap(), StatusCode::OK);
+}
+
+/// An open HTTP stream, read frame by frame.
+struct HttpStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl HttpStream {
+    async fn open(base: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<HttpStream, reqwest::Response> {
+        // No overall timeout: the stream stays open; reads are bounded one by one.
+        let mut request = Client::new().get(format!("http://{base}{path}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        if response.status() != StatusCode::OK {
+            return Err(response);
+        }
+        Ok(HttpStream { response, buffer: String::new() })
+    }
+
+    /// The next frame ending in `separator` (`\n\n` for SSE, `\n` for NDJSON).
+    async fn frame(&mut self, separator: &str) -> String {
+        loop {
+            if let Some(at) = self.buffer.find(separator) {
+                let frame = self.buffer[..at].to_owned();
+                self.buffer.drain(..at + separator.len());
+                return frame;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(15), self.response.chunk())
+                .await
+                .expect("a frame within 15 s")
+                .unwrap()
+                .expect("the stream stays open");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next Server-Sent Event (comments and `retry:` skipped) as (event, id, data).
+    async fn event(&mut self) -> (String, String, Value) {
+        loop {
+            let frame = self.frame("\n\n").await;
+            let (mut event, mut id, mut data) = (String::new(), String::new(), String::new());
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    event = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            if !data.is_empty() {
+                return (event, id, serde_json::from_str(&data).unwrap());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn watches_stream_as_server_sent_events_and_resume_from_last_event_id() {
+    let app = spawn_with_http().await;
+    let base = app.http.unwrap();
+    let user = Uuid::new_v4();
+    let bearer = format!("Bearer {}", token(user, &[]));
+    let sse = [("accept", "text/event-stream"), ("authorization", bearer.as_str())];
+    let path = "/v1/users/me/reconciliationEvents:watch";
+    let mut stream = HttpStream::open(base, path, &sse).await.unwrap();
+    assert_eq!(stream.response.headers()["content-type"], "text/event-stream");
+    let (kind, id, data) = stream.event().await;
+    assert_eq!((kind.as_str(), data["heartbeat"]["caughtUp"].as_bool()), ("heartbeat", Some(true)));
+    assert_eq!(data["resumeToken"], id.as_str());
+
+    app.submit(sync(user, "1000", vec![], vec![])).await.unwrap();
+    let mut last = id;
+    let mut types = Vec::new();
+    while !types.iter().any(|t| t == "EVENT_TYPE_SYNC_COMPLETED") {
+        let (kind, id, data) = stream.event().await;
+        assert_eq!(kind, "event");
+        types.push(data["event"]["eventType"].as_str().unwrap().to_owned());
+        last = id;
+    }
+    drop(stream);
+
+    // Reconnecting as EventSource does (Last-Event-ID, the token as a query parameter): nothing is replayed.
+    let query = format!("{path}?access_token={}", token(user, &[]));
+    let mut resumed =
+        HttpStream::open(base, &query, &[("accept", "text/event-stream"), ("last-event-id", &last)]).await.unwrap();
+    let (kind, _, _) = resumed.event().await;
+    assert_eq!(kind, "heartbeat", "replayed an event already received");
+    app.submit(failed_sync(user, "terminal offline")).await.unwrap();
+    let (kind, _, data) = resumed.event().await;
+    assert_eq!((kind.as_str(), data["event"]["eventType"].as_str()), ("event", Some("EVENT_TYPE_SYNC_FAILED")));
+
+    // A token that cannot be resumed is 410 before the stream starts; no token at all is 401.
+    let gone = HttpStream::open(base, path, &[("authorization", &bearer), ("last-event-id", "bogus")]).await.err();
+    let gone = gone.expect("refused");
+    assert_eq!(gone.status(), StatusCode::GONE);
+    let body: Value = gone.json().await.unwrap();
+    let info = body["details"].as_array().unwrap().iter().find(|d| d["reason"].is_string()).cloned();
+    assert_eq!(info.unwrap()["reason"], "RESUME_TOKEN_INVALID", "{body}");
+    let missing = HttpStream::open(base, path, &[("accept", "text/event-stream")]).await.err().expect("refused");
+    assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn watches_stream_as_newline_delimited_json_in_process_and_standalone() {
+    let app = spawn_with_http().await;
+    let standalone = standalone(app.addr, Duration::from_secs(2)).await;
+    let user = Uuid::new_v4();
+    let bearer = format!("Bearer {}", token(user, &[]));
+    for base in [app.http.unwrap(), standalone] {
+        let mut stream = HttpStream::open(
+            base,
+            "/v1/users/me/guardStatus:watch?heartbeatInterval=1s",
+            &[("authorization", &bearer)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(stream.response.headers()["content-type"], "application/x-ndjson");
+        let first: Value = serde_json::from_str(&stream.frame("\n").await).unwrap();
+        assert_eq!(first["result"]["update"]["userId"], user.to_string());
+        assert_eq!(first["result"]["update"]["status"]["systemStatus"], "SYSTEM_STATUS_HEALTHY");
+        let beat: Value = serde_json::from_str(&stream.frame("\n").await).unwrap();
+        assert_eq!(beat["result"]["heartbeat"]["caughtUp"], true);
+        assert!(beat["result"]["resumeToken"].as_str().is_some_and(|t| !t.is_empty()));
+    }
+    // A bad request is an ordinary error response.
+    let reply = get(app.http.unwrap(), "/v1/users/me/guardStatus:watch?heartbeatInterval=1ms", &token(user, &[])).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(violations(&reply), ["heartbeatInterval"]);
 }

@@ -23,6 +23,8 @@ struct Canned {
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
+/// The watch streams are not part of the read mix; their type only has to exist.
+type NoStream<T> = futures::stream::Empty<Result<T, Status>>;
 
 fn not_in_mix<T>() -> Rpc<T> {
     Err(Status::unimplemented("not part of the benchmark mix"))
@@ -30,6 +32,14 @@ fn not_in_mix<T>() -> Rpc<T> {
 
 #[tonic::async_trait]
 impl ReconciliationService for Canned {
+    type WatchReconciliationEventsStream = NoStream<pb::WatchReconciliationEventsResponse>;
+
+    async fn watch_reconciliation_events(
+        &self,
+        _: Request<pb::WatchReconciliationEventsRequest>,
+    ) -> Rpc<Self::WatchReconciliationEventsStream> {
+        not_in_mix()
+    }
     async fn get_reconciliation_status(
         &self,
         _: Request<pb::GetReconciliationStatusRequest>,
@@ -62,6 +72,11 @@ impl PositionsService for Canned {
 
 #[tonic::async_trait]
 impl GuardsService for Canned {
+    type WatchGuardStatusStream = NoStream<pb::WatchGuardStatusResponse>;
+
+    async fn watch_guard_status(&self, _: Request<pb::WatchGuardStatusRequest>) -> Rpc<Self::WatchGuardStatusStream> {
+        not_in_mix()
+    }
     async fn get_guard_status(&self, _: Request<pb::GetGuardStatusRequest>) -> Rpc<pb::GetGuardStatusResponse> {
         Ok(Response::new(self.guard.clone()))
     }

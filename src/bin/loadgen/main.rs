@@ -8,6 +8,7 @@ mod feed;
 mod ingest;
 mod reads;
 mod report;
+mod watch;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -110,6 +111,34 @@ enum Mode {
         #[arg(long)]
         metrics: String,
     },
+    /// Watch streams on --target (`--streams-per-user` per seeded user) while --writer submits one event per
+    /// write; prints write-to-watcher latency, server CPU and memory, PostgreSQL transactions per second.
+    Watch {
+        /// Users that were seeded; each gets `streams_per_user` streams.
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Streams per user.
+        #[arg(long, default_value_t = 10)]
+        streams_per_user: usize,
+        /// Writes (one event each) per second.
+        #[arg(long, default_value_t = 50.0)]
+        events_per_sec: f64,
+        /// The replica that takes the writes (default: --target).
+        #[arg(long)]
+        writer: Option<String>,
+        /// Instead of watching, each dashboard polls GetGuardStatus and GetReconciliationStatus this often.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        poll_every: Option<Duration>,
+        /// The watched server's PID, for its CPU and memory.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// The server's database, for its transactions per second.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Name printed with the results.
+        #[arg(long, default_value = "watch")]
+        label: String,
+    },
     /// Serve the baseline: the same services with canned responses captured from --target.
     EchoServer {
         /// Address to serve on.
@@ -172,6 +201,33 @@ async fn main() -> anyhow::Result<()> {
         Mode::Stampede { users, requests, metrics } => {
             let users = reads::users(*users, &args.jwt_secret)?;
             reads::stampede(&channels, &users, *requests, metrics).await
+        }
+        Mode::Watch {
+            users,
+            streams_per_user,
+            events_per_sec,
+            writer,
+            poll_every,
+            server_pid,
+            database_url,
+            label,
+        } => {
+            let users = reads::users(*users, &args.jwt_secret)?;
+            let writer = match writer {
+                Some(w) => self::channels(w, 1).await?.remove(0),
+                None => channels[0].clone(),
+            };
+            let auth = feed::writer_auth(&args.jwt_secret)?;
+            let plan = watch::Plan {
+                label: label.clone(),
+                streams_per_user: (*streams_per_user).max(1),
+                events_per_sec: *events_per_sec,
+                duration: args.duration,
+                poll_every: *poll_every,
+                server_pid: *server_pid,
+                database_url: database_url.clone(),
+            };
+            watch::run(&channels, writer, &users, auth, plan).await
         }
         Mode::EchoServer { listen, users } => {
             let users = reads::users((*users).max(1), &args.jwt_secret)?;

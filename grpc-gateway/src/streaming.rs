@@ -1,0 +1,271 @@
+//! Server-streaming RPCs over HTTP, two ways:
+//!
+//! - **Server-Sent Events** when the request accepts `text/event-stream` (what a browser's `EventSource`
+//!   sends): each message is an event whose `id:` is its `resume_token`, `event:` the kind of message (the set
+//!   field of its `oneof`, e.g. `event`, `update`, `heartbeat`) and `data:` the message's canonical JSON. A
+//!   reconnecting `EventSource` sends `Last-Event-ID`, which becomes the request's `resume_token`. The stream
+//!   starts with `retry: 2000` (reconnect after 2 s). An error after the stream started is a last event
+//!   `event: error` with the `google.rpc.Status` JSON; one before (such as a resume token that cannot be
+//!   resumed, HTTP 410) is an ordinary error response.
+//! - Otherwise **newline-delimited JSON** (`application/x-ndjson`), grpc-gateway v2's framing: one
+//!   `{"result": message}` per line, and a final `{"error": status}` line if the stream ends with an error.
+//!
+//! Since `EventSource` cannot send headers, streaming routes also take the bearer token as an `access_token`
+//! query parameter (RFC 6750 §2.3); an `Authorization` header wins when both are present. URLs end up in
+//! histories and proxy logs, so prefer the header wherever the client can set one.
+//!
+//! grpc-gateway itself does not do SSE (grpc-ecosystem/grpc-gateway#26); this module is written here for that
+//! reason, on axum's streaming body.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use prost_reflect::{DynamicMessage, ReflectMessage, Value};
+use tokio::sync::watch;
+
+use crate::errors::{self, GatewayError};
+use crate::routing::Route;
+
+/// The query parameter carrying a bearer token on streaming routes.
+pub const ACCESS_TOKEN: &str = "access_token";
+/// What a reconnecting `EventSource` is told to wait, in milliseconds.
+const RETRY_MS: u32 = 2000;
+
+/// How a stream is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `text/event-stream`.
+    Sse,
+    /// `application/x-ndjson`, `{"result": ...}` lines.
+    NdJson,
+}
+
+impl Framing {
+    /// Server-Sent Events when the client accepts them.
+    pub fn of(headers: &HeaderMap) -> Framing {
+        let sse = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("text/event-stream"));
+        if sse { Framing::Sse } else { Framing::NdJson }
+    }
+}
+
+/// A streaming request's extras: the query without `access_token`, the token it carried, and `Last-Event-ID`.
+pub struct Extras {
+    pub query: Option<String>,
+    pub access_token: Option<String>,
+    pub last_event_id: Option<String>,
+}
+
+/// Takes the streaming extras out of a request.
+pub fn extras(query: Option<&str>, headers: &HeaderMap) -> Extras {
+    let mut access_token = None;
+    let query = query.map(|q| {
+        let kept: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+            .filter_map(|(k, v)| {
+                if k == ACCESS_TOKEN {
+                    access_token = Some(v.into_owned());
+                    None
+                } else {
+                    Some((k.into_owned(), v.into_owned()))
+                }
+            })
+            .collect();
+        form_urlencoded::Serializer::new(String::new()).extend_pairs(kept).finish()
+    });
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
+    Extras { query, access_token, last_event_id }
+}
+
+/// Sets the request's `resume_token` to the `Last-Event-ID` a reconnecting `EventSource` sent (it wins over a
+/// `resume_token` in the query: it is newer).
+pub fn resume_from(message: &mut DynamicMessage, last_event_id: Option<&str>) {
+    if let (Some(id), Some(field)) = (last_event_id, message.descriptor().get_field_by_name("resume_token")) {
+        message.set_field(&field, Value::String(id.to_owned()));
+    }
+}
+
+/// Writes one stream message. `json` is its canonical JSON; `decoded` gives its kind and resume token.
+fn frame(framing: Framing, json: &[u8], decoded: Option<&DynamicMessage>) -> Bytes {
+    let mut out = Vec::with_capacity(json.len() + 128);
+    match framing {
+        Framing::NdJson => {
+            out.extend_from_slice(b"{\"result\":");
+            out.extend_from_slice(json);
+            out.extend_from_slice(b"}\n");
+        }
+        Framing::Sse => {
+            if let Some(message) = decoded {
+                if let Some(Value::String(token)) = message.get_field_by_name("resume_token").as_deref()
+                    && !token.is_empty()
+                {
+                    out.extend_from_slice(format!("id: {token}\n").as_bytes());
+                }
+                if let Some(kind) = kind(message) {
+                    out.extend_from_slice(format!("event: {kind}\n").as_bytes());
+                }
+            }
+            data_lines(&mut out, json);
+        }
+    }
+    Bytes::from(out)
+}
+
+/// The last frame of a stream that ended with an error.
+fn error_frame(framing: Framing, status: &serde_json::Value) -> Bytes {
+    let json = status.to_string();
+    match framing {
+        Framing::NdJson => Bytes::from(format!("{{\"error\":{json}}}\n")),
+        Framing::Sse => {
+            let mut out = b"event: error\n".to_vec();
+            data_lines(&mut out, json.as_bytes());
+            Bytes::from(out)
+        }
+    }
+}
+
+/// `data:` lines (one per line of `json`, which compact JSON never splits) and the blank line ending an event.
+fn data_lines(out: &mut Vec<u8>, json: &[u8]) {
+    for line in json.split(|b| *b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
+/// The name of the set field of the message's first `oneof` (its kind), if any.
+fn kind(message: &DynamicMessage) -> Option<String> {
+    let descriptor = message.descriptor();
+    descriptor
+        .oneofs()
+        .flat_map(|o| o.fields().collect::<Vec<_>>())
+        .find(|f| message.has_field(f))
+        .map(|f| f.name().to_owned())
+}
+
+/// The HTTP response for an upstream stream: each message as it arrives, then the end. `to_json` turns a
+/// message's wire bytes into canonical JSON; `closing` turning true (the gateway shutting down) ends the stream
+/// with UNAVAILABLE, so open streams never hold a graceful shutdown up.
+pub fn respond(
+    route: &Route,
+    framing: Framing,
+    mut messages: tonic::Streaming<Bytes>,
+    pool: prost_reflect::DescriptorPool,
+    to_json: impl Fn(&Route, Bytes) -> Result<Bytes, GatewayError> + Send + 'static,
+    mut closing: watch::Receiver<bool>,
+) -> Response {
+    let route = route.clone();
+    let output = route.method.output();
+    let opening = match framing {
+        Framing::Sse => Some(Bytes::from(format!(": trading-monitor stream\nretry: {RETRY_MS}\n\n"))),
+        Framing::NdJson => None,
+    };
+    let body = async_stream(move |tx| async move {
+        if let Some(opening) = opening
+            && tx.send(opening).await.is_err()
+        {
+            return;
+        }
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                () = async { let _ = closing.wait_for(|c| *c).await; } => {
+                    let status = tonic::Status::unavailable("the gateway is shutting down; reconnect (resume with the last resume token)");
+                    let _ = tx.send(error_frame(framing, &errors::status_json(&pool, &status))).await;
+                    return;
+                }
+            };
+            let frame = match next {
+                None => return,
+                Some(Ok(bytes)) => {
+                    let decoded = match framing {
+                        Framing::Sse => DynamicMessage::decode(output.clone(), bytes.clone()).ok(),
+                        Framing::NdJson => None,
+                    };
+                    match to_json(&route, bytes) {
+                        Ok(json) => frame(framing, &json, decoded.as_ref()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot encode a stream message");
+                            let status = tonic::Status::internal("internal error");
+                            let _ = tx.send(error_frame(framing, &errors::status_json(&pool, &status))).await;
+                            return;
+                        }
+                    }
+                }
+                Some(Err(status)) => {
+                    let status = match crate::upstream::classify(status) {
+                        GatewayError::Upstream(status) => status,
+                        other => tonic::Status::unavailable(other.to_string()),
+                    };
+                    let _ = tx.send(error_frame(framing, &errors::status_json(&pool, &status))).await;
+                    return;
+                }
+            };
+            if tx.send(frame).await.is_err() {
+                return; // the client went away
+            }
+        }
+    });
+    let content_type = match framing {
+        Framing::Sse => "text/event-stream",
+        Framing::NdJson => "application/x-ndjson",
+    };
+    let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// A body stream fed by a task through a channel of one frame: the task runs only as fast as the client reads.
+fn async_stream<F, Fut>(produce: F) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(produce(tx));
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|frame| (Ok(frame), rx)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_stream_is_chosen_by_accept_and_access_token_leaves_the_query() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(Framing::of(&headers), Framing::NdJson);
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream;q=0.9"));
+        assert_eq!(Framing::of(&headers), Framing::Sse);
+        headers.insert("last-event-id", HeaderValue::from_static(" abc "));
+        let e = extras(Some("access_token=t%2Bk&eventTypes=EVENT_TYPE_SYNC_FAILED"), &headers);
+        assert_eq!(e.access_token.as_deref(), Some("t+k"));
+        assert_eq!(e.query.as_deref(), Some("eventTypes=EVENT_TYPE_SYNC_FAILED"));
+        assert_eq!(e.last_event_id.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn frames_follow_each_framing() {
+        assert_eq!(&frame(Framing::NdJson, b"{\"a\":1}", None)[..], b"{\"result\":{\"a\":1}}\n");
+        assert_eq!(&frame(Framing::Sse, b"{\"a\":1}", None)[..], b"data: {\"a\":1}\n\n");
+        let status = serde_json::json!({"code": 14});
+        assert_eq!(&error_frame(Framing::NdJson, &status)[..], b"{\"error\":{\"code\":14}}\n");
+        assert_eq!(&error_frame(Framing::Sse, &status)[..], b"event: error\ndata: {\"code\":14}\n\n");
+    }
+}

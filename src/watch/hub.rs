@@ -1,0 +1,320 @@
+//! The replica's feed reader and the batches it broadcasts (see the module doc of `watch`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, broadcast, watch};
+use uuid::Uuid;
+
+use super::token::DatabaseTag;
+use crate::domain::events::EventType;
+use crate::error::ApiError;
+use crate::market_view::MarketView;
+use crate::storage::feed::{self, FeedEvent, FeedPosition};
+use crate::storage::{Book, StorageError};
+
+/// The channel the events trigger notifies (`migrations/20261201000004_event_feed.sql`).
+pub const CHANNEL: &str = "trading_events";
+/// Events per feed read.
+const PAGE: i64 = 500;
+/// Books loaded at once for one batch.
+const BOOK_LOADS: usize = 8;
+
+/// How the hub reads and what it allows.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// Re-read this often without a notification.
+    pub safety_interval: Duration,
+    /// Batches a slow stream may fall behind before it must re-read from the table.
+    pub capacity: usize,
+    /// Streams per caller.
+    pub max_per_user: usize,
+    /// Streams on this replica.
+    pub max_streams: usize,
+}
+
+/// One read of the feed: every event after `from` up to and including `up_to` (possibly none: the position
+/// still advances), with the books of the accounts that changed and are watched for their guard status.
+#[derive(Debug)]
+pub struct Batch {
+    /// Where the read started (exclusive).
+    pub from: FeedPosition,
+    /// Where it ended (inclusive): everything up to here has been read.
+    pub up_to: FeedPosition,
+    /// The events, in feed order.
+    pub events: Vec<FeedEvent>,
+    /// Books read after the events, of watched accounts that have events in the batch.
+    pub books: HashMap<Uuid, Arc<Book>>,
+}
+
+/// The replica's hub. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    market: MarketView,
+    settings: HubSettings,
+    tag: OnceLock<DatabaseTag>,
+    batches: broadcast::Sender<Arc<Batch>>,
+    /// `up_to` of the last batch sent (`None` until the first read).
+    position: watch::Sender<Option<FeedPosition>>,
+    streams: Mutex<Streams>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Streams {
+    total: usize,
+    per_caller: HashMap<Uuid, usize>,
+    /// Guard watchers per watched account, and of every account.
+    guard_users: HashMap<Uuid, usize>,
+    guard_all: usize,
+}
+
+/// An open stream, counted against the limits until dropped.
+#[derive(Debug)]
+pub struct Registration {
+    hub: Arc<Inner>,
+    caller: Uuid,
+    /// `Some(None)`: a guard watch of every account; `Some(Some(u))`: of `u`.
+    guard: Option<Option<Uuid>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut streams = self.hub.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        streams.total -= 1;
+        decrement(&mut streams.per_caller, self.caller);
+        match self.guard {
+            Some(None) => streams.guard_all -= 1,
+            Some(Some(user)) => decrement(&mut streams.guard_users, user),
+            None => {}
+        }
+    }
+}
+
+fn decrement(counts: &mut HashMap<Uuid, usize>, key: Uuid) {
+    if let Some(n) = counts.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(&key);
+        }
+    }
+}
+
+impl Hub {
+    /// A hub over `pool`; it reads once [`Hub::run`] runs.
+    pub fn new(pool: PgPool, market: MarketView, settings: HubSettings) -> Hub {
+        let (batches, _) = broadcast::channel(settings.capacity.max(1));
+        let (position, _) = watch::channel(None);
+        Hub {
+            inner: Arc::new(Inner {
+                pool,
+                market,
+                settings,
+                tag: OnceLock::new(),
+                batches,
+                position,
+                streams: Mutex::new(Streams::default()),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// The pool streams read from.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The database tag of resume tokens, once known (the first successful read sets it).
+    pub async fn tag(&self) -> Result<DatabaseTag, ApiError> {
+        if let Some(tag) = self.inner.tag.get() {
+            return Ok(*tag);
+        }
+        let id = feed::database_id(&self.inner.pool).await?;
+        Ok(*self.inner.tag.get_or_init(|| DatabaseTag::of(&id)))
+    }
+
+    /// Counts a new stream of `caller` against the limits (`guard`: see [`Registration`]).
+    pub fn register(&self, caller: Uuid, guard: Option<Option<Uuid>>) -> Result<Registration, ApiError> {
+        let settings = &self.inner.settings;
+        let mut streams = self.inner.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if streams.total >= settings.max_streams {
+            return Err(ApiError::TooManyWatches { limit: settings.max_streams, per: "replica" });
+        }
+        let mine = streams.per_caller.entry(caller).or_default();
+        if *mine >= settings.max_per_user {
+            return Err(ApiError::TooManyWatches { limit: settings.max_per_user, per: "user" });
+        }
+        *mine += 1;
+        streams.total += 1;
+        match guard {
+            Some(None) => streams.guard_all += 1,
+            Some(Some(user)) => *streams.guard_users.entry(user).or_default() += 1,
+            None => {}
+        }
+        drop(streams);
+        Ok(Registration { hub: self.inner.clone(), caller, guard })
+    }
+
+    /// Open streams on this replica.
+    pub fn streams(&self) -> usize {
+        self.inner.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner).total
+    }
+
+    /// The batches from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Batch>> {
+        self.inner.batches.subscribe()
+    }
+
+    /// Where the last batch ended, if the hub has read; else the feed's position now from the database.
+    pub async fn position(&self) -> Result<FeedPosition, StorageError> {
+        let known = *self.inner.position.borrow();
+        match known {
+            Some(position) => Ok(position),
+            None => feed::now(&self.inner.pool).await,
+        }
+    }
+
+    /// Reads the feed on every notification and every safety interval until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let listener = tokio::spawn(listen(self.inner.pool.clone(), self.clone(), stop.clone()));
+        let mut failing = false;
+        loop {
+            match self.read_forward().await {
+                Ok(()) if failing => {
+                    tracing::info!("event feed readable again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    tracing::warn!(error = %crate::error::error_chain(&e), "cannot read the event feed; retrying");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(self.inner.settings.safety_interval) => {}
+                _ = stop.wait_for(|stop| *stop) => break,
+            }
+        }
+        listener.abort();
+    }
+
+    /// Reads and broadcasts pages until the feed is caught up.
+    async fn read_forward(&self) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        if inner.tag.get().is_none() {
+            let id = feed::database_id(&inner.pool).await?;
+            let _ = inner.tag.set(DatabaseTag::of(&id));
+        }
+        let known = *inner.position.borrow();
+        let mut at = match known {
+            Some(at) => at,
+            None => {
+                // First read: start now (streams catch up on what came before from the table themselves).
+                let at = feed::now(&inner.pool).await?;
+                inner.position.send_replace(Some(at));
+                at
+            }
+        };
+        loop {
+            let page = feed::page(&inner.pool, None, at, PAGE).await?;
+            if page
+                .events
+                .iter()
+                .any(|e| matches!(e.event.event_type, EventType::MarketAlertRaised | EventType::MarketAlertCleared))
+            {
+                // Guard watchers judge alerts from the market snapshot: make it show these.
+                if let Err(e) = inner.market.refresh().await {
+                    tracing::warn!(error = %crate::error::error_chain(&e), "cannot refresh the market snapshot for watchers");
+                }
+            }
+            let books = self.books_for(&page.events).await;
+            let batch = Batch { from: at, up_to: page.next, events: page.events, books };
+            at = page.next;
+            inner.position.send_replace(Some(at));
+            // No receivers is fine: nobody watches.
+            let _ = inner.batches.send(Arc::new(batch));
+            if page.caught_up {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The books of accounts with events in `events` that someone watches the guard status of; an account whose
+    /// book cannot be read is left out (its watchers read it themselves).
+    async fn books_for(&self, events: &[FeedEvent]) -> HashMap<Uuid, Arc<Book>> {
+        let mut users: Vec<Uuid> = {
+            let streams = self.inner.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if streams.guard_all == 0 && streams.guard_users.is_empty() {
+                return HashMap::new();
+            }
+            events
+                .iter()
+                .map(|e| e.user_id)
+                .filter(|u| streams.guard_all > 0 || streams.guard_users.contains_key(u))
+                .collect()
+        };
+        users.sort_unstable();
+        users.dedup();
+        let pool = &self.inner.pool;
+        futures::stream::iter(users)
+            .map(|user| async move { (user, crate::storage::book::load(pool, user).await) })
+            .buffer_unordered(BOOK_LOADS)
+            .filter_map(|(user, book)| async move { book.ok().map(|b| (user, Arc::new(b))) })
+            .collect()
+            .await
+    }
+}
+
+/// Wakes the hub on every notification. A lost connection (or any error) also wakes it, since notifications
+/// may have been missed, and the listener is rebuilt.
+async fn listen(pool: PgPool, hub: Hub, mut stop: watch::Receiver<bool>) {
+    loop {
+        let mut listener = match connect(&pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN for events; relying on periodic re-reads");
+                tokio::select! {
+                    () = tokio::time::sleep(hub.inner.settings.safety_interval) => continue,
+                    _ = stop.wait_for(|stop| *stop) => return,
+                }
+            }
+        };
+        hub.inner.wake.notify_one();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(_)) => {
+                    // Coalesce: one read covers every notification already received.
+                    while listener.next_buffered().is_some() {}
+                    hub.inner.wake.notify_one();
+                }
+                Ok(None) => {
+                    tracing::info!("event listener connection lost; reconnecting");
+                    hub.inner.wake.notify_one();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event listener failed; reconnecting");
+                    hub.inner.wake.notify_one();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}

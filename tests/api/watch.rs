@@ -1,0 +1,522 @@
+//! Watch streams over gRPC: every event once, in order, across resumes, replicas, lost notifications, slow
+//! clients and shutdowns; the guard status pushed when it changes, including changes time alone makes.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio_stream::StreamExt;
+use tonic::Streaming;
+use trading_monitor::pb;
+use trading_monitor::pb::watch_guard_status_response::Kind as GuardKind;
+use trading_monitor::pb::watch_reconciliation_events_response::Kind as EventKind;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+/// Long enough for the horizon to pass transactions of the other tests running on the same cluster.
+const WAIT: Duration = Duration::from_secs(15);
+
+type Events = Streaming<pb::WatchReconciliationEventsResponse>;
+type Guards = Streaming<pb::WatchGuardStatusResponse>;
+
+fn events_request(user: &str, resume_token: &str) -> pb::WatchReconciliationEventsRequest {
+    pb::WatchReconciliationEventsRequest {
+        user_id: user.into(),
+        resume_token: resume_token.into(),
+        ..Default::default()
+    }
+}
+
+async fn watch_events(
+    app: &TestApp,
+    request: pb::WatchReconciliationEventsRequest,
+    token: &str,
+) -> Result<Events, tonic::Status> {
+    app.recon().watch_reconciliation_events(authed(request, token)).await.map(|r| r.into_inner())
+}
+
+async fn watch_guards(
+    app: &TestApp,
+    request: pb::WatchGuardStatusRequest,
+    token: &str,
+) -> Result<Guards, tonic::Status> {
+    app.guards().watch_guard_status(authed(request, token)).await.map(|r| r.into_inner())
+}
+
+/// The next message, failing the test after [`WAIT`].
+async fn next<M: std::fmt::Debug>(stream: &mut Streaming<M>) -> Result<M, tonic::Status> {
+    match tokio::time::timeout(WAIT, stream.next()).await {
+        Ok(Some(message)) => message,
+        Ok(None) => panic!("the stream ended"),
+        Err(_) => panic!("no message within {WAIT:?}"),
+    }
+}
+
+/// The first heartbeat's token: the watch has caught up and is following.
+async fn caught_up(stream: &mut Events) -> String {
+    loop {
+        let message = next(stream).await.unwrap();
+        if let Some(EventKind::Heartbeat(beat)) = &message.kind {
+            assert!(beat.caught_up);
+            return message.resume_token;
+        }
+    }
+}
+
+/// Events (with each one's resume token) until `done` holds of the events so far.
+async fn events_until(
+    stream: &mut Events,
+    done: impl Fn(&[pb::ReconciliationEvent]) -> bool,
+) -> (Vec<pb::ReconciliationEvent>, String) {
+    let (mut events, mut last) = (Vec::new(), String::new());
+    while !done(&events) {
+        let message = next(stream).await.unwrap();
+        last = message.resume_token;
+        if let Some(EventKind::Event(event)) = message.kind {
+            events.push(event);
+        }
+    }
+    (events, last)
+}
+
+fn ids(events: &[pb::ReconciliationEvent]) -> Vec<i64> {
+    events.iter().map(|e| e.event_id.parse().unwrap()).collect()
+}
+
+/// Every event id of `user` in the table.
+async fn stored_ids(app: &TestApp, user: Uuid) -> HashSet<i64> {
+    app.all_events(user).await.iter().map(|e| e.event_id.parse().unwrap()).collect()
+}
+
+fn assert_once_each(events: &[pb::ReconciliationEvent]) {
+    let ids = ids(events);
+    let unique: HashSet<i64> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "duplicates: {ids:?}");
+}
+
+#[tokio::test]
+async fn a_watch_gets_every_event_once_across_a_resume_even_when_writers_commit_out_of_order() {
+    let app = spawn_app().await;
+    let user = Uuid::new_v4();
+    let mine = token(user, &[]);
+    let mut stream = watch_events(&app, events_request("", ""), &mine).await.unwrap();
+    caught_up(&mut stream).await;
+
+    // A writer that started first and commits last, and a whole sync that commits meanwhile.
+    let mut slow = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (user_id, event_type, occurred_at, message) VALUES ($1, 'sync_failed', now(), 'slow')",
+    )
+    .bind(user)
+    .execute(&mut *slow)
+    .await
+    .unwrap();
+    app.submit(sync(user, "1000", vec![broker("1", "XAUUSD", pb::Side::Buy, "1", "2000", "2000")], vec![]))
+        .await
+        .unwrap();
+    // Nothing is delivered past the running writer (an `event_id > last` cursor would deliver the sync now and
+    // skip the slow event for ever).
+    let early = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await;
+    assert!(
+        early.is_err() || matches!(&early, Ok(Some(Ok(m))) if matches!(m.kind, Some(EventKind::Heartbeat(_)))),
+        "delivered past a running writer: {early:?}"
+    );
+    slow.commit().await.unwrap();
+
+    // The earlier transaction's event first; then the client drops the stream after it and resumes.
+    let (first, token_after_first) = events_until(&mut stream, |e| !e.is_empty()).await;
+    assert_eq!(first[0].message, "slow");
+    drop(stream);
+    let mut resumed = watch_events(&app, events_request("", &token_after_first), &mine).await.unwrap();
+    let stored = stored_ids(&app, user).await;
+    let (rest, _) = events_until(&mut resumed, |e| e.len() + 1 >= stored.len()).await;
+    let mut all = first;
+    all.extend(rest);
+    assert_once_each(&all);
+    assert_eq!(ids(&all).into_iter().collect::<HashSet<_>>(), stored, "exactly the stored events");
+    assert!(all[1..].iter().all(|e| e.user_id == user.to_string() && !e.sync_id.is_empty()));
+}
+
+#[tokio::test]
+async fn start_oldest_replays_the_log_filters_skip_and_heartbeats_advance_the_token() {
+    let app = spawn_app().await;
+    let user = Uuid::new_v4();
+    app.submit(sync(user, "1000", vec![broker("1", "XAUUSD", pb::Side::Buy, "1", "2000", "2000")], vec![]))
+        .await
+        .unwrap();
+    let stored = stored_ids(&app, user).await;
+    let request = pb::WatchReconciliationEventsRequest { start: pb::WatchStart::Oldest.into(), ..Default::default() };
+    let mut stream = watch_events(&app, request, &token(user, &[])).await.unwrap();
+    let (replayed, _) = events_until(&mut stream, |e| e.len() >= stored.len()).await;
+    assert_eq!(ids(&replayed).into_iter().collect::<HashSet<_>>(), stored);
+    caught_up(&mut stream).await;
+
+    // Only SYNC_FAILED, a heartbeat every second: other events move the token without being sent.
+    let request = pb::WatchReconciliationEventsRequest {
+        event_types: vec![pb::EventType::SyncFailed.into()],
+        heartbeat_interval: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+        ..Default::default()
+    };
+    let mut filtered = watch_events(&app, request.clone(), &token(user, &[])).await.unwrap();
+    let before = caught_up(&mut filtered).await;
+    app.submit(sync(user, "1100", vec![], vec![])).await.unwrap();
+    app.submit(failed_sync(user, "terminal offline")).await.unwrap();
+    let (failed, after) = events_until(&mut filtered, |e| !e.is_empty()).await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].event_type(), pb::EventType::SyncFailed);
+    assert_ne!(before, after);
+    let beat = next(&mut filtered).await.unwrap();
+    assert!(matches!(beat.kind, Some(EventKind::Heartbeat(ref h)) if h.caught_up && h.sent_time.is_some()));
+
+    // Resuming from the filtered watch's token replays nothing it already skipped or sent.
+    let resumed = pb::WatchReconciliationEventsRequest { resume_token: beat.resume_token, ..request };
+    let mut resumed = watch_events(&app, resumed, &token(user, &[])).await.unwrap();
+    let first = next(&mut resumed).await.unwrap();
+    assert!(matches!(first.kind, Some(EventKind::Heartbeat(_))), "replayed: {first:?}");
+}
+
+#[tokio::test]
+async fn bad_requests_and_tokens_are_refused_with_reasons() {
+    let app = spawn_app().await;
+    let other = spawn_app().await;
+    let user = Uuid::new_v4();
+    let mine = token(user, &[]);
+
+    let status = watch_events(&app, events_request("-", ""), &mine).await.unwrap_err();
+    assert_eq!(code_and_reason(&status), (tonic::Code::PermissionDenied, "SCOPE_MISSING".into()));
+    let status = watch_events(&app, events_request(&Uuid::new_v4().to_string(), ""), &mine).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    let too_fast = pb::WatchReconciliationEventsRequest {
+        heartbeat_interval: Some(prost_types::Duration { seconds: 0, nanos: 1_000_000 }),
+        ..Default::default()
+    };
+    let status = watch_events(&app, too_fast, &mine).await.unwrap_err();
+    assert_eq!(bad_fields(&status), ["heartbeat_interval"]);
+
+    let mut stream = watch_events(&app, events_request("", ""), &mine).await.unwrap();
+    let good = caught_up(&mut stream).await;
+    // Malformed, from another database, from the future.
+    let mut ahead = base64_decode(&good);
+    ahead[9..17].copy_from_slice(&(i64::MAX / 2).to_be_bytes());
+    let cases = [
+        ("garbage".to_owned(), &app, "malformed"),
+        (good.clone(), &other, "other_database"),
+        (base64_encode(&ahead), &app, "ahead"),
+    ];
+    for (resume, server, why) in cases {
+        let status = watch_events(server, events_request("", &resume), &mine).await.unwrap_err();
+        assert_eq!(code_and_reason(&status), (tonic::Code::FailedPrecondition, "RESUME_TOKEN_INVALID".into()));
+        assert_eq!(error_info(&status).2["why"], why);
+    }
+    let status = watch_guards(&other, pb::WatchGuardStatusRequest { resume_token: good, ..Default::default() }, &mine)
+        .await
+        .unwrap_err();
+    assert_eq!(code_and_reason(&status), (tonic::Code::FailedPrecondition, "RESUME_TOKEN_INVALID".into()));
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).unwrap()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[tokio::test]
+async fn the_all_users_feed_sees_every_user_and_survives_the_listener_being_killed() {
+    let app = spawn_app_with(|args| args.watch.watch_safety_interval = Duration::from_millis(500)).await;
+    let risk = token(Uuid::new_v4(), &[READ_ANY]);
+    let mut stream = watch_events(&app, events_request("-", ""), &risk).await.unwrap();
+    caught_up(&mut stream).await;
+    let users: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+    for (i, user) in users.iter().enumerate() {
+        if i == 3 {
+            // Kill the hub's LISTEN connection in the middle of the writes: notifications are lost until it
+            // reconnects, and the periodic re-read must make up for them.
+            let killed: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            )
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+            assert_eq!(killed, [true], "exactly one listener");
+        }
+        app.submit(sync(*user, "1000", vec![], vec![])).await.unwrap();
+    }
+    let (seen, _) =
+        events_until(&mut stream, |e| users.iter().all(|u| e.iter().any(|ev| ev.user_id == u.to_string()))).await;
+    assert_once_each(&seen);
+    // A listener is back.
+    for _ in 0..50 {
+        let listeners: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if listeners == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the listener never came back");
+}
+
+#[tokio::test]
+async fn a_write_acknowledged_by_one_replica_reaches_a_watcher_on_another() {
+    let (a, b) = spawn_replicas_with(|_| {}).await;
+    let user = Uuid::new_v4();
+    let mut stream = watch_events(&b, events_request("", ""), &token(user, &[])).await.unwrap();
+    caught_up(&mut stream).await;
+    let sync = sync(user, "1000", vec![], vec![]);
+    let sync_id = a.submit(sync).await.unwrap().sync_id;
+    let (events, _) =
+        events_until(&mut stream, |e| e.iter().any(|e| e.event_type() == pb::EventType::SyncCompleted)).await;
+    assert!(events.iter().all(|e| e.sync_id == sync_id), "{events:?}");
+}
+
+#[tokio::test]
+async fn streams_are_limited_per_caller_and_a_closed_one_frees_its_place() {
+    let app = spawn_app_with(|args| args.watch.watch_max_per_user = 2).await;
+    let user = Uuid::new_v4();
+    let mine = token(user, &[]);
+    let first = watch_events(&app, events_request("", ""), &mine).await.unwrap();
+    let _second = watch_guards(&app, pb::WatchGuardStatusRequest::default(), &mine).await.unwrap();
+    let status = watch_events(&app, events_request("", ""), &mine).await.unwrap_err();
+    assert_eq!(code_and_reason(&status), (tonic::Code::ResourceExhausted, "TOO_MANY_WATCHES".into()));
+    assert_eq!(error_info(&status).2["per"], "user");
+    // Somebody else still may.
+    watch_events(&app, events_request("", ""), &token(Uuid::new_v4(), &[])).await.unwrap();
+    drop(first);
+    for _ in 0..100 {
+        if watch_events(&app, events_request("", ""), &mine).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("a closed stream never freed its place");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_ended_and_resumes_without_loss() {
+    let app = spawn_app_with(|args| {
+        args.watch.watch_send_timeout = Duration::from_millis(300);
+        args.watch.watch_buffer = 4;
+    })
+    .await;
+    let user = Uuid::new_v4();
+    let mine = token(user, &[]);
+    // A client with small HTTP/2 flow-control windows (tonic's are megabytes), so a client that does not read
+    // holds the server back soon.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(16 * 1024)
+        .initial_connection_window_size(16 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::reconciliation_service_client::ReconciliationServiceClient::new(channel);
+    let mut stream =
+        client.watch_reconciliation_events(authed(events_request("", ""), &mine)).await.unwrap().into_inner();
+    let mut last = caught_up(&mut stream).await;
+    // Far more than the flow-control window and the stream's buffer: 1,500 opened positions.
+    let brokers = (0..1500).map(|i| broker(&i.to_string(), "XAUUSD", pb::Side::Buy, "1", "2000", "2000")).collect();
+    app.submit(sync(user, "100000", brokers, vec![])).await.unwrap();
+    let stored = stored_ids(&app, user).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Reading again: what was in flight, then the end.
+    let mut received = Vec::new();
+    let ended = loop {
+        match next(&mut stream).await {
+            Ok(message) => {
+                last = message.resume_token;
+                if let Some(EventKind::Event(e)) = message.kind {
+                    received.push(e);
+                }
+            }
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(code_and_reason(&ended), (tonic::Code::ResourceExhausted, "SLOW_CONSUMER".into()));
+    assert!(received.len() < stored.len(), "the stream was not cut short");
+    let mut resumed = watch_events(&app, events_request("", &last), &mine).await.unwrap();
+    let (rest, _) = events_until(&mut resumed, |e| received.len() + e.len() >= stored.len()).await;
+    received.extend(rest);
+    assert_once_each(&received);
+    assert_eq!(ids(&received).into_iter().collect::<HashSet<_>>(), stored);
+}
+
+#[tokio::test]
+async fn on_shutdown_streams_end_unavailable_and_resume_on_another_replica_without_a_gap() {
+    let (mut a, b) = spawn_replicas_with(|_| {}).await;
+    let user = Uuid::new_v4();
+    let mine = token(user, &[]);
+    let mut stream = watch_events(&a, events_request("", ""), &mine).await.unwrap();
+    caught_up(&mut stream).await;
+    b.submit(sync(user, "1000", vec![], vec![])).await.unwrap();
+    let (mut seen, last) = events_until(&mut stream, |e| !e.is_empty()).await;
+    let (stopped, ended) = tokio::join!(a.stop(), async {
+        loop {
+            if let Err(status) = next(&mut stream).await {
+                break status;
+            }
+        }
+    });
+    stopped.unwrap();
+    assert_eq!(code_and_reason(&ended), (tonic::Code::Unavailable, "SHUTTING_DOWN".into()));
+    // Written while nobody watched.
+    b.submit(failed_sync(user, "gone")).await.unwrap();
+    let mut resumed = watch_events(&b, events_request("", &last), &mine).await.unwrap();
+    let stored = stored_ids(&b, user).await;
+    let (rest, _) = events_until(&mut resumed, |e| seen.len() + e.len() >= stored.len()).await;
+    seen.extend(rest);
+    assert_once_each(&seen);
+    assert_eq!(ids(&seen).into_iter().collect::<HashSet<_>>(), stored);
+}
+
+/// The next guard update (skipping heartbeats).
+async fn update(stream: &mut Guards) -> (pb::GuardStatusUpdate, String) {
+    loop {
+        let message = next(stream).await.unwrap();
+        if let Some(GuardKind::Update(update)) = message.kind {
+            return (update, message.resume_token);
+        }
+    }
+}
+
+/// Heartbeats only, for `period`.
+async fn quiet(stream: &mut Guards, period: Duration) {
+    let until = tokio::time::Instant::now() + period;
+    while let Ok(Some(message)) = tokio::time::timeout_at(until, stream.next()).await {
+        let message = message.unwrap();
+        assert!(matches!(message.kind, Some(GuardKind::Heartbeat(_))), "not a change: {message:?}");
+    }
+}
+
+fn level(update: &pb::GuardStatusUpdate) -> pb::DrawdownLevel {
+    update.status.as_ref().unwrap().drawdown.as_ref().unwrap().level()
+}
+
+#[tokio::test]
+async fn a_guard_watch_sends_the_status_then_each_change_including_the_countdown_running_out() {
+    let app = spawn_app_with(|args| args.rules.pre_liquidation = Duration::from_secs(1)).await;
+    let user = Uuid::new_v4();
+    let held = || vec![broker("1", "XAUUSD", pb::Side::Buy, "1", "2000", "2000")];
+    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2000.10")], candle_closes: vec![] })
+        .await
+        .unwrap();
+    app.submit(sync(user, "10000", held(), vec![])).await.unwrap();
+    let mut stream = watch_guards(&app, pb::WatchGuardStatusRequest::default(), &token(user, &[])).await.unwrap();
+    let (first, _) = update(&mut stream).await;
+    assert_eq!((first.user_id.as_str(), level(&first)), (user.to_string().as_str(), pb::DrawdownLevel::Normal));
+
+    // Equity moving within the level is not a change.
+    app.submit(sync(user, "9950", held(), vec![])).await.unwrap();
+    quiet(&mut stream, Duration::from_millis(1500)).await;
+
+    // CRITICAL: close everything, with a countdown; then the countdown runs out (time alone).
+    app.submit(sync(user, "7000", held(), vec![])).await.unwrap();
+    let (critical, _) = update(&mut stream).await;
+    let status = critical.status.unwrap();
+    let drawdown = status.drawdown.unwrap();
+    assert_eq!(drawdown.level(), pb::DrawdownLevel::Critical);
+    assert!(status.any_positions_should_close && drawdown.should_close_all);
+    assert!(drawdown.time_to_liquidation.unwrap().seconds <= 1);
+    let (due, _) = update(&mut stream).await;
+    let ttl = due.status.unwrap().drawdown.unwrap().time_to_liquidation.unwrap();
+    assert_eq!((ttl.seconds, ttl.nanos), (0, 0));
+    let events = app.all_events(user).await;
+    assert_eq!(events.iter().filter(|e| e.event_type() == pb::EventType::LiquidationDue).count(), 1);
+
+    // A market alert on a held symbol is a change; on another symbol it is not.
+    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("EURUSD", "1", "1.5")], candle_closes: vec![] })
+        .await
+        .unwrap();
+    quiet(&mut stream, Duration::from_millis(1000)).await;
+    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2030")], candle_closes: vec![] })
+        .await
+        .unwrap();
+    let (alerted, _) = update(&mut stream).await;
+    let alerts = alerted.status.unwrap().market_alerts;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].kind(), pb::MarketAlertKind::WideSpread);
+}
+
+#[tokio::test]
+async fn a_held_symbols_quote_going_stale_is_recorded_and_pushed_and_cleared_by_a_fresh_quote() {
+    let app = spawn_app_with(|args| args.rules.stale_quote_after = Duration::from_secs(2)).await;
+    let (holder, other) = (Uuid::new_v4(), Uuid::new_v4());
+    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAGUSD", "25", "25.01")], candle_closes: vec![] })
+        .await
+        .unwrap();
+    app.submit(sync(holder, "10000", vec![broker("1", "XAGUSD", pb::Side::Buy, "1", "25", "25")], vec![]))
+        .await
+        .unwrap();
+    app.submit(sync(other, "10000", vec![], vec![])).await.unwrap();
+    let mut stream = watch_guards(&app, pb::WatchGuardStatusRequest::default(), &token(holder, &[])).await.unwrap();
+    let (fresh, _) = update(&mut stream).await;
+    assert!(fresh.status.unwrap().market_alerts.is_empty());
+
+    let (stale, _) = update(&mut stream).await;
+    let alerts = stale.status.unwrap().market_alerts;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].kind(), pb::MarketAlertKind::StaleQuote);
+    let raised: Vec<_> = app
+        .all_events(holder)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type() == pb::EventType::MarketAlertRaised)
+        .collect();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].details["kind"], "stale_quote");
+    assert_eq!(raised[0].symbol, "XAGUSD");
+    assert!(app.all_events(other).await.iter().all(|e| e.event_type() != pb::EventType::MarketAlertRaised));
+
+    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAGUSD", "25", "25.01")], candle_closes: vec![] })
+        .await
+        .unwrap();
+    let (cleared, _) = update(&mut stream).await;
+    assert!(cleared.status.unwrap().market_alerts.is_empty());
+    let events = app.all_events(holder).await;
+    assert_eq!(events.iter().filter(|e| e.event_type() == pb::EventType::MarketAlertCleared).count(), 1);
+}
+
+#[tokio::test]
+async fn a_guard_watch_of_every_account_sends_each_then_only_the_changed_ones_and_resumes_mid_snapshot() {
+    let app = spawn_app().await;
+    let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    for user in &users {
+        app.submit(sync(*user, "10000", vec![], vec![])).await.unwrap();
+    }
+    let risk = token(Uuid::new_v4(), &[READ_ANY]);
+    let all = pb::WatchGuardStatusRequest { user_id: "-".into(), ..Default::default() };
+    let mut stream = watch_guards(&app, all.clone(), &risk).await.unwrap();
+    let mut snapshot = Vec::new();
+    let mut tokens = Vec::new();
+    for _ in &users {
+        let (u, t) = update(&mut stream).await;
+        snapshot.push(u.user_id);
+        tokens.push(t);
+    }
+    let mut expected: Vec<String> = users.iter().map(Uuid::to_string).collect();
+    expected.sort();
+    assert_eq!(snapshot, expected, "every account, in id order");
+
+    // Only the changed account afterwards.
+    let changed = users[1];
+    app.submit(sync(changed, "7000", vec![], vec![])).await.unwrap();
+    let (update_of_changed, _) = update(&mut stream).await;
+    assert_eq!(update_of_changed.user_id, changed.to_string());
+    assert_eq!(level(&update_of_changed), pb::DrawdownLevel::Critical);
+
+    // Resumed after the first account of the snapshot: the rest of the snapshot.
+    let resumed = pb::WatchGuardStatusRequest { resume_token: tokens[0].clone(), ..all };
+    let mut resumed = watch_guards(&app, resumed, &risk).await.unwrap();
+    let (second, _) = update(&mut resumed).await;
+    let (third, _) = update(&mut resumed).await;
+    assert_eq!([second.user_id, third.user_id], [expected[1].clone(), expected[2].clone()]);
+}
