@@ -12,13 +12,16 @@ ALTER TABLE events VALIDATE CONSTRAINT events_event_type_check;
 -- The drawdown_level_since of the CRITICAL spell whose countdown was already recorded as run out: a spell is
 -- announced once (a new spell has a new drawdown_level_since).
 ALTER TABLE accounts ADD COLUMN liquidation_due_since TIMESTAMPTZ;
+-- Spells already CRITICAL when this migration runs count as announced: their countdown ran out before there was
+-- anybody to tell, and a "close all now" for a spell days old would mislead.
+UPDATE accounts SET liquidation_due_since = drawdown_level_since WHERE drawdown_level = 'critical';
 -- The clock's scan: CRITICAL accounts only.
 CREATE INDEX accounts_critical ON accounts (drawdown_level_since) WHERE drawdown_level = 'critical';
 
--- Symbols whose latest quote went stale, and the quote that did: set by the clock (raising a stale_quote
--- alert event for the holders), removed by the next newer quote (clearing it).
+-- Symbols whose latest quote went stale, and the quote that did (NULL: a held symbol never quoted): set by the
+-- clock (raising a stale_quote alert event for the holders), removed by the next fresh quote (clearing it).
 CREATE TABLE stale_quotes (
     symbol      TEXT PRIMARY KEY REFERENCES instruments (symbol),
-    quote_time  TIMESTAMPTZ NOT NULL,
+    quote_time  TIMESTAMPTZ,
     noted_at    TIMESTAMPTZ NOT NULL DEFAULT now()
 );

@@ -173,6 +173,11 @@ pub fn status_json(pool: &DescriptorPool, status: &tonic::Status) -> Json {
     json!({ "code": status.code() as i32, "message": status.message(), "details": details })
 }
 
+/// A status of the gateway's own (with its `ErrorInfo`) as `google.rpc.Status` JSON, for a stream's last frame.
+pub fn own_status_json(code: Code, reason: &str, message: &str) -> Json {
+    json!({ "code": code as i32, "message": message, "details": [error_info(reason)] })
+}
+
 /// grpc-gateway v2 `runtime.HTTPStatusFromCode`.
 pub fn http_status(code: Code) -> StatusCode {
     match code {

@@ -47,12 +47,18 @@ pub enum Framing {
 impl Framing {
     /// Server-Sent Events when the client accepts them.
     pub fn of(headers: &HeaderMap) -> Framing {
-        let sse = headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|v| v.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("text/event-stream"));
+        let sse =
+            headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+                |v| {
+                    let mut parts = v.split(';');
+                    let media = parts.next().unwrap_or_default().trim();
+                    // `q=0` means "not acceptable".
+                    let refused = parts.any(|p| {
+                        p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
+                    });
+                    media.eq_ignore_ascii_case("text/event-stream") && !refused
+                },
+            );
         if sse { Framing::Sse } else { Framing::NdJson }
     }
 }
@@ -174,17 +180,35 @@ pub fn respond(
         Framing::NdJson => None,
     };
     let body = async_stream(move |tx| async move {
+        // Everything this task sends waits for the client (the channel holds one frame) but never past the
+        // gateway's shutdown; a client that went away is noticed at once, not at the next message.
+        let closing_for_sends = closing.clone();
+        let send = |frame: Bytes| {
+            let (tx, mut closing) = (tx.clone(), closing_for_sends.clone());
+            async move {
+                tokio::select! {
+                    sent = tx.send(frame) => sent.is_ok(),
+                    () = async { let _ = closing.wait_for(|c| *c).await; } => false,
+                }
+            }
+        };
         if let Some(opening) = opening
-            && tx.send(opening).await.is_err()
+            && !send(opening).await
         {
             return;
         }
         loop {
             let next = tokio::select! {
                 next = messages.next() => next,
+                () = tx.closed() => return,
                 () = async { let _ = closing.wait_for(|c| *c).await; } => {
-                    let status = tonic::Status::unavailable("the gateway is shutting down; reconnect (resume with the last resume token)");
-                    let _ = tx.send(error_frame(framing, &errors::status_json(&pool, &status))).await;
+                    let status = errors::own_status_json(
+                        tonic::Code::Unavailable,
+                        "SHUTTING_DOWN",
+                        "the gateway is shutting down; reconnect (resume with the last resume token)",
+                    );
+                    // The client may be gone or stuck: do not wait for it.
+                    let _ = tx.try_send(error_frame(framing, &status));
                     return;
                 }
             };
@@ -199,23 +223,27 @@ pub fn respond(
                         Ok(json) => frame(framing, &json, decoded.as_ref()),
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot encode a stream message");
-                            let status = tonic::Status::internal("internal error");
-                            let _ = tx.send(error_frame(framing, &errors::status_json(&pool, &status))).await;
+                            let status = errors::own_status_json(tonic::Code::Internal, "INTERNAL", "internal error");
+                            send(error_frame(framing, &status)).await;
                             return;
                         }
                     }
                 }
                 Some(Err(status)) => {
-                    let status = match crate::upstream::classify(status) {
-                        GatewayError::Upstream(status) => status,
-                        other => tonic::Status::unavailable(other.to_string()),
+                    let json = match crate::upstream::classify(status) {
+                        GatewayError::Upstream(status) => errors::status_json(&pool, &status),
+                        _ => errors::own_status_json(
+                            tonic::Code::Unavailable,
+                            "UPSTREAM_UNAVAILABLE",
+                            "the trading-monitor service is unavailable; reconnect",
+                        ),
                     };
-                    let _ = tx.send(error_frame(framing, &errors::status_json(&pool, &status))).await;
+                    send(error_frame(framing, &json)).await;
                     return;
                 }
             };
-            if tx.send(frame).await.is_err() {
-                return; // the client went away
+            if !send(frame).await {
+                return; // the client went away, or the gateway is shutting down
             }
         }
     });
@@ -253,6 +281,9 @@ mod tests {
         assert_eq!(Framing::of(&headers), Framing::NdJson);
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream;q=0.9"));
         assert_eq!(Framing::of(&headers), Framing::Sse);
+        headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream;q=0, application/json"));
+        assert_eq!(Framing::of(&headers), Framing::NdJson);
+        headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
         headers.insert("last-event-id", HeaderValue::from_static(" abc "));
         let e = extras(Some("access_token=t%2Bk&eventTypes=EVENT_TYPE_SYNC_FAILED"), &headers);
         assert_eq!(e.access_token.as_deref(), Some("t+k"));

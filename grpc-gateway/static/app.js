@@ -144,7 +144,9 @@ function refreshSoon() {
 function follow(path, check, kinds, onMessage) {
   const url = path + (path.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(state.token);
   let source = new EventSource(url);
-  const entry = { close: () => source.close() };
+  let retry = null;
+  let closed = false;
+  const entry = { close: () => { closed = true; clearTimeout(retry); source.close(); } };
   const attach = () => {
     for (const kind of kinds) {
       source.addEventListener(kind, (e) => {
@@ -155,10 +157,14 @@ function follow(path, check, kinds, onMessage) {
     source.addEventListener("error", async (e) => {
       $("live").textContent = "reconnecting…";
       if (e.data) return; // the server ended the stream with a status; EventSource resumes
-      if (source.readyState !== EventSource.CLOSED) return;
+      if (source.readyState !== EventSource.CLOSED || closed) return;
       try {
         await api(check);
-        setTimeout(() => { source = new EventSource(url); attach(); }, 2000);
+        retry = setTimeout(() => {
+          if (closed) return;
+          source = new EventSource(url);
+          attach();
+        }, 2000);
       } catch (err) {
         showError(err);
         $("live").textContent = "";

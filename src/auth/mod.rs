@@ -52,6 +52,8 @@ pub struct Caller {
     pub user_id: Uuid,
     /// Known scopes granted (unknown ones are ignored).
     pub scopes: Vec<Scope>,
+    /// The token's `exp` (seconds since the epoch): a watch stream ends then.
+    pub expires_at: u64,
 }
 
 impl Caller {
@@ -279,7 +281,7 @@ impl Verifier {
         let user_id = Uuid::try_parse(&data.claims.sub).map_err(|_| AuthError::Subject)?;
         let scopes =
             data.claims.scope.as_deref().unwrap_or_default().split_whitespace().filter_map(Scope::parse).collect();
-        Ok((Caller { user_id, scopes }, data.claims.exp))
+        Ok((Caller { user_id, scopes, expires_at: data.claims.exp }, data.claims.exp))
     }
 }
 
@@ -386,7 +388,7 @@ mod tests {
         let scopes = vec!["trading:read:any".to_owned(), "unknown:scope".to_owned()];
         let token = mint_hs256(a.jwt_secret.as_ref().unwrap(), &spec(user, &scopes)).unwrap();
         let caller = Verifier::from_args(&a).unwrap().verify_header(Some(&format!("Bearer {token}"))).unwrap();
-        assert_eq!(caller, Caller { user_id: user, scopes: vec![Scope::ReadAny] });
+        assert_eq!((caller.user_id, caller.scopes), (user, vec![Scope::ReadAny]));
     }
 
     #[test]

@@ -74,6 +74,14 @@ impl Application {
             None => None,
         };
         let w = &args.watch;
+        for (name, value) in [
+            ("--watch-heartbeat", w.watch_heartbeat),
+            ("--watch-safety-interval", w.watch_safety_interval),
+            ("--clock-interval", w.clock_interval),
+            ("--watch-send-timeout", w.watch_send_timeout),
+        ] {
+            anyhow::ensure!(!value.is_zero(), "{name} must be longer than zero");
+        }
         let hub = Hub::new(
             pool.clone(),
             market.clone(),
@@ -279,6 +287,7 @@ impl Application {
 /// `age` ± up to 10 % (drawn once per replica), so replicas started together do not close their connections
 /// together (gRPC A9 asks for jitter).
 fn jitter(age: std::time::Duration) -> std::time::Duration {
+    let age = age.min(std::time::Duration::from_secs(365 * 86_400));
     let spread = uuid::Uuid::new_v4().as_u128() % 2001; // 0..=2000 per mille of 10 %
     age.mul_f64(0.9 + spread as f64 / 10_000.0)
 }

@@ -168,12 +168,12 @@ mod tests {
     fn naming_another_user_needs_read_any() {
         let me = Uuid::new_v4();
         let other = Uuid::new_v4();
-        let user = Caller { user_id: me, scopes: vec![] };
+        let user = Caller { user_id: me, scopes: vec![], expires_at: u64::MAX };
         assert_eq!(target_user(&user, "user_id", "").unwrap(), me);
         assert_eq!(target_user(&user, "user_id", &me.to_string()).unwrap(), me);
         assert!(matches!(target_user(&user, "user_id", &other.to_string()), Err(ApiError::PermissionDenied { .. })));
         assert!(matches!(target_user(&user, "user_id", "nope"), Err(ApiError::InvalidArgument(_))));
-        let service = Caller { user_id: me, scopes: vec![Scope::ReadAny] };
+        let service = Caller { user_id: me, scopes: vec![Scope::ReadAny], expires_at: u64::MAX };
         assert_eq!(target_user(&service, "user_id", &other.to_string()).unwrap(), other);
     }
 }

@@ -11,7 +11,7 @@
 //! stream's next (and last) message is RESOURCE_EXHAUSTED (SLOW_CONSUMER). On shutdown every stream ends with
 //! UNAVAILABLE (SHUTTING_DOWN).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future as _;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
@@ -96,6 +96,8 @@ enum End {
     Gone,
     /// The stream ends with this error.
     Failed(ApiError),
+    /// The caller's token expired: the stream ends UNAUTHENTICATED (TOKEN_EXPIRED), as a new call would.
+    Expired,
 }
 
 impl From<storage::StorageError> for End {
@@ -110,37 +112,75 @@ struct Out<M> {
     abort: Option<oneshot::Sender<Status>>,
     send_timeout: Duration,
     last_sent: Instant,
+    /// The server is shutting down.
+    stopping: watch::Receiver<bool>,
+    /// When the caller's token expires.
+    expires: Instant,
 }
 
 impl<M: Send + 'static> Out<M> {
-    fn new(settings: &WatchSettings) -> (Out<M>, Delivery<M>) {
+    fn new(state: &AppState, caller: &Caller) -> (Out<M>, Delivery<M>) {
+        let settings = &state.watch;
         let (tx, rx) = mpsc::channel(settings.buffer.max(1));
         let (abort_tx, abort_rx) = oneshot::channel();
-        let out = Out { tx, abort: Some(abort_tx), send_timeout: settings.send_timeout, last_sent: Instant::now() };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let left = Duration::from_secs(caller.expires_at).saturating_sub(now).min(Duration::from_secs(366 * 86_400));
+        let out = Out {
+            tx,
+            abort: Some(abort_tx),
+            send_timeout: settings.send_timeout,
+            last_sent: Instant::now(),
+            stopping: state.stopping.clone(),
+            expires: Instant::now() + left,
+        };
         (out, Delivery { rx, abort: Some(abort_rx), ended: false })
     }
 
-    /// Queues a message, waiting at most the send timeout for room.
+    /// Whether the stream must end now (shutdown, or the token expired) without waiting for anything.
+    fn check(&self) -> Result<(), End> {
+        if *self.stopping.borrow() {
+            return Err(End::Failed(ApiError::ShuttingDown));
+        }
+        if Instant::now() >= self.expires {
+            return Err(End::Expired);
+        }
+        Ok(())
+    }
+
+    /// Queues a message, waiting at most the send timeout for room (and no longer than shutdown or the token's
+    /// expiry).
     async fn send(&mut self, message: M) -> Result<(), End> {
-        match tokio::time::timeout(self.send_timeout, self.tx.send(Ok(message))).await {
-            Ok(Ok(())) => {
-                self.last_sent = Instant::now();
-                Ok(())
-            }
-            Ok(Err(_)) => Err(End::Gone),
-            Err(_) => Err(End::Failed(ApiError::SlowConsumer { timeout: self.send_timeout })),
+        self.check()?;
+        let expires = self.expires;
+        tokio::select! {
+            biased;
+            () = async { let _ = self.stopping.wait_for(|stop| *stop).await; } => Err(End::Failed(ApiError::ShuttingDown)),
+            () = tokio::time::sleep_until(expires) => Err(End::Expired),
+            sent = tokio::time::timeout(self.send_timeout, self.tx.send(Ok(message))) => match sent {
+                Ok(Ok(())) => {
+                    self.last_sent = Instant::now();
+                    Ok(())
+                }
+                Ok(Err(_)) => Err(End::Gone),
+                Err(_) => Err(End::Failed(ApiError::SlowConsumer { timeout: self.send_timeout })),
+            },
         }
     }
 
     /// Ends the stream: with its error as the last message (ahead of the queue if the queue is full).
     fn finish(mut self, end: End) {
-        let End::Failed(error) = end else { return };
-        match &error {
-            ApiError::SlowConsumer { .. } => tracing::info!(error = %error, "watch ended: slow consumer"),
-            ApiError::ShuttingDown => {}
-            other => tracing::info!(error = %other, "watch ended"),
-        }
-        let status = Status::from(error);
+        let status = match end {
+            End::Gone => return,
+            End::Expired => Status::from(crate::auth::AuthError::Expired),
+            End::Failed(error) => {
+                match &error {
+                    ApiError::SlowConsumer { .. } => tracing::info!(error = %error, "watch ended: slow consumer"),
+                    ApiError::ShuttingDown => {}
+                    other => tracing::info!(error = %other, "watch ended"),
+                }
+                Status::from(error)
+            }
+        };
         match self.tx.try_send(Err(status)) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(Err(status))) => {
@@ -177,12 +217,13 @@ impl Common {
         token::encode(self.tag, Token::at(self.cursor))
     }
 
-    /// The next thing to do, or the end (shutdown, client gone).
+    /// The next thing to do, or the end (shutdown, token expired, client gone).
     async fn next<M: Send + 'static>(&mut self, out: &Out<M>) -> Result<Wake, End> {
         let beat = out.last_sent + self.heartbeat;
         tokio::select! {
             biased;
             _ = self.stopping.wait_for(|stop| *stop) => Err(End::Failed(ApiError::ShuttingDown)),
+            () = tokio::time::sleep_until(out.expires) => Err(End::Expired),
             () = out.tx.closed() => Err(End::Gone),
             received = self.batches.recv() => match received {
                 Ok(batch) => Ok(Wake::Batch(batch)),
@@ -219,7 +260,7 @@ fn heartbeat_interval(value: Option<&prost_types::Duration>, default: Duration) 
     let (min, max) = HEARTBEAT_BOUNDS;
     let interval = u64::try_from(d.seconds)
         .ok()
-        .zip(u32::try_from(d.nanos).ok())
+        .zip(u32::try_from(d.nanos).ok().filter(|n| *n < 1_000_000_000))
         .map(|(s, n)| Duration::new(s, n))
         .filter(|i| (min..=max).contains(i))
         .ok_or_else(|| {
@@ -278,7 +319,7 @@ pub async fn watch_events(
     } else {
         state.hub.position().await?
     };
-    let (out, delivery) = Out::new(&state.watch);
+    let (out, delivery) = Out::new(state, &caller);
     let stream = EventsWatch {
         common: Common {
             state: state.clone(),
@@ -331,6 +372,7 @@ impl EventsWatch {
     /// Sends what the table holds after the cursor, up to the feed's horizon.
     async fn catch_up(&mut self, out: &mut Out<EventMessage>) -> Result<(), End> {
         loop {
+            out.check()?;
             let page = feed::page(&self.common.state.pool, self.user, self.common.cursor, PAGE).await?;
             for event in &page.events {
                 self.offer(out, event).await?;
@@ -397,14 +439,15 @@ pub async fn watch_guards(
     let resumed = if req.resume_token.is_empty() { None } else { Some(resume(state, tag, &req.resume_token).await?) };
     let (cursor, snapshot) = match (user, resumed) {
         // One account: its status is sent first in any case.
-        (Some(_), resumed) => (resumed.map_or(state.hub.position().await?, |t| t.position), Snapshot::One),
+        (Some(_), Some(token)) => (token.position, Snapshot::One),
+        (Some(_), None) => (state.hub.position().await?, Snapshot::One),
         (None, None) => (state.hub.position().await?, Snapshot::All { after: None }),
         (None, Some(Token { position, snapshot_after: Some(after) })) => {
             (position, Snapshot::All { after: Some(after) })
         }
         (None, Some(Token { position, snapshot_after: None })) => (position, Snapshot::Changed),
     };
-    let (out, delivery) = Out::new(&state.watch);
+    let (out, delivery) = Out::new(state, &caller);
     let stream = GuardsWatch {
         common: Common {
             state: state.clone(),
@@ -488,19 +531,28 @@ impl GuardsWatch {
         out.send(message).await
     }
 
-    /// Re-judges every watched account with events in the table after the cursor.
+    /// Re-judges every watched account with events in the table after the cursor, page by page.
     async fn catch_up(&mut self, out: &mut Out<GuardMessage>) -> Result<(), End> {
-        let mut changed = Vec::new();
-        let mut at = self.common.cursor;
         loop {
-            let page = feed::page(&self.common.state.pool, self.user, at, PAGE).await?;
-            changed.extend(page.events.iter().map(|e| e.user_id));
-            at = at.max(page.next);
+            out.check()?;
+            let page = feed::page(&self.common.state.pool, self.user, self.common.cursor, PAGE).await?;
+            if page
+                .events
+                .iter()
+                .any(|e| matches!(e.event.event_type, EventType::MarketAlertRaised | EventType::MarketAlertCleared))
+            {
+                // Judge the alerts these events announce (the hub refreshes for its batches, but this page may
+                // be ahead of it).
+                if let Err(e) = self.common.state.market.refresh().await {
+                    tracing::warn!(error = %crate::error::error_chain(&e), "cannot refresh the market snapshot");
+                }
+            }
+            let changed: HashSet<Uuid> = page.events.iter().map(|e| e.user_id).collect();
+            self.send_changed(out, changed.into_iter().collect(), None, page.next).await?;
             if page.caught_up {
-                break;
+                return Ok(());
             }
         }
-        self.send_changed(out, changed, None, at).await
     }
 
     /// Re-judges the watched accounts with events in a batch; re-reads the table first if the batch starts past
@@ -568,7 +620,10 @@ impl GuardsWatch {
             Some(book) => book,
             None => Arc::new(storage::book::load(&state.pool, user).await?),
         };
-        let status = guards::guard_status(&book, &state.market.current(), &state.rules, Utc::now());
+        // The later of this server's clock and the database's (which dates the clock's events), so a countdown
+        // the database says ran out is judged run out here too.
+        let now = Utc::now().max(book.read_at);
+        let status = guards::guard_status(&book, &state.market.current(), &state.rules, now);
         let key = change_key(&status);
         if self.sent.insert(user, key) == Some(key) {
             return Ok(());
@@ -614,7 +669,7 @@ mod tests {
         let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
         assert_eq!(heartbeat_interval(Some(&d(0, 0)), default).unwrap(), default);
         assert_eq!(heartbeat_interval(Some(&d(2, 500_000_000)), default).unwrap(), Duration::from_millis(2500));
-        for bad in [d(0, 1), d(301, 0), d(-1, 0), d(5, -1)] {
+        for bad in [d(0, 1), d(301, 0), d(-1, 0), d(5, -1), d(0, 2_000_000_000)] {
             assert!(heartbeat_interval(Some(&bad), default).is_err(), "{bad:?}");
         }
     }

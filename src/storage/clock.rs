@@ -23,7 +23,8 @@ pub struct Recorded {
 }
 
 /// Records every countdown that ran out (`pre_liquidation` after entering CRITICAL) and every latest quote older
-/// than `stale_after`, each once, in one transaction. Cheap when nothing is due: two index scans.
+/// than `stale_after` (or held and never quoted), each once. Two transactions, so the account rows the first
+/// locks are never held while the second waits for a symbol's ingest lock. Cheap when nothing is due.
 #[tracing::instrument(skip_all)]
 pub async fn record_due(
     pool: &PgPool,
@@ -32,6 +33,8 @@ pub async fn record_due(
 ) -> Result<Recorded, StorageError> {
     let mut tx = pool.begin().await?;
     let liquidations_due = liquidations(&mut tx, pre_liquidation).await?;
+    tx.commit().await?;
+    let mut tx = pool.begin().await?;
     let (stale_symbols, mut users) = stale_quotes(&mut tx, stale_after).await?;
     tx.commit().await?;
     users.extend(&liquidations_due);
@@ -86,10 +89,16 @@ async fn stale_quotes(
 ) -> Result<(Vec<String>, Vec<Uuid>), StorageError> {
     let seconds = stale_after.num_milliseconds() as f64 / 1000.0;
     let candidates: Vec<String> = sqlx::query_scalar!(
-        r#"SELECT q.symbol AS "symbol!" FROM latest_quotes q
-           WHERE q.quote_time < now() - make_interval(secs => $1)
-             AND NOT EXISTS (SELECT 1 FROM stale_quotes s WHERE s.symbol = q.symbol)
-           ORDER BY q.symbol"#,
+        r#"SELECT symbol AS "symbol!" FROM (
+               SELECT q.symbol FROM latest_quotes q WHERE q.quote_time < now() - make_interval(secs => $1)
+               UNION
+               -- Held and never quoted (one probe of positions_open_by_symbol per instrument).
+               SELECT i.symbol FROM instruments i
+               WHERE NOT EXISTS (SELECT 1 FROM latest_quotes q WHERE q.symbol = i.symbol)
+                 AND EXISTS (SELECT 1 FROM positions p WHERE p.symbol = i.symbol AND p.status = 'open')
+           ) c
+           WHERE NOT EXISTS (SELECT 1 FROM stale_quotes s WHERE s.symbol = c.symbol)
+           ORDER BY symbol"#,
         seconds
     )
     .fetch_all(&mut **tx)
@@ -107,8 +116,9 @@ async fn stale_quotes(
     // A new statement, so a new snapshot: quotes committed while we waited for the locks are seen.
     let noted = sqlx::query!(
         r#"INSERT INTO stale_quotes (symbol, quote_time)
-           SELECT symbol, quote_time FROM latest_quotes
-           WHERE symbol = ANY($1) AND quote_time < now() - make_interval(secs => $2)
+           SELECT c.symbol, q.quote_time FROM unnest($1::text[]) c(symbol)
+           LEFT JOIN latest_quotes q ON q.symbol = c.symbol
+           WHERE q.symbol IS NULL OR q.quote_time < now() - make_interval(secs => $2)
            ON CONFLICT (symbol) DO NOTHING
            RETURNING symbol, quote_time"#,
         &candidates,
@@ -118,8 +128,12 @@ async fn stale_quotes(
     .await?;
     let (mut symbols, mut users) = (Vec::with_capacity(noted.len()), Vec::new());
     for row in noted {
-        let age = (Utc::now() - row.quote_time).num_seconds();
-        let message = format!("warning stale_quote on {}: no quote for {age} s", row.symbol);
+        let message = match row.quote_time {
+            Some(at) => {
+                format!("warning stale_quote on {}: no quote for {} s", row.symbol, (Utc::now() - at).num_seconds())
+            }
+            None => format!("warning stale_quote on {}: no quote ever received", row.symbol),
+        };
         users.extend(fan_out_stale(tx, &row.symbol, EventType::MarketAlertRaised, &message, row.quote_time).await?);
         symbols.push(row.symbol);
     }
@@ -147,7 +161,7 @@ pub async fn quotes_resumed(
     let mut cleared = Vec::with_capacity(resumed.len());
     for row in resumed {
         let message = format!("stale_quote alert on {} cleared: quotes resumed", row.symbol);
-        fan_out_stale(tx, &row.symbol, EventType::MarketAlertCleared, &message, row.quote_time).await?;
+        fan_out_stale(tx, &row.symbol, EventType::MarketAlertCleared, &message, Some(row.quote_time)).await?;
         cleared.push(row.symbol);
     }
     Ok(cleared)
@@ -159,12 +173,12 @@ async fn fan_out_stale(
     symbol: &str,
     event_type: EventType,
     message: &str,
-    last_quote: DateTime<Utc>,
+    last_quote: Option<DateTime<Utc>>,
 ) -> Result<Vec<Uuid>, StorageError> {
-    let mut details = json!({
-        "kind": MarketAlertKind::StaleQuote.as_str(),
-        "observed_time": last_quote.to_rfc3339(),
-    });
+    let mut details = json!({ "kind": MarketAlertKind::StaleQuote.as_str() });
+    if let Some(at) = last_quote {
+        details["observed_time"] = json!(at.to_rfc3339());
+    }
     if event_type == EventType::MarketAlertRaised {
         details["severity"] = json!("warning");
     }

@@ -186,7 +186,8 @@ impl Hub {
 
     /// Reads the feed on every notification and every safety interval until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let listener = tokio::spawn(listen(self.inner.pool.clone(), self.clone(), stop.clone()));
+        // Aborted when this future ends or is dropped (the server aborts it at shutdown).
+        let _listener = AbortOnDrop(tokio::spawn(listen(self.inner.pool.clone(), self.clone(), stop.clone())));
         let mut failing = false;
         loop {
             match self.read_forward().await {
@@ -207,7 +208,6 @@ impl Hub {
                 _ = stop.wait_for(|stop| *stop) => break,
             }
         }
-        listener.abort();
     }
 
     /// Reads and broadcasts pages until the feed is caught up.
@@ -277,12 +277,25 @@ impl Hub {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Wakes the hub on every notification. A lost connection (or any error) also wakes it, since notifications
 /// may have been missed, and the listener is rebuilt.
 async fn listen(pool: PgPool, hub: Hub, mut stop: watch::Receiver<bool>) {
     loop {
+        if pool.is_closed() || *stop.borrow() {
+            return;
+        }
         let mut listener = match connect(&pool).await {
             Ok(listener) => listener,
+            Err(_) if pool.is_closed() => return,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot LISTEN for events; relying on periodic re-reads");
                 tokio::select! {
@@ -303,6 +316,7 @@ async fn listen(pool: PgPool, hub: Hub, mut stop: watch::Receiver<bool>) {
                     tracing::info!("event listener connection lost; reconnecting");
                     hub.inner.wake.notify_one();
                 }
+                Err(_) if pool.is_closed() => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "event listener failed; reconnecting");
                     hub.inner.wake.notify_one();

@@ -97,6 +97,10 @@ fn assert_once_each(events: &[pb::ReconciliationEvent]) {
 #[tokio::test]
 async fn a_watch_gets_every_event_once_across_a_resume_even_when_writers_commit_out_of_order() {
     let app = spawn_app().await;
+    // A fresh quote, or the clock would (rightly) add a stale-quote event for the held symbol.
+    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2000.10")], candle_closes: vec![] })
+        .await
+        .unwrap();
     let user = Uuid::new_v4();
     let mine = token(user, &[]);
     let mut stream = watch_events(&app, events_request("", ""), &mine).await.unwrap();
@@ -519,4 +523,58 @@ async fn a_guard_watch_of_every_account_sends_each_then_only_the_changed_ones_an
     let (second, _) = update(&mut resumed).await;
     let (third, _) = update(&mut resumed).await;
     assert_eq!([second.user_id, third.user_id], [expected[1].clone(), expected[2].clone()]);
+}
+
+#[tokio::test]
+async fn a_held_symbol_never_quoted_is_recorded_stale_and_its_first_quote_clears_it() {
+    let app = spawn_app().await;
+    let holder = Uuid::new_v4();
+    app.submit(sync(holder, "10000", vec![broker("1", "XAUUSD", pb::Side::Buy, "1", "2000", "2000")], vec![]))
+        .await
+        .unwrap();
+    let mut stream = watch_guards(&app, pb::WatchGuardStatusRequest::default(), &token(holder, &[])).await.unwrap();
+    let (first, _) = update(&mut stream).await;
+    let alerts = first.status.unwrap().market_alerts;
+    assert_eq!(alerts.iter().map(|a| a.kind()).collect::<Vec<_>>(), [pb::MarketAlertKind::StaleQuote]);
+    // The clock records it (once), though no quote ever went stale.
+    let mut raised = Vec::new();
+    for _ in 0..100 {
+        raised = app
+            .all_events(holder)
+            .await
+            .into_iter()
+            .filter(|e| e.event_type() == pb::EventType::MarketAlertRaised)
+            .collect();
+        if !raised.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].message, "warning stale_quote on XAUUSD: no quote ever received");
+    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2000.10")], candle_closes: vec![] })
+        .await
+        .unwrap();
+    let (cleared, _) = update(&mut stream).await;
+    assert!(cleared.status.unwrap().market_alerts.is_empty());
+    let events = app.all_events(holder).await;
+    assert_eq!(events.iter().filter(|e| e.event_type() == pb::EventType::MarketAlertCleared).count(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_token_expires() {
+    use secrecy::SecretString;
+    use trading_monitor::auth::{TokenSpec, mint_hs256};
+    let app = spawn_app().await;
+    let user = Uuid::new_v4();
+    let spec = TokenSpec { user_id: user, scopes: &[], ttl: Duration::from_secs(2), issuer: None, audience: None };
+    let short = mint_hs256(&SecretString::from(SECRET), &spec).unwrap();
+    let mut stream = watch_events(&app, events_request("", ""), &short).await.unwrap();
+    caught_up(&mut stream).await;
+    let ended = loop {
+        if let Err(status) = next(&mut stream).await {
+            break status;
+        }
+    };
+    assert_eq!(code_and_reason(&ended), (tonic::Code::Unauthenticated, "TOKEN_EXPIRED".into()));
 }

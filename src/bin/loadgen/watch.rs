@@ -95,8 +95,9 @@ pub async fn run(
                         let Some(pb::watch_reconciliation_events_response::Kind::Event(event)) = message.kind else {
                             continue;
                         };
-                        let Some(sent) = event.message.strip_prefix("bench t=").and_then(|t| t.parse::<u128>().ok())
-                        else {
+                        // The event's message is "sync failed: bench t=<nanos>".
+                        let stamp = event.message.split_once("bench t=").map(|(_, t)| t);
+                        let Some(sent) = stamp.and_then(|t| t.parse::<u128>().ok()) else {
                             continue;
                         };
                         let latency = Duration::from_nanos(now_nanos().saturating_sub(sent) as u64);
