@@ -201,11 +201,16 @@ pub async fn run(
         println!("  PostgreSQL transactions {:.0}/s", (b - a) as f64 / elapsed.as_secs_f64());
     }
     if let (Some((_, rss0)), Some((cpu1, rss1)), Some((cpu2, _))) = (before_open, opened, before_drain) {
+        let per_stream = if rss1 > rss0 {
+            format!("{:.1} KiB per stream", (rss1 - rss0) as f64 / 1024.0 / n as f64)
+        } else {
+            // The allocator reused memory an earlier phase freed: only a phase that grows the process tells.
+            "per stream not measurable here (memory freed by an earlier phase was reused)".to_owned()
+        };
         println!(
-            "  server CPU {:.2} cores; memory {:.1} MiB with the streams, {:.1} KiB per stream over the {:.1} MiB before",
+            "  server CPU {:.2} cores; memory {:.1} MiB with the streams ({per_stream}; {:.1} MiB before)",
             (cpu2 - cpu1).as_secs_f64() / elapsed.as_secs_f64(),
             rss1 as f64 / 1048576.0,
-            (rss1 as f64 - rss0 as f64) / 1024.0 / n as f64,
             rss0 as f64 / 1048576.0
         );
     }
