@@ -284,6 +284,7 @@ impl From<StorageError> for ApiError {
                 tracing::warn!(error = %error_chain(&source), "database unavailable");
                 ApiError::Unavailable("database unavailable".into())
             }
+            StorageError::Down => ApiError::Unavailable("database unavailable".into()),
             StorageError::Conflict(source) => {
                 tracing::info!(error = %error_chain(&source), "write aborted by a concurrent one");
                 ApiError::Aborted

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -22,17 +21,24 @@ pub async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Pings PostgreSQL every `interval` and reports the result, until `stop` turns true; then reports
-/// NOT_SERVING for good.
+/// How often PostgreSQL is probed while it is unreachable, so the service notices its return quickly.
+const DOWN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Probes PostgreSQL every `interval` (every 100 ms while it is unreachable, and at once when a call found it
+/// unreachable), reports the result to health and to the fail-fast gate (`storage::gate`), until `stop` turns
+/// true; then reports NOT_SERVING for good.
 pub async fn watch_database(
     reporter: HealthReporter,
-    pool: PgPool,
+    db: storage::Db,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last: Option<ServingStatus> = None;
     loop {
-        let status = match tokio::time::timeout(interval.max(Duration::from_millis(500)), storage::ping(&pool)).await {
+        // While up, the pool (cheap, and it proves the pool works); while down, a connection of its own, which
+        // fails at once instead of waiting out the pool's acquire timeout.
+        let probe = async { if db.is_down() { storage::probe(db.raw()).await } else { storage::ping(db.raw()).await } };
+        let status = match tokio::time::timeout(interval.max(Duration::from_millis(500)), probe).await {
             Ok(Ok(())) => ServingStatus::Serving,
             Ok(Err(e)) => {
                 if last != Some(ServingStatus::NotServing) {
@@ -45,6 +51,7 @@ pub async fn watch_database(
         if *stop.borrow() {
             break;
         }
+        db.set_down(status != ServingStatus::Serving);
         if last != Some(status) {
             if status == ServingStatus::Serving {
                 tracing::info!("database reachable: SERVING");
@@ -52,8 +59,10 @@ pub async fn watch_database(
             set_all(&reporter, status).await;
             last = Some(status);
         }
+        let wait = if db.is_down() { DOWN_INTERVAL } else { interval };
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
+            () = db.noticed() => {}
             _ = stop.changed() => break,
         }
     }

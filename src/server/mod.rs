@@ -87,7 +87,9 @@ impl Application {
             market.clone(),
             HubSettings {
                 safety_interval: w.watch_safety_interval,
-                capacity: 1024,
+                // Batches a stream may fall behind before it re-reads from the table instead: each holds at most
+                // one feed page (500 events), so this bounds what slow streams pin.
+                capacity: 256,
                 max_per_user: w.watch_max_per_user,
                 max_streams: w.watch_max_streams,
             },
@@ -101,7 +103,15 @@ impl Application {
             metrics_listener,
             http_listener,
             demo_users: Vec::new(),
-            state: AppState { pool, rules: Arc::new(rules), cache, market, hub, watch: watch_settings, stopping },
+            state: AppState {
+                db: storage::Db::new(pool),
+                rules: Arc::new(rules),
+                cache,
+                market,
+                hub,
+                watch: watch_settings,
+                stopping,
+            },
             stop,
             verifier,
             args,
@@ -115,7 +125,7 @@ impl Application {
 
     /// The database pool (used by `demo` to load data before serving).
     pub fn pool(&self) -> &PgPool {
-        &self.state.pool
+        self.state.db.raw()
     }
 
     /// The replica-local market snapshot.
@@ -165,7 +175,7 @@ impl Application {
         let stop_rx = state.stopping.clone();
         let watcher = tokio::spawn(health::watch_database(
             reporter.clone(),
-            state.pool.clone(),
+            state.db.clone(),
             server_args.health_interval,
             stop_rx.clone(),
         ));
@@ -173,7 +183,7 @@ impl Application {
             tokio::spawn(state.market.clone().keep_fresh(server_args.market_refresh_interval, stop_rx.clone()));
         let hub = tokio::spawn(state.hub.clone().run(stop_rx.clone()));
         let clock = tokio::spawn(crate::watch::clock::run(
-            state.pool.clone(),
+            state.db.raw().clone(),
             state.cache.clone(),
             state.rules.clone(),
             args.watch.clock_interval,
@@ -278,7 +288,7 @@ impl Application {
         if let Some(task) = metrics_task {
             task.abort();
         }
-        state.pool.close().await;
+        state.db.raw().close().await;
         tracing::info!("server stopped");
         result
     }

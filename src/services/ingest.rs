@@ -331,9 +331,10 @@ pub async fn submit_broker_sync(
             .await
             .map_err(|e| ApiError::Internal(Box::new(e)))??
     };
-    let outcome = syncs::record(&state.pool, &sync, &state.rules.drawdown, |r| sync_response(r).encode_to_vec())
-        .await
-        .map_err(ApiError::from)?;
+    let db = &state.db;
+    let pool = db.pool().map_err(ApiError::from)?;
+    let recorded = syncs::record(pool, &sync, &state.rules.drawdown, |r| sync_response(r).encode_to_vec()).await;
+    let outcome = db.observe(recorded).map_err(ApiError::from)?;
     if matches!(outcome, RecordOutcome::Recorded(_) | RecordOutcome::Replayed(_)) {
         // Before acknowledging: no read through this service may return data older than this sync. (A replay
         // invalidates again in case the original call died between commit and invalidation.)
@@ -439,7 +440,9 @@ pub async fn submit_quotes(
     let quotes: Vec<NewQuote> = quotes.into_iter().flatten().collect();
     let candles: Vec<NewCandleClose> = candles.into_iter().flatten().collect();
 
-    let outcome = quotes::record(&state.pool, &quotes, &candles, &state.rules.market).await.map_err(ApiError::from)?;
+    let db = &state.db;
+    let recorded = quotes::record(db.pool().map_err(ApiError::from)?, &quotes, &candles, &state.rules.market).await;
+    let outcome = db.observe(recorded).map_err(ApiError::from)?;
     let (raised, cleared) = match outcome {
         QuotesOutcome::Recorded { raised, cleared, holders } => {
             // Before acknowledging: this replica's reads value positions with the new prices and alerts at once

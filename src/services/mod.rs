@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::cache::Cache;
 use crate::config::Rules;
 use crate::error::ApiError;
 use crate::market_view::MarketView;
-use crate::storage::Book;
+use crate::storage::{Book, Db};
 use crate::watch::Hub;
 pub use watch::WatchSettings;
 
@@ -28,8 +27,8 @@ pub mod watch;
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// PostgreSQL pool.
-    pub pool: PgPool,
+    /// PostgreSQL, behind the fail-fast gate (`storage::gate`).
+    pub db: Db,
     /// Reconciliation and guard rules.
     pub rules: Arc<Rules>,
     /// Cache-aside for the read RPCs.
@@ -50,8 +49,8 @@ const BOOK: &str = "book";
 crate::postcard_cache_value!(Book);
 
 /// Loads a user's book (one statement).
-async fn load_book(pool: PgPool, user_id: Uuid) -> Result<Book, ApiError> {
-    Ok(crate::storage::book::load(&pool, user_id).await?)
+async fn load_book(db: Db, user_id: Uuid) -> Result<Book, ApiError> {
+    Ok(db.observe(crate::storage::book::load(db.pool()?, user_id).await)?)
 }
 
 /// Result type of every RPC.

@@ -84,10 +84,10 @@ impl PositionsService for PositionsApi {
             return Ok(cached(response, freshness));
         }
         // Not open: a closed position of this user, or nobody's (indistinguishable on purpose).
-        let pool = self.state.pool.clone();
+        let db = self.state.db.clone();
         let load = move || async move {
             let read_at = Utc::now();
-            let row = storage::positions::get(&pool, user_id, position_id).await?;
+            let row = db.observe(storage::positions::get(db.pool()?, user_id, position_id).await)?;
             let row = row.ok_or_else(|| ApiError::NotFound { resource: "position", id: position_id.to_string() })?;
             Ok(ClosedPosition { read_at, row })
         };
@@ -137,8 +137,8 @@ impl AppState {
         rpc: Rpc,
         user_id: Uuid,
     ) -> Result<(Arc<BookView>, crate::cache::Freshness), ApiError> {
-        let pool = self.pool.clone();
-        let load = move || async move { load_book(pool, user_id).await.map(BookView::new) };
+        let db = self.db.clone();
+        let load = move || async move { load_book(db, user_id).await.map(BookView::new) };
         self.cache.get(rpc, user_id, BOOK, "", load).await
     }
 }

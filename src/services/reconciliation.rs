@@ -95,7 +95,9 @@ impl ReconciliationService for ReconciliationApi {
             types,
             limit: i64::from(size) + 1,
         };
-        let mut rows = storage::events::list(&self.state.pool, &query).await.map_err(ApiError::from)?;
+        let db = &self.state.db;
+        let pool = db.pool().map_err(ApiError::from)?;
+        let mut rows = db.observe(storage::events::list(pool, &query).await).map_err(ApiError::from)?;
         let next_page_token = if rows.len() > size as usize {
             rows.truncate(size as usize);
             rows.last()

@@ -5,7 +5,6 @@
 use chrono::{DateTime, Utc};
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use tonic::{Request, Response};
 use uuid::Uuid;
 
@@ -17,7 +16,7 @@ use crate::cache::Rpc;
 use crate::domain::status::{SyncFacts, reconciliation_state};
 use crate::error::ApiError;
 use crate::pb;
-use crate::storage;
+use crate::storage::{self, Db};
 
 /// Cache kind of a status.
 const STATUS: &str = "status";
@@ -65,8 +64,8 @@ impl StatusView {
 }
 
 /// Reads the status from PostgreSQL in one statement: the summary row and the latest events (O(1) in history).
-async fn load(pool: PgPool, user_id: Uuid, limit: u32) -> Result<StatusView, ApiError> {
-    let read = storage::summaries::load(&pool, user_id, i64::from(limit)).await?;
+async fn load(db: Db, user_id: Uuid, limit: u32) -> Result<StatusView, ApiError> {
+    let read = db.observe(storage::summaries::load(db.pool()?, user_id, i64::from(limit)).await)?;
     let summary = read.summary.unwrap_or_default();
     let last_sync_duration = match (summary.last_sync_started_at, summary.last_sync_finished_at) {
         (Some(start), Some(end)) => Some(encode::duration(end.signed_duration_since(start))),
@@ -118,10 +117,10 @@ pub async fn serve(
     let limit = decode::page_size("recent_events_limit", req.recent_events_limit, RECENT_EVENTS.0, RECENT_EVENTS.1)?;
     // A few loaded sizes serve every limit, so callers cannot multiply cache entries by varying it.
     let loaded = RECENT_EVENTS_LOADED.into_iter().find(|n| *n >= limit).unwrap_or(RECENT_EVENTS.1);
-    let pool = state.pool.clone();
+    let db = state.db.clone();
     let (view, freshness) = state
         .cache
-        .get(Rpc::GetReconciliationStatus, user_id, STATUS, &format!("n={loaded}"), move || load(pool, user_id, loaded))
+        .get(Rpc::GetReconciliationStatus, user_id, STATUS, &format!("n={loaded}"), move || load(db, user_id, loaded))
         .await?;
     Ok(cached(view.respond(limit as usize, Utc::now(), state.rules.stale_sync_after), freshness))
 }

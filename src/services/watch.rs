@@ -288,7 +288,7 @@ async fn open(
 /// The token a request resumes from: made for this database and not ahead of its feed.
 async fn resume(state: &AppState, tag: DatabaseTag, text: &str) -> Result<Token, ApiError> {
     let token = token::decode(tag, text).map_err(ApiError::ResumeTokenInvalid)?;
-    if token.position > feed::now(&state.pool).await? {
+    if token.position > state.db.observe(feed::now(state.db.pool()?).await)? {
         return Err(ApiError::ResumeTokenInvalid(TokenProblem::Ahead));
     }
     Ok(token)
@@ -373,7 +373,8 @@ impl EventsWatch {
     async fn catch_up(&mut self, out: &mut Out<EventMessage>) -> Result<(), End> {
         loop {
             out.check()?;
-            let page = feed::page(&self.common.state.pool, self.user, self.common.cursor, PAGE).await?;
+            let db = &self.common.state.db;
+            let page = db.observe(feed::page(db.pool()?, self.user, self.common.cursor, PAGE).await)?;
             for event in &page.events {
                 self.offer(out, event).await?;
             }
@@ -497,7 +498,8 @@ impl GuardsWatch {
             (Snapshot::All { mut after }, _) => {
                 let start = self.common.cursor;
                 loop {
-                    let ids = storage::accounts::ids_after(&self.common.state.pool, after, PAGE).await?;
+                    let db = &self.common.state.db;
+                    let ids = db.observe(storage::accounts::ids_after(db.pool()?, after, PAGE).await)?;
                     for user in &ids {
                         let token =
                             token::encode(self.common.tag, Token { position: start, snapshot_after: Some(*user) });
@@ -535,7 +537,8 @@ impl GuardsWatch {
     async fn catch_up(&mut self, out: &mut Out<GuardMessage>) -> Result<(), End> {
         loop {
             out.check()?;
-            let page = feed::page(&self.common.state.pool, self.user, self.common.cursor, PAGE).await?;
+            let db = &self.common.state.db;
+            let page = db.observe(feed::page(db.pool()?, self.user, self.common.cursor, PAGE).await)?;
             if page
                 .events
                 .iter()
@@ -618,7 +621,7 @@ impl GuardsWatch {
         let state = &self.common.state;
         let book = match book {
             Some(book) => book,
-            None => Arc::new(storage::book::load(&state.pool, user).await?),
+            None => Arc::new(state.db.observe(storage::book::load(state.db.pool()?, user).await)?),
         };
         // The later of this server's clock and the database's (which dates the clock's events), so a countdown
         // the database says ran out is judged run out here too.

@@ -15,6 +15,7 @@ pub mod book;
 pub mod clock;
 pub mod events;
 pub mod feed;
+pub mod gate;
 pub mod market;
 pub mod positions;
 pub mod quotes;
@@ -24,6 +25,7 @@ pub mod syncs;
 pub use accounts::AccountRow;
 pub use book::Book;
 pub use events::{EventPage, EventQuery, EventRow};
+pub use gate::Db;
 pub use market::{AlertRow, InstrumentRow, MarketSnapshot, QuoteRow};
 pub use positions::{DivergenceRow, PositionRow};
 pub use summaries::{StatusRead, SummaryRow};
@@ -44,6 +46,9 @@ pub enum StorageError {
     /// A query failed for another reason (a bug, a constraint).
     #[error("database query failed")]
     Query(#[source] sqlx::Error),
+    /// PostgreSQL is known to be unreachable (see [`gate`]); nothing was tried.
+    #[error("database unavailable (known down)")]
+    Down,
     /// A stored value violates an invariant the code relies on.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
@@ -147,5 +152,15 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
 /// One round trip, for health checks.
 pub async fn ping(pool: &PgPool) -> Result<(), StorageError> {
     sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(pool).await?;
+    Ok(())
+}
+
+/// One round trip on a connection of its own (not the pool's, whose acquire keeps retrying to connect for its
+/// whole timeout): how the health probe learns quickly whether PostgreSQL is back.
+pub async fn probe(pool: &PgPool) -> Result<(), StorageError> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect_with(&pool.connect_options()).await?;
+    sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(&mut conn).await?;
+    let _ = conn.close().await;
     Ok(())
 }

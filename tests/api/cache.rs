@@ -552,10 +552,19 @@ async fn the_metrics_endpoint_counts_postgres_loads_per_rpc() {
     let url = args.database.database_url.clone();
     let app = Application::build(args).await.expect("server builds");
     let (addr, metrics) = (app.local_addr(), app.metrics_addr().expect("metrics enabled"));
+    let cache = app.cache();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
+    // Until the replica hears its own invalidation channel it does not trust Redis (reads bypass the cache); on a
+    // loaded machine that can take a moment after start.
+    for _ in 0..100 {
+        if cache.hearing_invalidations() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
     let request = pb::GetReconciliationStatusRequest::default();
     let me = token(Uuid::new_v4(), &[]);

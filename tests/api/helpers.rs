@@ -525,3 +525,107 @@ pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
         .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
 }
+
+/// A PostgreSQL cluster of this test's own (initdb + pg_ctl on a free loopback port, in a temporary directory),
+/// for tests that stop and restart PostgreSQL; stopped and removed when dropped. The server programs run as the
+/// `postgres` user when the tests run as root (PostgreSQL refuses to run as root).
+pub struct PgCluster {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    pub port: u16,
+}
+
+impl PgCluster {
+    /// A new, running cluster (trust authentication, fsync off: it holds only test data).
+    pub fn start() -> PgCluster {
+        let bindir = Process::new("pg_config").arg("--bindir").output().expect("pg_config is installed");
+        let bin = std::path::PathBuf::from(String::from_utf8_lossy(&bindir.stdout).trim());
+        let dir = std::env::temp_dir().join(format!("tm-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cluster = PgCluster { dir, bin, port };
+        cluster.chown();
+        let data = cluster.dir.join("data");
+        let status = cluster
+            .as_postgres(&cluster.bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .expect("initdb runs");
+        assert!(status.success(), "initdb failed");
+        cluster.resume();
+        cluster
+    }
+
+    fn chown(&self) {
+        if is_root() {
+            let _ = Process::new("chown").args(["-R", "postgres"]).arg(&self.dir).status();
+        }
+    }
+
+    fn as_postgres(&self, program: &std::path::Path) -> Process {
+        if is_root() {
+            let mut command = Process::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Process::new(program)
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("log");
+        let status = self
+            .as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl runs");
+        assert!(status.success(), "pg_ctl {args:?} failed");
+    }
+
+    /// Starts it (again), waiting until it accepts connections.
+    pub fn resume(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            self.port,
+            self.dir.display()
+        );
+        self.pg_ctl(&["-w", "-o", &options, "start"]);
+    }
+
+    /// Stops it at once, as a crash would (`-m immediate`).
+    pub fn kill(&self) {
+        self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+
+    /// The URL of `database` on it.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self
+            .as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Process::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}

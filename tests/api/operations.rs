@@ -126,3 +126,47 @@ async fn shutdown_stops_the_server_within_the_grace_period() {
     let after = HealthClient::new(app.channel.clone()).check(HealthCheckRequest { service: String::new() }).await;
     assert!(after.is_err(), "no longer accepting calls");
 }
+
+/// Issue 11: once the service knows PostgreSQL is unreachable, calls that need it fail with UNAVAILABLE at once
+/// (not after the pool's 3 s acquire timeout), and everything recovers by itself when it is back.
+#[tokio::test]
+async fn while_postgres_is_down_calls_that_need_it_fail_fast_and_recover_by_themselves() {
+    let pg = PgCluster::start();
+    let database = "trading_monitor_fail_fast";
+    trading_monitor::storage::create_database_if_missing(&pg.url(database)).await.unwrap();
+    let mut args = serve_args(database);
+    args.database.database_url = pg.url(database);
+    // The name is not a database of the shared cluster: dropping it there at the end is harmless.
+    let app = spawn_with_args(args, format!("{database}_{}", Uuid::new_v4().simple())).await;
+    wait_for(&app, ServingStatus::Serving).await;
+    let user = Uuid::new_v4();
+    app.submit(sync(user, "1000", vec![], vec![])).await.unwrap();
+
+    pg.kill();
+    wait_for(&app, ServingStatus::NotServing).await;
+    let mut slowest = Duration::ZERO;
+    let retried = sync(user, "1100", vec![], vec![]);
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let status = app.submit(retried.clone()).await.unwrap_err();
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(code_and_reason(&status), (Code::Unavailable, "DATABASE_UNAVAILABLE".into()));
+        assert!(status.get_details_retry_info().is_some_and(|r| r.retry_delay.is_some()));
+    }
+    println!("while PostgreSQL was down, the slowest of 5 writes failed after {slowest:?}");
+    assert!(slowest < Duration::from_millis(500), "a write took {slowest:?} to fail");
+
+    pg.resume();
+    // The same request succeeds by itself once PostgreSQL is back, and health says so.
+    let mut recovered = None;
+    for _ in 0..100 {
+        if let Ok(response) = app.submit(retried.clone()).await {
+            recovered = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered.is_some(), "writes never recovered");
+    wait_for(&app, ServingStatus::Serving).await;
+    assert_eq!(app.status(user).await.total_syncs, 2);
+}
