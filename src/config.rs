@@ -153,6 +153,20 @@ pub struct ServerArgs {
     /// How often the health reporter checks PostgreSQL.
     #[arg(long, env = "TM_HEALTH_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
     pub health_interval: Duration,
+    /// Calls per second one user's token (its `sub`) may make; 0 turns the limit off. Over it, a call is answered
+    /// at once with RESOURCE_EXHAUSTED (reason RATE_LIMITED) and a retry delay.
+    #[arg(long, env = "TM_RATE_LIMIT_PER_USER", default_value_t = 500)]
+    pub rate_limit_per_user: u32,
+    /// How many calls a user may make at once after a quiet spell (the bucket's size).
+    #[arg(long, env = "TM_RATE_LIMIT_USER_BURST", default_value_t = 1000)]
+    pub rate_limit_user_burst: u32,
+    /// Calls per second one service token (with `trading:sync:write`: a backend acting for many users) may make;
+    /// 0 turns the limit off.
+    #[arg(long, env = "TM_RATE_LIMIT_PER_SERVICE", default_value_t = 10000)]
+    pub rate_limit_per_service: u32,
+    /// The service tokens' burst.
+    #[arg(long, env = "TM_RATE_LIMIT_SERVICE_BURST", default_value_t = 20000)]
+    pub rate_limit_service_burst: u32,
     /// Skip applying migrations at start-up (use `migrate` separately).
     #[arg(long, env = "TM_SKIP_MIGRATIONS", default_value_t = false)]
     pub skip_migrations: bool,

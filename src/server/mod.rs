@@ -28,6 +28,7 @@ use crate::watch::{Hub, HubSettings};
 pub mod health;
 pub mod limits;
 mod panic;
+pub mod rate;
 mod trace;
 
 pub use limits::LimitsLayer;
@@ -200,12 +201,27 @@ impl Application {
             .build_v1alpha()?;
 
         let limit = server_args.max_request_bytes;
+        let rate_limits = rate::RateLayer::new(
+            rate::Rate { per_second: server_args.rate_limit_per_user, burst: server_args.rate_limit_user_burst },
+            rate::Rate { per_second: server_args.rate_limit_per_service, burst: server_args.rate_limit_service_burst },
+        );
+        let forget = rate_limits.clone();
+        let mut forget_stop = stop_rx.clone();
+        let rate_forgetter = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(60)) => forget.forget_idle(),
+                    _ = forget_stop.changed() => return,
+                }
+            }
+        });
         // The layers every call goes through, outermost first, over gRPC and from the in-process REST gateway.
         let layers = tower::ServiceBuilder::new()
             .layer(trace::TraceLayer)
             .layer(CatchPanicLayer)
             .layer(LimitsLayer::new(server_args.max_concurrent_requests, server_args.request_timeout))
-            .layer(AuthLayer::new(verifier, !args.auth.reflection_requires_auth));
+            .layer(AuthLayer::new(verifier, !args.auth.reflection_requires_auth))
+            .layer(rate_limits.clone());
         let routes = tonic::service::Routes::new(tonic_health::pb::health_server::HealthServer::new(
             HealthService::from_health_reporter(reporter.clone()),
         ))
@@ -282,6 +298,7 @@ impl Application {
         market_refresher.abort();
         hub.abort();
         clock.abort();
+        rate_forgetter.abort();
         if let Some(task) = http_task {
             task.abort();
         }

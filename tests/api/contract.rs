@@ -54,6 +54,7 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
         args.server.http_listen = Some("127.0.0.1:0".parse().unwrap());
         // Fuzzing sends many requests from one caller; keep the service's own limits out of the way.
         args.server.max_concurrent_requests = 4096;
+        args.server.rate_limit_per_user = 0;
     })
     .await;
     let alice = crate::rest::seed(&app).await;

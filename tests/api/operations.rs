@@ -170,3 +170,61 @@ async fn while_postgres_is_down_calls_that_need_it_fail_fast_and_recover_by_them
     wait_for(&app, ServingStatus::Serving).await;
     assert_eq!(app.status(user).await.total_syncs, 2);
 }
+
+/// Issue 11: a caller over its rate is refused at once with RATE_LIMITED and a retry delay; other callers are
+/// not affected; service tokens have their own rate; over REST it is 429 with Retry-After.
+#[tokio::test]
+async fn a_caller_over_its_rate_is_refused_at_once_with_a_retry_delay() {
+    let app = spawn_app_with(|args| {
+        args.server.rate_limit_per_user = 2;
+        args.server.rate_limit_user_burst = 3;
+        args.server.rate_limit_per_service = 1;
+        args.server.rate_limit_service_burst = 5;
+        args.server.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let read = |user: Uuid| {
+        let mut client = app.guards();
+        async move { client.get_guard_status(authed(pb::GetGuardStatusRequest::default(), &token(user, &[]))).await }
+    };
+    for _ in 0..3 {
+        read(alice).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let refused = read(alice).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(200), "answered at once");
+    assert_eq!(code_and_reason(&refused), (Code::ResourceExhausted, "RATE_LIMITED".into()));
+    let wait = refused.get_details_retry_info().and_then(|r| r.retry_delay).expect("a retry delay");
+    assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}");
+    assert_eq!(error_info(&refused).2["per_second"], "2");
+    read(bob).await.expect("another caller is not limited");
+
+    // A service token: its own, larger bucket.
+    let backend = writer();
+    for _ in 0..5 {
+        app.guards()
+            .get_guard_status(authed(pb::GetGuardStatusRequest { user_id: alice.to_string() }, &backend))
+            .await
+            .unwrap();
+    }
+    let refused = app
+        .guards()
+        .get_guard_status(authed(pb::GetGuardStatusRequest { user_id: alice.to_string() }, &backend))
+        .await
+        .unwrap_err();
+    assert_eq!(code_and_reason(&refused), (Code::ResourceExhausted, "RATE_LIMITED".into()));
+
+    // Over REST, after the delay it passes again; over the rate it is 429 with Retry-After.
+    tokio::time::sleep(wait).await;
+    read(alice).await.expect("admitted again after the retry delay");
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/v1/users/me/guardStatus", app.http.unwrap());
+    let mut last = None;
+    for _ in 0..5 {
+        last = Some(client.get(&url).bearer_auth(token(alice, &[])).send().await.unwrap());
+    }
+    let last = last.unwrap();
+    assert_eq!(last.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(last.headers()["retry-after"], "1");
+}

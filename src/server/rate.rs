@@ -1,0 +1,164 @@
+//! Per-caller rate limits: a token bucket per token `sub` (governor's keyed GCRA limiter), one quota for users
+//! and a larger one for service tokens (those with `trading:sync:write`: trading backends act for many users).
+//! A call over its caller's rate is answered at once with RESOURCE_EXHAUSTED (reason RATE_LIMITED) and a
+//! `RetryInfo` saying when the next call would be admitted. Runs after authentication (it needs the caller);
+//! health and reflection have no caller and are never limited.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use tonic::Code;
+use tonic_types::ErrorDetails;
+use tower::{Layer, Service};
+use uuid::Uuid;
+
+use crate::auth::{Caller, Scope};
+use crate::error;
+use crate::pb::ErrorReason;
+
+/// A rate: calls per second, and how many may come at once after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    fn quota(self) -> Option<Quota> {
+        let per_second = NonZeroU32::new(self.per_second)?;
+        let burst = NonZeroU32::new(self.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        Some(Quota::per_second(per_second).allow_burst(burst))
+    }
+}
+
+#[derive(Debug)]
+struct Limiters {
+    users: Option<(Rate, DefaultKeyedRateLimiter<Uuid>)>,
+    services: Option<(Rate, DefaultKeyedRateLimiter<Uuid>)>,
+    clock: DefaultClock,
+}
+
+/// Builds [`RateService`]s sharing one set of buckets.
+#[derive(Debug, Clone)]
+pub struct RateLayer {
+    limiters: Arc<Limiters>,
+}
+
+impl RateLayer {
+    /// Limits for users and for service tokens; a rate of 0 per second turns that limit off.
+    pub fn new(users: Rate, services: Rate) -> RateLayer {
+        let make = |rate: Rate| rate.quota().map(|q| (rate, DefaultKeyedRateLimiter::keyed(q)));
+        RateLayer {
+            limiters: Arc::new(Limiters {
+                users: make(users),
+                services: make(services),
+                clock: DefaultClock::default(),
+            }),
+        }
+    }
+
+    /// Forgets the buckets of callers that have been quiet long enough to be full again (bounds the memory
+    /// to the callers of the last moments); call now and then.
+    pub fn forget_idle(&self) {
+        for (_, limiter) in self.limiters.users.iter().chain(self.limiters.services.iter()) {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// Whether `caller` may make a call now; if not, how long until it may.
+    fn admit(&self, caller: &Caller) -> Result<(), (Rate, Duration)> {
+        let service = caller.has(Scope::SyncWrite);
+        let limiter = if service { &self.limiters.services } else { &self.limiters.users };
+        let Some((rate, limiter)) = limiter else { return Ok(()) };
+        limiter
+            .check_key(&caller.user_id)
+            .map_err(|not_until| (*rate, not_until.wait_time_from(self.limiters.clock.now())))
+    }
+}
+
+impl<S> Layer<S> for RateLayer {
+    type Service = RateService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateService { inner, layer: self.clone() }
+    }
+}
+
+/// Refuses a call over its caller's rate.
+#[derive(Debug, Clone)]
+pub struct RateService<S> {
+    inner: S,
+    layer: RateLayer,
+}
+
+impl<S, B> Service<http::Request<B>> for RateService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if let Some(caller) = request.extensions().get::<Caller>()
+            && let Err((rate, wait)) = self.layer.admit(caller)
+        {
+            tracing::info!(user_id = %caller.user_id, "rate limited");
+            // Whole milliseconds, at least one, so a client never retries at once.
+            let wait = Duration::from_millis((wait.as_millis() as u64).max(1));
+            let response = error::status(
+                Code::ResourceExhausted,
+                format!(
+                    "rate limit of {} calls per second (bursts of {}) exceeded for this caller; retry after {} ms",
+                    rate.per_second,
+                    rate.burst,
+                    wait.as_millis()
+                ),
+                ErrorReason::RateLimited,
+                &[("per_second", &rate.per_second.to_string()), ("burst", &rate.burst.to_string())],
+                ErrorDetails::with_retry_info(Some(wait)),
+            )
+            .into_http();
+            return Box::pin(async move { Ok(response) });
+        }
+        Box::pin(inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(scopes: Vec<Scope>) -> Caller {
+        Caller { user_id: Uuid::new_v4(), scopes, expires_at: u64::MAX }
+    }
+
+    #[test]
+    fn each_caller_has_its_own_bucket_and_service_tokens_their_own_rate() {
+        let layer = RateLayer::new(Rate { per_second: 1, burst: 2 }, Rate { per_second: 1, burst: 4 });
+        let (alice, bob, backend) = (caller(vec![]), caller(vec![]), caller(vec![Scope::SyncWrite]));
+        assert!(layer.admit(&alice).is_ok() && layer.admit(&alice).is_ok());
+        let (_, wait) = layer.admit(&alice).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(layer.admit(&bob).is_ok(), "another caller is not affected");
+        for _ in 0..4 {
+            assert!(layer.admit(&backend).is_ok());
+        }
+        assert!(layer.admit(&backend).is_err());
+        let off = RateLayer::new(Rate { per_second: 0, burst: 0 }, Rate { per_second: 0, burst: 0 });
+        assert!((0..1000).all(|_| off.admit(&alice).is_ok()));
+    }
+}
