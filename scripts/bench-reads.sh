@@ -59,7 +59,7 @@ start_server() {
   local redis_url="$1"; shift
   RUST_LOG=warn target/release/trading-monitor serve --listen "127.0.0.1:$port" \
     --database-url "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable" \
-    --redis-url "$redis_url" --metrics-listen "127.0.0.1:$metrics_port" ${SERVER_ARGS:-} "$@" &
+    --redis-url "$redis_url" --admin-listen "127.0.0.1:$metrics_port" ${SERVER_ARGS:-} "$@" &
   server_pid=$!
   wait_port "$port"; wait_port "$metrics_port"
 }
@@ -137,7 +137,7 @@ if [[ -n "${BASELINE_BIN:-}" ]]; then
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE \"$base_db\""
   RUST_LOG=warn "$BASELINE_BIN" serve --listen "127.0.0.1:$port" \
     --database-url "postgres://postgres@127.0.0.1:5432/$base_db?sslmode=disable" --cache-disabled \
-    --metrics-listen "127.0.0.1:$metrics_port" &
+    --admin-listen "127.0.0.1:$metrics_port" &
   server_pid=$!
   wait_port "$port"; wait_port "$metrics_port"
   $loadgen --target "$target" seed --users "$users"

@@ -45,7 +45,7 @@ redis_pid=$!
 wait_port "$redis_port"
 RUST_LOG=warn target/release/trading-monitor serve --listen "127.0.0.1:$port" --http-listen "127.0.0.1:$http_port" \
   --database-url "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable" --redis-url "redis://127.0.0.1:$redis_port" \
-  --metrics-listen "127.0.0.1:$metrics_port" &
+  --admin-listen "127.0.0.1:$metrics_port" &
 server_pid=$!
 wait_port "$port"; wait_port "$http_port"
 RUST_LOG=warn target/release/trading-gateway --upstream "http://127.0.0.1:$port" --listen "127.0.0.1:$gateway_port" &

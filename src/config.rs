@@ -128,6 +128,10 @@ pub struct ServerArgs {
     /// this address, calling the gRPC services in process. `demo` defaults to 127.0.0.1:8080.
     #[arg(long, env = "TM_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
+    /// The admin HTTP listener, off the public ports: `/metrics` (Prometheus text), `/livez` (the process
+    /// answers) and `/readyz` (PostgreSQL reachable and every migration applied). Off if unset.
+    #[arg(long, env = "TM_ADMIN_LISTEN", alias = "metrics-listen")]
+    pub admin_listen: Option<SocketAddr>,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "TM_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -284,9 +288,6 @@ pub struct CacheArgs {
     /// How long the cache leaves Redis alone after the breaker opens, before one probe.
     #[arg(long, env = "TM_REDIS_BREAKER_COOLDOWN", value_parser = humantime::parse_duration, default_value = "1s")]
     pub redis_breaker_cooldown: Duration,
-    /// Serve Prometheus metrics (cache counters) over HTTP at this address, e.g. 127.0.0.1:9100; off if unset.
-    #[arg(long, env = "TM_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl CacheArgs {

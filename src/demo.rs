@@ -27,6 +27,8 @@ pub const DEMO_SECRET: &str = "trading-monitor-demo-secret-change-me-0123456789"
 
 /// Where the demo serves REST and the status page unless `--http-listen` says otherwise.
 pub const DEMO_HTTP_LISTEN: &str = "127.0.0.1:8080";
+/// Where the demo serves the admin endpoints (`/metrics`, `/livez`, `/readyz`) unless told otherwise.
+pub const DEMO_ADMIN_LISTEN: &str = "127.0.0.1:9100";
 
 /// Alice: GBP account, a drawdown in WARNING, an entry-slippage divergence, a BTCUSD gap alert.
 pub const ALICE: Uuid = Uuid::from_u128(0xa11ce000_0000_4000_8000_000000000001);
@@ -47,6 +49,10 @@ pub async fn run(mut args: ServeArgs, shutdown: impl Future<Output = ()> + Send 
         .with_context(|| "cannot create the demo database (is PostgreSQL running? see DATABASE_URL)")?;
     if args.server.http_listen.is_none() {
         args.server.http_listen = Some(DEMO_HTTP_LISTEN.parse()?);
+        // The admin listener too, unless a caller chose its own ports (the tests).
+        if args.server.admin_listen.is_none() {
+            args.server.admin_listen = Some(DEMO_ADMIN_LISTEN.parse()?);
+        }
     }
     let mint = |user_id: Uuid, scopes: &[String]| {
         auth::mint_hs256(
@@ -57,6 +63,7 @@ pub async fn run(mut args: ServeArgs, shutdown: impl Future<Output = ()> + Send 
     let mut app = Application::build(args).await?;
     let addr = app.local_addr();
     let http = app.http_addr();
+    let admin = app.admin_addr().map(|a| a.to_string());
     app.set_demo_users(vec![
         DemoUser { label: "alice (GBP, drawdown WARNING)".into(), token: mint(ALICE, &[])? },
         DemoUser { label: "bob (USD, manual trade)".into(), token: mint(BOB, &[])? },
@@ -78,6 +85,9 @@ pub async fn run(mut args: ServeArgs, shutdown: impl Future<Output = ()> + Send 
     let user_token = mint(ALICE, &[])?;
     let service_token = mint(Uuid::new_v4(), &["trading:read:any".to_owned()])?;
     print_instructions(&addr.to_string(), http.map(|a| a.to_string()).as_deref(), &user_token, &service_token);
+    if let Some(admin) = admin {
+        println!("# admin: metrics, liveness, readiness\ncurl http://{admin}/metrics\ncurl http://{admin}/readyz\n");
+    }
 
     let feed = tokio::spawn(async move { backend.keep_live().await });
     let result = server.await.context("server task failed")?;

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod market_view;
+pub mod metrics;
 pub mod pb;
 pub mod server;
 pub mod services;

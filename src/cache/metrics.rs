@@ -1,6 +1,5 @@
-//! Cache counters per cached RPC, readable in-process (tests, loadgen) and as Prometheus text (`/metrics`).
+//! Cache counters per cached RPC, readable in-process (tests, loadgen) and through `crate::metrics` (`/metrics`).
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The cached RPCs.
@@ -123,9 +122,6 @@ impl std::ops::Add for Snapshot {
     }
 }
 
-/// A metric's name, help text and how to read it from a snapshot.
-type Series = (&'static str, &'static str, fn(&Snapshot) -> u64);
-
 /// Counters of every cached RPC.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -192,27 +188,5 @@ impl Metrics {
     /// The sum over every RPC.
     pub fn total(&self) -> Snapshot {
         Rpc::ALL.iter().map(|r| self.snapshot(*r)).fold(Snapshot::default(), |a, b| a + b)
-    }
-
-    /// Prometheus text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let series: [Series; 8] = [
-            ("trading_monitor_cache_hits_total", "responses served from cache (L1 or Redis)", |s| s.hits),
-            ("trading_monitor_cache_l1_hits_total", "responses served from the in-process L1", |s| s.l1_hits),
-            ("trading_monitor_cache_misses_total", "responses read from PostgreSQL and cached", |s| s.misses),
-            ("trading_monitor_cache_stale_total", "stale responses served while PostgreSQL was down", |s| s.stale),
-            ("trading_monitor_cache_bypass_total", "responses read from PostgreSQL without the cache", |s| s.bypass),
-            ("trading_monitor_cache_redis_errors_total", "Redis calls that failed or timed out", |s| s.redis_errors),
-            ("trading_monitor_pg_queries_total", "PostgreSQL loads issued by cached RPCs", |s| s.pg_queries),
-            ("trading_monitor_cache_refreshes_total", "background refreshes of values near expiry", |s| s.refreshes),
-        ];
-        for (name, help, get) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for rpc in Rpc::ALL {
-                let _ = writeln!(out, "{name}{{rpc=\"{}\"}} {}", rpc.name(), get(&self.snapshot(rpc)));
-            }
-        }
-        out
     }
 }

@@ -38,7 +38,7 @@ pub use panic::CatchPanicLayer;
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
-    metrics_listener: Option<TcpListener>,
+    admin_listener: Option<TcpListener>,
     http_listener: Option<TcpListener>,
     demo_users: Vec<trading_gateway::page::DemoUser>,
     state: AppState,
@@ -66,7 +66,7 @@ impl Application {
         }
         let listener = TcpListener::bind(args.server.listen).await?;
         let local_addr = listener.local_addr()?;
-        let metrics_listener = match args.cache.metrics_listen {
+        let admin_listener = match args.server.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
@@ -101,10 +101,11 @@ impl Application {
         Ok(Application {
             listener,
             local_addr,
-            metrics_listener,
+            admin_listener,
             http_listener,
             demo_users: Vec::new(),
             state: AppState {
+                metrics: crate::metrics::Metrics::new(cache.clone(), pool.clone()),
                 db: storage::Db::new(pool),
                 rules: Arc::new(rules),
                 cache,
@@ -139,9 +140,9 @@ impl Application {
         self.state.cache.clone()
     }
 
-    /// The address of the metrics endpoint, if enabled.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    /// The address of the admin listener (`/metrics`, `/livez`, `/readyz`), if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address of the REST gateway, if enabled.
@@ -160,7 +161,7 @@ impl Application {
         let Application {
             listener,
             local_addr,
-            metrics_listener,
+            admin_listener,
             http_listener,
             demo_users,
             state,
@@ -169,7 +170,7 @@ impl Application {
             args,
         } = self;
         let server_args = &args.server;
-        let metrics_task = metrics_listener.map(|l| tokio::spawn(serve_metrics(l, state.cache.clone())));
+        let admin_task = admin_listener.map(|l| tokio::spawn(serve_admin(l, state.clone())));
 
         let reporter = HealthReporter::new();
         health::set_all(&reporter, ServingStatus::NotServing).await;
@@ -186,6 +187,7 @@ impl Application {
         let clock = tokio::spawn(crate::watch::clock::run(
             state.db.raw().clone(),
             state.cache.clone(),
+            state.metrics.clone(),
             state.rules.clone(),
             args.watch.clock_interval,
             stop_rx.clone(),
@@ -217,7 +219,7 @@ impl Application {
         });
         // The layers every call goes through, outermost first, over gRPC and from the in-process REST gateway.
         let layers = tower::ServiceBuilder::new()
-            .layer(trace::TraceLayer)
+            .layer(trace::TraceLayer::new(state.metrics.clone()))
             .layer(CatchPanicLayer)
             .layer(LimitsLayer::new(server_args.max_concurrent_requests, server_args.request_timeout))
             .layer(AuthLayer::new(verifier, !args.auth.reflection_requires_auth))
@@ -302,7 +304,7 @@ impl Application {
         if let Some(task) = http_task {
             task.abort();
         }
-        if let Some(task) = metrics_task {
+        if let Some(task) = admin_task {
             task.abort();
         }
         state.db.raw().close().await;
@@ -319,19 +321,43 @@ fn jitter(age: std::time::Duration) -> std::time::Duration {
     age.mul_f64(0.9 + spread as f64 / 10_000.0)
 }
 
-/// Serves the cache counters as Prometheus text at `/metrics`.
-async fn serve_metrics(listener: TcpListener, cache: Cache) {
+/// The admin listener: `/metrics` (Prometheus text), `/livez` and `/readyz`.
+async fn serve_admin(listener: TcpListener, state: AppState) {
+    use axum::http::StatusCode;
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let router = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let cache = cache.clone();
-            async move { cache.metrics().render() }
-        }),
-    );
-    tracing::info!(%address, "serving metrics at /metrics");
+    let metrics = state.metrics.clone();
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }
+            }),
+        )
+        .route("/livez", axum::routing::get(|| async { "live\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let db = state.db.clone();
+                async move {
+                    match tokio::time::timeout(std::time::Duration::from_secs(2), storage::migrations_applied(db.raw()))
+                        .await
+                    {
+                        Ok(Ok(true)) if !db.is_down() => (StatusCode::OK, "ready\n".to_owned()),
+                        Ok(Ok(_)) if db.is_down() => {
+                            (StatusCode::SERVICE_UNAVAILABLE, "not ready: PostgreSQL unreachable\n".to_owned())
+                        }
+                        Ok(Ok(_)) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: migrations pending\n".to_owned()),
+                        Ok(Err(_)) | Err(_) => {
+                            (StatusCode::SERVICE_UNAVAILABLE, "not ready: PostgreSQL unreachable\n".to_owned())
+                        }
+                    }
+                }
+            }),
+        );
+    tracing::info!(%address, "serving admin endpoints: /metrics, /livez, /readyz");
     if let Err(e) = axum::serve(listener, router).await {
-        tracing::error!(error = %e, "metrics endpoint stopped");
+        tracing::error!(error = %e, "admin listener stopped");
     }
 }
 

@@ -1,5 +1,6 @@
 //! A span per RPC with the method, the caller's user id (filled in by the auth layer) and the gRPC status code,
-//! plus one log event when the call completes.
+//! one log event when the call completes, and the call counted in the metrics (by method and code, with the
+//! time to its response headers).
 
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -8,21 +9,33 @@ use futures::future::BoxFuture;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use crate::metrics::Metrics;
+
 /// Builds [`TraceService`]s.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceLayer;
+#[derive(Debug, Clone)]
+pub struct TraceLayer {
+    metrics: Metrics,
+}
+
+impl TraceLayer {
+    /// Counts every call in `metrics` too.
+    pub fn new(metrics: Metrics) -> TraceLayer {
+        TraceLayer { metrics }
+    }
+}
 
 impl<S> Layer<S> for TraceLayer {
     type Service = TraceService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        TraceService { inner }
+        TraceService { inner, metrics: self.metrics.clone() }
     }
 }
 
-/// Wraps each call in an `rpc` span.
+/// Wraps each call in an `rpc` span, and counts it.
 #[derive(Debug, Clone)]
 pub struct TraceService<S> {
     inner: S,
+    metrics: Metrics,
 }
 
 impl<S, B, R> Service<http::Request<B>> for TraceService<S>
@@ -49,6 +62,8 @@ where
             grpc.code = tracing::field::Empty,
         );
         let started = Instant::now();
+        let path = request.uri().path().to_owned();
+        let metrics = self.metrics.clone();
         // Call inside the span so inner layers (auth) can record fields on it.
         let future = span.in_scope(|| inner.call(request));
         Box::pin(
@@ -66,6 +81,7 @@ where
                             .and_then(|v| v.parse::<i32>().ok())
                             .unwrap_or(0);
                         let code = tonic::Code::from_i32(code);
+                        metrics.rpc(&path, code, started.elapsed());
                         tracing::Span::current().record("grpc.code", tracing::field::debug(code));
                         match code {
                             tonic::Code::Ok => tracing::debug!(elapsed_ms, "rpc completed"),

@@ -15,6 +15,7 @@ use crate::auth::Scope;
 use crate::config::Rules;
 use crate::domain::Side;
 use crate::domain::bounds::{DecimalBounds, MONEY, PRICE, VOLUME};
+use crate::domain::drawdown::DrawdownLevel;
 use crate::domain::reconcile::{self, BrokerSide, PlatformSide};
 use crate::error::{ApiError, FieldViolation, Precondition};
 use crate::pb;
@@ -342,6 +343,12 @@ pub async fn submit_broker_sync(
     }
     let response = match outcome {
         RecordOutcome::Recorded(record) => {
+            let duration = (sync.finished_at - sync.started_at).to_std().unwrap_or_default();
+            let trigger = record
+                .level_entered
+                .filter(|l| matches!(l, DrawdownLevel::Warning | DrawdownLevel::Critical))
+                .map(|l| l.as_str());
+            state.metrics.sync(record.outcome.as_str(), duration, &record.detected_kinds, trigger);
             tracing::debug!(
                 user_id = %sync.user_id,
                 sync_id = %record.sync_id,
@@ -452,6 +459,9 @@ pub async fn submit_quotes(
                 tracing::warn!(error = %crate::error::error_chain(&e), "quotes committed but the market snapshot could not be re-read");
             }
             state.cache.invalidate(&holders).await;
+            for alert in &raised {
+                state.metrics.alert(alert.kind.as_str(), alert.severity.as_str());
+            }
             (raised, cleared)
         }
         QuotesOutcome::UnknownSymbol(symbol) => {

@@ -39,6 +39,8 @@ pub struct AppState {
     pub hub: Hub,
     /// How watch streams behave.
     pub watch: WatchSettings,
+    /// The metrics registry (`/metrics` on the admin listener).
+    pub metrics: crate::metrics::Metrics,
     /// Turns true when the server begins shutting down (watch streams then end with UNAVAILABLE).
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }

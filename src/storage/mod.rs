@@ -155,6 +155,14 @@ pub async fn ping(pool: &PgPool) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Whether every migration this binary embeds has been applied successfully.
+pub async fn migrations_applied(pool: &PgPool) -> Result<bool, StorageError> {
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(pool)
+        .await?;
+    Ok(MIGRATOR.iter().all(|m| applied.binary_search(&m.version).is_ok()))
+}
+
 /// One round trip on a connection of its own (not the pool's, whose acquire keeps retrying to connect for its
 /// whole timeout): how the health probe learns quickly whether PostgreSQL is back.
 pub async fn probe(pool: &PgPool) -> Result<(), StorageError> {

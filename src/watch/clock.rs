@@ -9,10 +9,18 @@ use tokio::sync::watch;
 
 use crate::cache::Cache;
 use crate::config::Rules;
+use crate::metrics::Metrics;
 use crate::storage::clock;
 
 /// Records what is due every `interval` until `stop` turns true; users who got events lose their cached status.
-pub async fn run(pool: PgPool, cache: Cache, rules: Arc<Rules>, interval: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    pool: PgPool,
+    cache: Cache,
+    metrics: Metrics,
+    rules: Arc<Rules>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut failing = false;
     loop {
         tokio::select! {
@@ -31,6 +39,9 @@ pub async fn run(pool: PgPool, cache: Cache, rules: Arc<Rules>, interval: Durati
                         stale_symbols = ?recorded.stale_symbols,
                         "recorded time-driven changes"
                     );
+                }
+                for _ in &recorded.stale_symbols {
+                    metrics.alert(crate::domain::market::MarketAlertKind::StaleQuote.as_str(), "warning");
                 }
                 if !recorded.users.is_empty() {
                     cache.invalidate(&recorded.users).await;

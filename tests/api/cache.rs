@@ -548,10 +548,10 @@ async fn callers_sharing_a_stale_load_are_all_served_stale_and_counted_stale() {
 async fn the_metrics_endpoint_counts_postgres_loads_per_rpc() {
     let database = fresh_database().await;
     let mut args = serve_args(&database);
-    args.cache.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    args.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
     let url = args.database.database_url.clone();
     let app = Application::build(args).await.expect("server builds");
-    let (addr, metrics) = (app.local_addr(), app.metrics_addr().expect("metrics enabled"));
+    let (addr, metrics) = (app.local_addr(), app.admin_addr().expect("admin listener enabled"));
     let cache = app.cache();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {

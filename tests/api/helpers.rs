@@ -147,6 +147,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The in-process REST gateway's address, when `--http-listen` was given.
     pub http: Option<SocketAddr>,
+    /// The admin listener's address, when `--admin-listen` was given.
+    pub admin: Option<SocketAddr>,
     /// The server's cache: its counters tell how many PostgreSQL loads were issued.
     pub cache: trading_monitor::cache::Cache,
     pub channel: Channel,
@@ -204,13 +206,14 @@ pub async fn spawn_with_args(args: ServeArgs, database: String) -> TestApp {
     let app = Application::build(args).await.expect("server builds");
     let addr = app.local_addr();
     let http = app.http_addr();
+    let admin = app.admin_addr();
     let cache = app.cache();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-    TestApp { addr, http, cache, channel, pool, database, key_prefix, shutdown: Some(tx), server: Some(server) }
+    TestApp { addr, http, admin, cache, channel, pool, database, key_prefix, shutdown: Some(tx), server: Some(server) }
 }
 
 impl TestApp {

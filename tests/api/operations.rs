@@ -228,3 +228,77 @@ async fn a_caller_over_its_rate_is_refused_at_once_with_a_retry_delay() {
     assert_eq!(last.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(last.headers()["retry-after"], "1");
 }
+
+/// The admin listener's `/metrics` as a map from series (name and labels, as printed) to value.
+async fn scrape(admin: std::net::SocketAddr) -> std::collections::HashMap<String, f64> {
+    let body = reqwest::get(format!("http://{admin}/metrics")).await.unwrap().text().await.unwrap();
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            l.rsplit_once(' ').map(|(series, value)| (series.to_owned(), value.parse().unwrap_or(f64::NAN)))
+        })
+        .collect()
+}
+
+/// Issue 11: after a known set of calls, each counter moved by exactly the expected amount; `/livez` and
+/// `/readyz` answer.
+#[tokio::test]
+async fn the_admin_listener_counts_calls_and_domain_events_exactly_and_says_ready() {
+    let app = spawn_app_with(|args| args.server.admin_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let admin = app.admin.unwrap();
+    wait_for(&app, ServingStatus::Serving).await;
+    // Reads bypass the cache until the replica hears its own invalidations; the counts below assume it does.
+    until_hearing(&app).await;
+    for (path, expected) in [("/livez", 200), ("/readyz", 200)] {
+        let response = reqwest::get(format!("http://{admin}{path}")).await.unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{path}");
+    }
+    // Held symbols are quoted, so the clock records nothing stale.
+    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2000.10")], candle_closes: vec![] })
+        .await
+        .unwrap();
+    let before = scrape(admin).await;
+    let user = Uuid::new_v4();
+    let gold = || vec![broker("1", "XAUUSD", pb::Side::Buy, "1", "2000", "2000")];
+    app.submit(sync(user, "10000", gold(), vec![])).await.unwrap(); // completed; a broker_only divergence
+    app.submit(sync(user, "7000", gold(), vec![])).await.unwrap(); // completed; CRITICAL
+    app.submit(failed_sync(user, "terminal offline")).await.unwrap(); // failed
+    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2030")], candle_closes: vec![] })
+        .await
+        .unwrap(); // a critical wide spread
+    for _ in 0..3 {
+        app.guard_status(user).await;
+    }
+    let unauthenticated =
+        app.guards().get_guard_status(tonic::Request::new(pb::GetGuardStatusRequest::default())).await.unwrap_err();
+    assert_eq!(unauthenticated.code(), Code::Unauthenticated);
+    let after = scrape(admin).await;
+
+    let moved = |series: &str| after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0);
+    let expected = [
+        (r#"mt5_position_sync_total{result="completed"}"#, 2.0),
+        (r#"mt5_position_sync_total{result="failed"}"#, 1.0),
+        (r#"reconciliation_divergences_total{reason="broker_only"}"#, 1.0),
+        (r#"drawdown_guard_triggers_total{level="critical"}"#, 1.0),
+        (r#"market_guard_alerts_total{kind="wide_spread",severity="critical"}"#, 1.0),
+        ("reconciliation_latency_seconds_count", 3.0),
+        (r#"trading_monitor_rpc_requests_total{method="trading.v1.GuardsService/GetGuardStatus",code="Ok"}"#, 3.0),
+        (
+            r#"trading_monitor_rpc_requests_total{method="trading.v1.GuardsService/GetGuardStatus",code="Unauthenticated"}"#,
+            1.0,
+        ),
+        (
+            r#"trading_monitor_rpc_requests_total{method="trading.v1.ReconciliationService/SubmitBrokerSync",code="Ok"}"#,
+            3.0,
+        ),
+        (r#"trading_monitor_rpc_duration_seconds_count{method="trading.v1.GuardsService/GetGuardStatus"}"#, 4.0),
+        (r#"trading_monitor_pg_queries_total{rpc="GetGuardStatus"}"#, 1.0),
+        (r#"trading_monitor_cache_misses_total{rpc="GetGuardStatus"}"#, 1.0),
+        (r#"trading_monitor_cache_hits_total{rpc="GetGuardStatus"}"#, 2.0),
+    ];
+    for (series, delta) in expected {
+        assert_eq!(moved(series), delta, "{series}");
+    }
+    assert!(after.contains_key(r#"trading_monitor_pg_pool_connections{state="idle"}"#), "{after:?}");
+    assert_eq!(after["trading_monitor_pg_pool_max_connections"], 16.0);
+}

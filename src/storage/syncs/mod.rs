@@ -109,7 +109,8 @@ pub enum SyncOutcome {
 }
 
 impl SyncOutcome {
-    fn as_str(self) -> &'static str {
+    /// Its name, as stored (and as the `result` label of `mt5_position_sync_total`).
+    pub fn as_str(self) -> &'static str {
         match self {
             SyncOutcome::Completed => "completed",
             SyncOutcome::Failed => "failed",
@@ -138,6 +139,10 @@ pub struct SyncRecord {
     pub divergences: Vec<DivergenceRow>,
     /// Commit time (transaction start).
     pub committed_at: DateTime<Utc>,
+    /// The kinds of the divergences this sync detected for the first time (for metrics).
+    pub detected_kinds: Vec<String>,
+    /// The drawdown level the account entered with this sync, if it changed (for metrics).
+    pub level_entered: Option<DrawdownLevel>,
 }
 
 /// The outcome of [`record`].
@@ -225,6 +230,8 @@ pub async fn record(
         missing_at_broker: 0,
         divergences: Vec::new(),
         committed_at,
+        detected_kinds: Vec::new(),
+        level_entered: None,
     };
     let record = match &sync.result {
         SyncResult::Failed { error_message } => {
@@ -264,7 +271,14 @@ pub async fn record(
             let previous_level: DrawdownLevel = parse_stored(&account.drawdown_level)?;
             let positions = apply_positions(&mut tx, sync, sync_id, c, &mut events).await?;
             let divergences = apply_divergences(&mut tx, sync, sync_id, c, &positions, &mut events).await?;
-            change = Some(account_change(sync, c, account.peak_equity, previous_level, &thresholds, &mut events));
+            let account = account_change(sync, c, account.peak_equity, previous_level, &thresholds, &mut events);
+            let level_entered = (account.level != previous_level).then_some(account.level);
+            change = Some(account);
+            let detected_kinds = events
+                .iter()
+                .filter(|e| e.event_type == EventType::DivergenceDetected)
+                .filter_map(|e| e.details.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+                .collect();
             let r = &c.reconciliation;
             let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
             events.push(NewEvent {
@@ -297,6 +311,8 @@ pub async fn record(
                 missing_at_broker: count(r.missing_at_broker.len()),
                 divergences,
                 committed_at,
+                detected_kinds,
+                level_entered,
             }
         }
     };
