@@ -16,7 +16,7 @@ fi
 
 stamp=.venv/.requirements
 if [[ ! -x .venv/bin/schemathesis || ! -f "$stamp" ]] || ! cmp -s scripts/requirements-test.txt "$stamp"; then
-  echo "installing schemathesis and openapi-spec-validator into .venv/..." >&2
+  echo "installing the pinned Python test tools (scripts/requirements-test.txt) into .venv/..." >&2
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
   cp scripts/requirements-test.txt "$stamp"
