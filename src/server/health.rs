@@ -23,6 +23,8 @@ pub async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
 
 /// How often PostgreSQL is probed while it is unreachable, so the service notices its return quickly.
 const DOWN_INTERVAL: Duration = Duration::from_millis(100);
+/// How long one probe may take before PostgreSQL counts as unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Probes PostgreSQL every `interval` (every 100 ms while it is unreachable, and at once when a call found it
 /// unreachable), reports the result to health and to the fail-fast gate (`storage::gate`), until `stop` turns
@@ -35,10 +37,9 @@ pub async fn watch_database(
 ) {
     let mut last: Option<ServingStatus> = None;
     loop {
-        // While up, the pool (cheap, and it proves the pool works); while down, a connection of its own, which
-        // fails at once instead of waiting out the pool's acquire timeout.
-        let probe = async { if db.is_down() { storage::probe(db.raw()).await } else { storage::ping(db.raw()).await } };
-        let status = match tokio::time::timeout(interval.max(Duration::from_millis(500)), probe).await {
+        // A connection of its own, not the pool's: a refused connection fails at once (the pool's acquire keeps
+        // retrying for its whole timeout), and a busy pool is not mistaken for PostgreSQL being down.
+        let status = match tokio::time::timeout(PROBE_TIMEOUT, storage::probe(db.raw())).await {
             Ok(Ok(())) => ServingStatus::Serving,
             Ok(Err(e)) => {
                 if last != Some(ServingStatus::NotServing) {

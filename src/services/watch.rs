@@ -288,7 +288,7 @@ async fn open(
 /// The token a request resumes from: made for this database and not ahead of its feed.
 async fn resume(state: &AppState, tag: DatabaseTag, text: &str) -> Result<Token, ApiError> {
     let token = token::decode(tag, text).map_err(ApiError::ResumeTokenInvalid)?;
-    if token.position > state.db.observe(feed::now(state.db.pool()?).await)? {
+    if token.position > state.db.run(feed::now(state.db.pool()?)).await? {
         return Err(ApiError::ResumeTokenInvalid(TokenProblem::Ahead));
     }
     Ok(token)
@@ -374,7 +374,7 @@ impl EventsWatch {
         loop {
             out.check()?;
             let db = &self.common.state.db;
-            let page = db.observe(feed::page(db.pool()?, self.user, self.common.cursor, PAGE).await)?;
+            let page = db.run(feed::page(db.pool()?, self.user, self.common.cursor, PAGE)).await?;
             for event in &page.events {
                 self.offer(out, event).await?;
             }
@@ -499,7 +499,7 @@ impl GuardsWatch {
                 let start = self.common.cursor;
                 loop {
                     let db = &self.common.state.db;
-                    let ids = db.observe(storage::accounts::ids_after(db.pool()?, after, PAGE).await)?;
+                    let ids = db.run(storage::accounts::ids_after(db.pool()?, after, PAGE)).await?;
                     for user in &ids {
                         let token =
                             token::encode(self.common.tag, Token { position: start, snapshot_after: Some(*user) });
@@ -538,7 +538,7 @@ impl GuardsWatch {
         loop {
             out.check()?;
             let db = &self.common.state.db;
-            let page = db.observe(feed::page(db.pool()?, self.user, self.common.cursor, PAGE).await)?;
+            let page = db.run(feed::page(db.pool()?, self.user, self.common.cursor, PAGE)).await?;
             if page
                 .events
                 .iter()
@@ -621,7 +621,7 @@ impl GuardsWatch {
         let state = &self.common.state;
         let book = match book {
             Some(book) => book,
-            None => Arc::new(state.db.observe(storage::book::load(state.db.pool()?, user).await)?),
+            None => Arc::new(state.db.run(storage::book::load(state.db.pool()?, user)).await?),
         };
         // The later of this server's clock and the database's (which dates the clock's events), so a countdown
         // the database says ran out is judged run out here too.

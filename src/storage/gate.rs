@@ -10,8 +10,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::future::Future;
+
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::StorageError;
 
@@ -22,9 +24,11 @@ pub struct Db {
     gate: Arc<Gate>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Gate {
     down: AtomicBool,
+    /// Turns true when the gate closes: calls still waiting on PostgreSQL give up then.
+    closed: watch::Sender<bool>,
     /// Wakes the health probe when a call finds PostgreSQL unreachable.
     noticed: Notify,
 }
@@ -32,7 +36,14 @@ struct Gate {
 impl Db {
     /// A gate over `pool`, open.
     pub fn new(pool: PgPool) -> Db {
-        Db { pool, gate: Arc::new(Gate::default()) }
+        Db {
+            pool,
+            gate: Arc::new(Gate {
+                down: AtomicBool::new(false),
+                closed: watch::channel(false).0,
+                noticed: Notify::new(),
+            }),
+        }
     }
 
     /// The pool for a call, or [`StorageError::Down`] at once while PostgreSQL is known to be unreachable.
@@ -46,8 +57,21 @@ impl Db {
         &self.pool
     }
 
+    /// Runs a call on PostgreSQL: its result, closing the gate if it found PostgreSQL unreachable; or, if the
+    /// gate closes while it waits (another call found PostgreSQL gone, or the probe did), [`StorageError::Down`]
+    /// at once instead of waiting out the pool's acquire timeout. Giving up is safe for writes too: a call that
+    /// is not answered is not acknowledged, and ingest is idempotent on its request id.
+    pub async fn run<T>(&self, call: impl Future<Output = Result<T, StorageError>>) -> Result<T, StorageError> {
+        let mut closed = self.gate.closed.subscribe();
+        let result = tokio::select! {
+            result = call => result,
+            _ = closed.wait_for(|closed| *closed) => Err(StorageError::Down),
+        };
+        self.observe(result)
+    }
+
     /// Passes a call's result on, closing the gate if it found PostgreSQL unreachable.
-    pub fn observe<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+    fn observe<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
         if let Err(StorageError::Unavailable(_)) = &result {
             self.set_down(true);
             self.gate.noticed.notify_one();
@@ -63,6 +87,7 @@ impl Db {
     /// Records what the health probe found.
     pub fn set_down(&self, down: bool) {
         let was = self.gate.down.swap(down, Ordering::Relaxed);
+        self.gate.closed.send_replace(down);
         if was != down {
             if down {
                 tracing::warn!("PostgreSQL unreachable: calls that need it fail fast with UNAVAILABLE");

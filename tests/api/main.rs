@@ -7,6 +7,7 @@ mod cache;
 mod cluster;
 mod contract;
 mod demo;
+mod faults;
 mod feed;
 mod hardening;
 mod helpers;
