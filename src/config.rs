@@ -157,6 +157,14 @@ pub struct ServerArgs {
     /// How often the health reporter checks PostgreSQL.
     #[arg(long, env = "TM_HEALTH_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
     pub health_interval: Duration,
+    /// Calls (and watch streams) one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS);
+    /// a client's further calls wait for one to end.
+    #[arg(long, env = "TM_MAX_STREAMS_PER_CONNECTION", default_value_t = 200)]
+    pub max_streams_per_connection: u32,
+    /// Largest accepted request metadata (the HTTP/2 header list, after decoding), in bytes; a larger one is
+    /// refused before any handler runs.
+    #[arg(long, env = "TM_MAX_METADATA_BYTES", default_value_t = 16 * 1024)]
+    pub max_metadata_bytes: u32,
     /// Calls per second one user's token (its `sub`) may make; 0 turns the limit off. Over it, a call is answered
     /// at once with RESOURCE_EXHAUSTED (reason RATE_LIMITED) and a retry delay.
     #[arg(long, env = "TM_RATE_LIMIT_PER_USER", default_value_t = 500)]

@@ -248,6 +248,8 @@ impl Application {
         let w = &args.watch;
         let nonzero = |d: std::time::Duration| (!d.is_zero()).then_some(d);
         let mut builder = Server::builder()
+            .max_concurrent_streams(server_args.max_streams_per_connection.max(1))
+            .http2_max_header_list_size(server_args.max_metadata_bytes)
             .http2_keepalive_interval(nonzero(w.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(w.http2_keepalive_timeout));
         if let Some(age) = nonzero(w.max_connection_age) {

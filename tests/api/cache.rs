@@ -440,10 +440,19 @@ async fn a_cancelled_breaker_probe_does_not_disable_redis_for_good() {
         deaf(args);
     })
     .await;
-    let user = Uuid::new_v4();
-    // A first read made before the client has connected to Redis is loaded without it and served from L1 for the
-    // cache TTL (5 s); on a loaded machine that happens, so wait past it for the read that goes through Redis.
-    until_miss(&app, user, Duration::from_secs(12)).await;
+    // A read made before the client has connected to Redis is loaded without it (bypass), and its user's value
+    // then stays in L1 and, refreshed ahead of expiry, in Redis: that user never reads a miss. So each attempt
+    // takes a new user, until one read goes through Redis.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let user = loop {
+        let user = Uuid::new_v4();
+        let (cache, _) = status(&app, user).await;
+        if cache == "miss" {
+            break user;
+        }
+        assert!(Instant::now() < deadline, "Redis is never used (last x-cache {cache})");
+        tokio::time::sleep(ms(150)).await;
+    };
     // Each limit loads a different number of recent events (5, 20, 100): a key of its own. `until_miss` read 20;
     // 100 and 5 are cold.
     let status_with = |limit: i32| {

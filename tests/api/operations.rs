@@ -302,3 +302,57 @@ async fn the_admin_listener_counts_calls_and_domain_events_exactly_and_says_read
     assert!(after.contains_key(r#"trading_monitor_pg_pool_connections{state="idle"}"#), "{after:?}");
     assert_eq!(after["trading_monitor_pg_pool_max_connections"], 16.0);
 }
+
+/// Issue 11: per-connection stream limit (SETTINGS_MAX_CONCURRENT_STREAMS) and the metadata size limit.
+#[tokio::test]
+async fn a_connection_holds_at_most_its_streams_and_oversized_metadata_is_refused() {
+    let app = spawn_app_with(|args| {
+        args.server.max_streams_per_connection = 2;
+        args.server.max_metadata_bytes = 8 * 1024;
+    })
+    .await;
+    let user = Uuid::new_v4();
+    let mine = token(user, &[]);
+    // One connection: two watches take both of its streams.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr)).unwrap().connect().await.unwrap();
+    let watch = |channel: tonic::transport::Channel| {
+        let mine = mine.clone();
+        async move {
+            let mut client = pb::reconciliation_service_client::ReconciliationServiceClient::new(channel);
+            client.watch_reconciliation_events(authed(pb::WatchReconciliationEventsRequest::default(), &mine)).await
+        }
+    };
+    let first = watch(channel.clone()).await.unwrap();
+    let _second = watch(channel.clone()).await.unwrap();
+    // A third call on the same connection waits for a free stream...
+    let mut guards = pb::guards_service_client::GuardsServiceClient::new(channel.clone());
+    let third = tokio::time::timeout(
+        Duration::from_millis(800),
+        guards.get_guard_status(authed(pb::GetGuardStatusRequest::default(), &mine)),
+    )
+    .await;
+    assert!(third.is_err(), "a third stream was opened on the connection: {third:?}");
+    // ...and proceeds once one ends; another connection is not affected meanwhile.
+    app.guards().get_guard_status(authed(pb::GetGuardStatusRequest::default(), &mine)).await.unwrap();
+    drop(first);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        guards.get_guard_status(authed(pb::GetGuardStatusRequest::default(), &mine)),
+    )
+    .await
+    .expect("the call proceeds once a stream is free")
+    .unwrap();
+
+    // Metadata over the limit is refused before any handler; the server keeps serving.
+    let padded = |bytes: usize| {
+        let mut request = authed(pb::GetGuardStatusRequest::default(), &mine);
+        request.metadata_mut().insert("x-padding", "a".repeat(bytes).parse().unwrap());
+        request
+    };
+    app.guards().get_guard_status(padded(4 * 1024)).await.expect("metadata under the 8 KiB limit is accepted");
+    let refused = app.guards().get_guard_status(padded(12 * 1024)).await;
+    assert!(refused.is_err(), "metadata over the 8 KiB limit was accepted");
+    println!("12 KiB of metadata against an 8 KiB limit: {:?}", refused.unwrap_err().code());
+    app.guards().get_guard_status(authed(pb::GetGuardStatusRequest::default(), &mine)).await.unwrap();
+}
