@@ -70,10 +70,13 @@ impl Db {
         self.observe(result)
     }
 
-    /// Passes a call's result on, closing the gate if it found PostgreSQL unreachable.
+    /// Passes a call's result on, closing the gate if it found PostgreSQL unreachable. A pool that timed out is
+    /// not proof of that (it may only be saturated): the probe is woken to find out, on a connection of its own.
     fn observe<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
-        if let Err(StorageError::Unavailable(_)) = &result {
-            self.set_down(true);
+        if let Err(StorageError::Unavailable(cause)) = &result {
+            if !matches!(cause, sqlx::Error::PoolTimedOut) {
+                self.set_down(true);
+            }
             self.gate.noticed.notify_one();
         }
         result
