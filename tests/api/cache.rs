@@ -100,6 +100,22 @@ fn deaf(args: &mut trading_monitor::config::ServeArgs) {
     args.cache.cache_heartbeat = Duration::from_secs(60);
 }
 
+/// Waits until the server's cache uses Redis: a read made before its Redis client has connected is loaded
+/// without Redis (bypass), and that user's value then lives on in L1 and, refreshed ahead, in Redis, which would
+/// upset the counts of a test. Reads throwaway users' drawdown status (its own counters) until one is a miss.
+async fn until_redis_answers(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let request = pb::GetDrawdownStatusRequest::default();
+        let response = app.guards().get_drawdown_status(authed(request, &token(Uuid::new_v4(), &[]))).await.unwrap();
+        if x_cache(&response) == "miss" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the server never used Redis");
+        tokio::time::sleep(ms(100)).await;
+    }
+}
+
 fn gold() -> pb::BrokerPosition {
     broker("1", "XAUUSD", Buy, "0.5", "2350.00", "2360.50")
 }
@@ -254,6 +270,7 @@ async fn while_not_hearing_invalidations_an_l1_entry_lives_the_short_l1_ttl_and_
         deaf(args);
     })
     .await;
+    until_redis_answers(&app).await;
     let user = Uuid::new_v4();
     let metrics = || app.cache.metrics().snapshot(Rpc::GetReconciliationStatus);
 
@@ -297,6 +314,7 @@ async fn an_l1_entry_filled_from_redis_is_not_served_past_the_ttl() {
         deaf(args);
     })
     .await;
+    until_redis_answers(&app).await;
     let user = Uuid::new_v4();
     assert_eq!(status(&app, user).await.0, "miss"); // fresh until t+400 ms
     tokio::time::sleep(ms(300)).await; // L1 expired, Redis still fresh
@@ -400,6 +418,7 @@ async fn when_redis_dies_reads_keep_working_and_hits_resume_after_it_returns() {
         deaf(args);
     })
     .await;
+    until_redis_answers(&app).await;
     let user = Uuid::new_v4();
     let warm = until_miss(&app, user, Duration::from_secs(5)).await;
     assert_eq!(status(&app, user).await.0, "hit");
@@ -440,6 +459,7 @@ async fn a_cancelled_breaker_probe_does_not_disable_redis_for_good() {
         deaf(args);
     })
     .await;
+    until_redis_answers(&app).await;
     // A read made before the client has connected to Redis is loaded without it (bypass), and its user's value
     // then stays in L1 and, refreshed ahead of expiry, in Redis: that user never reads a miss. So each attempt
     // takes a new user, until one read goes through Redis.
