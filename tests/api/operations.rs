@@ -356,3 +356,62 @@ async fn a_connection_holds_at_most_its_streams_and_oversized_metadata_is_refuse
     println!("12 KiB of metadata against an 8 KiB limit: {:?}", refused.unwrap_err().code());
     app.guards().get_guard_status(authed(pb::GetGuardStatusRequest::default(), &mine)).await.unwrap();
 }
+
+/// Issue 11: SIGTERM to the real process with a watch open: health goes NOT_SERVING, the stream ends
+/// UNAVAILABLE (SHUTTING_DOWN) so its client resumes elsewhere, and the process exits 0 within the grace period.
+#[tokio::test]
+async fn sigterm_ends_open_streams_unavailable_and_the_process_exits_0() {
+    use tokio_stream::StreamExt;
+    let database = fresh_database().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Killed when dropped, should the test fail half-way.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trading-monitor"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &url_for(&database)])
+        .args(["--jwt-secret", SECRET, "--shutdown-grace", "3s", "--health-interval", "200ms"])
+        .args(["--cache-key-prefix", &format!("trading:v1:test-{}", Uuid::new_v4().simple())])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .map(Server)
+        .expect("the server binary runs");
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect_lazy();
+    let mut health = HealthClient::new(channel.clone());
+    let mut serving = false;
+    for _ in 0..100 {
+        if let Ok(r) = health.check(HealthCheckRequest { service: String::new() }).await
+            && r.into_inner().status() == ServingStatus::Serving
+        {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(serving, "the server never became SERVING");
+    let mut client = pb::reconciliation_service_client::ReconciliationServiceClient::new(channel);
+    let request = authed(pb::WatchReconciliationEventsRequest::default(), &token(Uuid::new_v4(), &[]));
+    let mut stream = client.watch_reconciliation_events(request).await.unwrap().into_inner();
+    assert!(stream.next().await.is_some_and(|m| m.is_ok()), "the first heartbeat");
+
+    let signalled = std::time::Instant::now();
+    let status = std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("the stream ends");
+    let ended = ended.expect("with a status").expect_err("an error status");
+    assert_eq!(code_and_reason(&ended), (Code::Unavailable, "SHUTTING_DOWN".into()));
+    let exit = loop {
+        if let Some(exit) = child.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(6), "still running after the grace period");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    println!("after SIGTERM: stream ended UNAVAILABLE, process exited 0 in {:?}", signalled.elapsed());
+    drop_database(&database).await;
+}
