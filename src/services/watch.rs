@@ -239,6 +239,49 @@ fn heartbeat(caught_up: bool) -> pb::WatchHeartbeat {
     pb::WatchHeartbeat { caught_up, sent_time: Some(ts(Utc::now())) }
 }
 
+/// What a kind of stream does with what [`follow`] hands it.
+trait Follower {
+    /// The stream's message.
+    type Message: Send + 'static;
+    fn common(&mut self) -> &mut Common;
+    /// A heartbeat message with this resume token.
+    fn heartbeat(resume_token: String) -> Self::Message;
+    /// Sends what the table holds after the cursor, up to the feed's horizon.
+    async fn catch_up(&mut self, out: &mut Out<Self::Message>) -> Result<(), End>;
+    /// Sends what a batch holds after the cursor (the batch starts at or before it, and ends after it).
+    async fn apply(&mut self, out: &mut Out<Self::Message>, batch: &Batch) -> Result<(), End>;
+}
+
+/// A stream's life after its first snapshot: catch up from the table, say so with a heartbeat, then follow the
+/// batches, going back to the table when it lagged or a batch starts past the cursor, with a heartbeat whenever
+/// the stream has been silent for its interval.
+async fn follow<F: Follower>(stream: &mut F, out: &mut Out<F::Message>) -> Result<(), End> {
+    stream.catch_up(out).await?;
+    beat(stream, out).await?;
+    loop {
+        match stream.common().next(out).await? {
+            Wake::Batch(batch) => {
+                let cursor = stream.common().cursor;
+                if batch.up_to <= cursor {
+                    continue;
+                }
+                if batch.from > cursor {
+                    stream.catch_up(out).await?;
+                } else {
+                    stream.apply(out, &batch).await?;
+                }
+            }
+            Wake::Lagged => stream.catch_up(out).await?,
+            Wake::Heartbeat => beat(stream, out).await?,
+        }
+    }
+}
+
+async fn beat<F: Follower>(stream: &mut F, out: &mut Out<F::Message>) -> Result<(), End> {
+    let token = stream.common().token();
+    out.send(F::heartbeat(token)).await
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Requests.
 
@@ -345,31 +388,25 @@ struct EventsWatch {
 
 impl EventsWatch {
     async fn run(mut self, mut out: Out<EventMessage>) {
-        let end = self.follow(&mut out).await;
+        let end = follow(&mut self, &mut out).await;
         out.finish(end.err().unwrap_or(End::Gone));
     }
+}
 
-    async fn follow(&mut self, out: &mut Out<EventMessage>) -> Result<(), End> {
-        self.catch_up(out).await?;
-        self.beat(out).await?;
-        loop {
-            match self.common.next(out).await? {
-                Wake::Batch(batch) => self.apply(out, &batch).await?,
-                Wake::Lagged => self.catch_up(out).await?,
-                Wake::Heartbeat => self.beat(out).await?,
-            }
+impl Follower for EventsWatch {
+    type Message = EventMessage;
+
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
+    fn heartbeat(resume_token: String) -> EventMessage {
+        EventMessage {
+            kind: Some(pb::watch_reconciliation_events_response::Kind::Heartbeat(heartbeat(true))),
+            resume_token,
         }
     }
 
-    async fn beat(&mut self, out: &mut Out<EventMessage>) -> Result<(), End> {
-        let message = EventMessage {
-            kind: Some(pb::watch_reconciliation_events_response::Kind::Heartbeat(heartbeat(true))),
-            resume_token: self.common.token(),
-        };
-        out.send(message).await
-    }
-
-    /// Sends what the table holds after the cursor, up to the feed's horizon.
     async fn catch_up(&mut self, out: &mut Out<EventMessage>) -> Result<(), End> {
         loop {
             out.check()?;
@@ -385,14 +422,7 @@ impl EventsWatch {
         }
     }
 
-    /// Sends a batch's events after the cursor; re-reads the table first if the batch starts past it.
     async fn apply(&mut self, out: &mut Out<EventMessage>, batch: &Batch) -> Result<(), End> {
-        if batch.up_to <= self.common.cursor {
-            return Ok(());
-        }
-        if batch.from > self.common.cursor {
-            return self.catch_up(out).await;
-        }
         for event in &batch.events {
             if self.user.is_none_or(|u| u == event.user_id) {
                 self.offer(out, event).await?;
@@ -401,7 +431,9 @@ impl EventsWatch {
         self.common.cursor = self.common.cursor.max(batch.up_to);
         Ok(())
     }
+}
 
+impl EventsWatch {
     /// Sends one event if it is after the cursor and passes the filter; the cursor moves over it either way.
     async fn offer(&mut self, out: &mut Out<EventMessage>, event: &FeedEvent) -> Result<(), End> {
         if event.position <= self.common.cursor {
@@ -513,24 +545,20 @@ impl GuardsWatch {
             }
             _ => {}
         }
-        // What changed while the snapshot was read (or, resumed, since the token).
-        self.catch_up(out).await?;
-        self.beat(out).await?;
-        loop {
-            match self.common.next(out).await? {
-                Wake::Batch(batch) => self.apply(out, &batch).await?,
-                Wake::Lagged => self.catch_up(out).await?,
-                Wake::Heartbeat => self.beat(out).await?,
-            }
-        }
+        // Then what changed while the snapshot was read (or, resumed, since the token), and on.
+        follow(self, out).await
+    }
+}
+
+impl Follower for GuardsWatch {
+    type Message = GuardMessage;
+
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
     }
 
-    async fn beat(&mut self, out: &mut Out<GuardMessage>) -> Result<(), End> {
-        let message = GuardMessage {
-            kind: Some(pb::watch_guard_status_response::Kind::Heartbeat(heartbeat(true))),
-            resume_token: self.common.token(),
-        };
-        out.send(message).await
+    fn heartbeat(resume_token: String) -> GuardMessage {
+        GuardMessage { kind: Some(pb::watch_guard_status_response::Kind::Heartbeat(heartbeat(true))), resume_token }
     }
 
     /// Re-judges every watched account with events in the table after the cursor, page by page.
@@ -539,17 +567,8 @@ impl GuardsWatch {
             out.check()?;
             let db = &self.common.state.db;
             let page = db.run(feed::page(db.pool()?, self.user, self.common.cursor, PAGE)).await?;
-            if page
-                .events
-                .iter()
-                .any(|e| matches!(e.event.event_type, EventType::MarketAlertRaised | EventType::MarketAlertCleared))
-            {
-                // Judge the alerts these events announce (the hub refreshes for its batches, but this page may
-                // be ahead of it).
-                if let Err(e) = self.common.state.market.refresh().await {
-                    tracing::warn!(error = %crate::error::error_chain(&e), "cannot refresh the market snapshot");
-                }
-            }
+            // The hub does this for its batches, but this page may be ahead of them.
+            crate::watch::hub::show_alerts_of(&self.common.state.market, &page.events).await;
             let changed: HashSet<Uuid> = page.events.iter().map(|e| e.user_id).collect();
             self.send_changed(out, changed.into_iter().collect(), None, page.next).await?;
             if page.caught_up {
@@ -558,15 +577,8 @@ impl GuardsWatch {
         }
     }
 
-    /// Re-judges the watched accounts with events in a batch; re-reads the table first if the batch starts past
-    /// the cursor.
+    /// Re-judges the watched accounts with events in the batch.
     async fn apply(&mut self, out: &mut Out<GuardMessage>, batch: &Batch) -> Result<(), End> {
-        if batch.up_to <= self.common.cursor {
-            return Ok(());
-        }
-        if batch.from > self.common.cursor {
-            return self.catch_up(out).await;
-        }
         let changed = batch
             .events
             .iter()
@@ -575,7 +587,9 @@ impl GuardsWatch {
             .collect();
         self.send_changed(out, changed, Some(batch), batch.up_to).await
     }
+}
 
+impl GuardsWatch {
     /// Sends the accounts whose status changed among `users`, then moves the cursor to `to`. Until the last
     /// one, messages carry the token of the cursor before: a stream resumed in between judges them all again
     /// (a repeated status is harmless; a skipped one would not be).

@@ -229,16 +229,7 @@ impl Hub {
         };
         loop {
             let page = feed::page(&inner.pool, None, at, PAGE).await?;
-            if page
-                .events
-                .iter()
-                .any(|e| matches!(e.event.event_type, EventType::MarketAlertRaised | EventType::MarketAlertCleared))
-            {
-                // Guard watchers judge alerts from the market snapshot: make it show these.
-                if let Err(e) = inner.market.refresh().await {
-                    tracing::warn!(error = %crate::error::error_chain(&e), "cannot refresh the market snapshot for watchers");
-                }
-            }
+            show_alerts_of(&inner.market, &page.events).await;
             let books = self.books_for(&page.events).await;
             let batch = Batch { from: at, up_to: page.next, events: page.events, books };
             at = page.next;
@@ -274,6 +265,18 @@ impl Hub {
             .filter_map(|(user, book)| async move { book.ok().map(|b| (user, Arc::new(b))) })
             .collect()
             .await
+    }
+}
+
+/// Guard watchers judge alerts from the market snapshot: when `events` raise or clear alerts, re-reads it so it
+/// shows them (the periodic refresh may not have come by yet).
+pub async fn show_alerts_of(market: &MarketView, events: &[FeedEvent]) {
+    let alerts =
+        |e: &FeedEvent| matches!(e.event.event_type, EventType::MarketAlertRaised | EventType::MarketAlertCleared);
+    if events.iter().any(alerts)
+        && let Err(e) = market.refresh().await
+    {
+        tracing::warn!(error = %crate::error::error_chain(&e), "cannot refresh the market snapshot for watchers");
     }
 }
 
