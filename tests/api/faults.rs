@@ -47,10 +47,7 @@ impl Seen {
 async fn postgres_restarted_under_load_loses_no_acknowledged_sync_and_everything_recovers() {
     let pg = PgCluster::start();
     let database = "trading_monitor_restart";
-    trading_monitor::storage::create_database_if_missing(&pg.url(database)).await.unwrap();
-    let mut args = serve_args(database);
-    args.database.database_url = pg.url(database);
-    let app = Arc::new(spawn_with_args(args, format!("{database}_{}", Uuid::new_v4().simple())).await);
+    let app = Arc::new(pg.serve(database).await);
     until_hearing(&app).await;
     let users: Vec<Uuid> = (0..12).map(|_| Uuid::new_v4()).collect();
     // Quiet users are read but never written during the run: their cached status stays valid.

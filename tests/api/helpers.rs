@@ -490,6 +490,11 @@ pub fn failed_sync(user: Uuid, message: &str) -> pb::SubmitBrokerSyncRequest {
     }
 }
 
+/// A batch of quotes only.
+pub fn quotes(quotes: Vec<pb::Quote>) -> pb::SubmitQuotesRequest {
+    pb::SubmitQuotesRequest { quotes, candle_closes: vec![] }
+}
+
 /// A quote stamped now.
 pub fn quote(symbol: &str, bid: &str, ask: &str) -> pb::Quote {
     pb::Quote { symbol: symbol.into(), bid: bid.into(), ask: ask.into(), quote_time: ts(Utc::now()) }
@@ -527,6 +532,18 @@ pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
         .get_details_bad_request()
         .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
+}
+
+/// Holds a symbol's ingest lock (as `storage::quotes::record` takes it) until the transaction is dropped, so a
+/// quote batch for that symbol waits.
+pub async fn hold_symbol(app: &TestApp, symbol: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('trading-monitor:symbol:' || $1, 0))")
+        .bind(symbol)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    blocker
 }
 
 /// A PostgreSQL cluster of this test's own (initdb + pg_ctl on a free loopback port, in a temporary directory),
@@ -611,6 +628,16 @@ impl PgCluster {
     /// The URL of `database` on it.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable", self.port)
+    }
+
+    /// A server (with the default test settings) on a new database `database` of this cluster.
+    pub async fn serve(&self, database: &str) -> TestApp {
+        storage::create_database_if_missing(&self.url(database)).await.unwrap();
+        let mut args = serve_args(database);
+        args.database.database_url = self.url(database);
+        // The name given to TestApp is not a database of the shared cluster: dropping it there at the end is
+        // harmless (this cluster goes as a whole).
+        spawn_with_args(args, format!("{database}_{}", Uuid::new_v4().simple())).await
     }
 }
 

@@ -10,10 +10,6 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-fn quotes(quotes: Vec<pb::Quote>) -> pb::SubmitQuotesRequest {
-    pb::SubmitQuotesRequest { quotes, candle_closes: vec![] }
-}
-
 fn candles(candle_closes: Vec<pb::CandleClose>) -> pb::SubmitQuotesRequest {
     pb::SubmitQuotesRequest { quotes: vec![], candle_closes }
 }

@@ -109,7 +109,7 @@ async fn reflection_v1_and_v1alpha_list_the_three_services_without_a_token() {
 #[tokio::test]
 async fn a_message_over_the_decode_limit_is_rejected_before_the_handler() {
     let app = spawn_app_with(|args| args.server.max_request_bytes = 1024).await;
-    let batch = pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2001"); 100], candle_closes: vec![] };
+    let batch = quotes(vec![quote("XAUUSD", "2000", "2001"); 100]);
     let status = app.quote(batch).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM latest_quotes").fetch_one(&app.pool).await.unwrap();
@@ -133,11 +133,7 @@ async fn shutdown_stops_the_server_within_the_grace_period() {
 async fn while_postgres_is_down_calls_that_need_it_fail_fast_and_recover_by_themselves() {
     let pg = PgCluster::start();
     let database = "trading_monitor_fail_fast";
-    trading_monitor::storage::create_database_if_missing(&pg.url(database)).await.unwrap();
-    let mut args = serve_args(database);
-    args.database.database_url = pg.url(database);
-    // The name is not a database of the shared cluster: dropping it there at the end is harmless.
-    let app = spawn_with_args(args, format!("{database}_{}", Uuid::new_v4().simple())).await;
+    let app = pg.serve(database).await;
     wait_for(&app, ServingStatus::Serving).await;
     let user = Uuid::new_v4();
     app.submit(sync(user, "1000", vec![], vec![])).await.unwrap();
@@ -254,18 +250,14 @@ async fn the_admin_listener_counts_calls_and_domain_events_exactly_and_says_read
         assert_eq!(response.status().as_u16(), expected, "{path}");
     }
     // Held symbols are quoted, so the clock records nothing stale.
-    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2000.10")], candle_closes: vec![] })
-        .await
-        .unwrap();
+    app.quote(quotes(vec![quote("XAUUSD", "2000", "2000.10")])).await.unwrap();
     let before = scrape(admin).await;
     let user = Uuid::new_v4();
     let gold = || vec![broker("1", "XAUUSD", pb::Side::Buy, "1", "2000", "2000")];
     app.submit(sync(user, "10000", gold(), vec![])).await.unwrap(); // completed; a broker_only divergence
     app.submit(sync(user, "7000", gold(), vec![])).await.unwrap(); // completed; CRITICAL
     app.submit(failed_sync(user, "terminal offline")).await.unwrap(); // failed
-    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2030")], candle_closes: vec![] })
-        .await
-        .unwrap(); // a critical wide spread
+    app.quote(quotes(vec![quote("XAUUSD", "2000", "2030")])).await.unwrap(); // a critical wide spread
     for _ in 0..3 {
         app.guard_status(user).await;
     }

@@ -369,11 +369,7 @@ async fn headers_map_to_metadata_and_back() {
 
     // A client timeout becomes the deadline. A quote batch waits for its symbol's lock, held here by a test
     // transaction, so the call cannot finish before the deadline.
-    let mut blocker = app.pool.begin().await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('trading-monitor:symbol:' || 'EURUSD', 0))")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    let blocker = hold_symbol(&app, "EURUSD").await;
     let batch = json!({ "quotes": [{ "symbol": "EURUSD", "bid": "1.2", "ask": "1.2002", "quoteTime": chrono::Utc::now().to_rfc3339() }] });
     for (name, value) in [("grpc-timeout", "300m"), ("x-request-timeout", "0.3")] {
         let started = Instant::now();
@@ -522,11 +518,7 @@ async fn overload_is_429_with_retry_after() {
     let base = app.http.unwrap();
     let alice = seed(&app).await;
     // The one admitted call waits for a symbol lock this test holds.
-    let mut blocker = app.pool.begin().await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('trading-monitor:symbol:' || 'EURUSD', 0))")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    let blocker = hold_symbol(&app, "EURUSD").await;
     let batch = json!({ "quotes": [{ "symbol": "EURUSD", "bid": "1.2", "ask": "1.2002", "quoteTime": chrono::Utc::now().to_rfc3339() }] });
     let slow = tokio::spawn(async move {
         call(base, Method::POST, "/v1/quotes:submit", Some(&writer()), Some(batch)).await.status

@@ -98,9 +98,7 @@ fn assert_once_each(events: &[pb::ReconciliationEvent]) {
 async fn a_watch_gets_every_event_once_across_a_resume_even_when_writers_commit_out_of_order() {
     let app = spawn_app().await;
     // A fresh quote, or the clock would (rightly) add a stale-quote event for the held symbol.
-    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2000.10")], candle_closes: vec![] })
-        .await
-        .unwrap();
+    app.quote(quotes(vec![quote("XAUUSD", "2000", "2000.10")])).await.unwrap();
     let user = Uuid::new_v4();
     let mine = token(user, &[]);
     let mut stream = watch_events(&app, events_request("", ""), &mine).await.unwrap();
@@ -416,9 +414,7 @@ async fn a_guard_watch_sends_the_status_then_each_change_including_the_countdown
     let app = spawn_app_with(|args| args.rules.pre_liquidation = Duration::from_secs(1)).await;
     let user = Uuid::new_v4();
     let held = || vec![broker("1", "XAUUSD", pb::Side::Buy, "1", "2000", "2000")];
-    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2000.10")], candle_closes: vec![] })
-        .await
-        .unwrap();
+    app.quote(quotes(vec![quote("XAUUSD", "2000", "2000.10")])).await.unwrap();
     app.submit(sync(user, "10000", held(), vec![])).await.unwrap();
     let mut stream = watch_guards(&app, pb::WatchGuardStatusRequest::default(), &token(user, &[])).await.unwrap();
     let (first, _) = update(&mut stream).await;
@@ -443,13 +439,9 @@ async fn a_guard_watch_sends_the_status_then_each_change_including_the_countdown
     assert_eq!(events.iter().filter(|e| e.event_type() == pb::EventType::LiquidationDue).count(), 1);
 
     // A market alert on a held symbol is a change; on another symbol it is not.
-    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("EURUSD", "1", "1.5")], candle_closes: vec![] })
-        .await
-        .unwrap();
+    app.quote(quotes(vec![quote("EURUSD", "1", "1.5")])).await.unwrap();
     quiet(&mut stream, Duration::from_millis(1000)).await;
-    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2030")], candle_closes: vec![] })
-        .await
-        .unwrap();
+    app.quote(quotes(vec![quote("XAUUSD", "2000", "2030")])).await.unwrap();
     let (alerted, _) = update(&mut stream).await;
     let alerts = alerted.status.unwrap().market_alerts;
     assert_eq!(alerts.len(), 1);
@@ -460,9 +452,7 @@ async fn a_guard_watch_sends_the_status_then_each_change_including_the_countdown
 async fn a_held_symbols_quote_going_stale_is_recorded_and_pushed_and_cleared_by_a_fresh_quote() {
     let app = spawn_app_with(|args| args.rules.stale_quote_after = Duration::from_secs(2)).await;
     let (holder, other) = (Uuid::new_v4(), Uuid::new_v4());
-    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAGUSD", "25", "25.01")], candle_closes: vec![] })
-        .await
-        .unwrap();
+    app.quote(quotes(vec![quote("XAGUSD", "25", "25.01")])).await.unwrap();
     app.submit(sync(holder, "10000", vec![broker("1", "XAGUSD", pb::Side::Buy, "1", "25", "25")], vec![]))
         .await
         .unwrap();
@@ -486,9 +476,7 @@ async fn a_held_symbols_quote_going_stale_is_recorded_and_pushed_and_cleared_by_
     assert_eq!(raised[0].symbol, "XAGUSD");
     assert!(app.all_events(other).await.iter().all(|e| e.event_type() != pb::EventType::MarketAlertRaised));
 
-    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAGUSD", "25", "25.01")], candle_closes: vec![] })
-        .await
-        .unwrap();
+    app.quote(quotes(vec![quote("XAGUSD", "25", "25.01")])).await.unwrap();
     let (cleared, _) = update(&mut stream).await;
     assert!(cleared.status.unwrap().market_alerts.is_empty());
     let events = app.all_events(holder).await;
@@ -558,9 +546,7 @@ async fn a_held_symbol_never_quoted_is_recorded_stale_and_its_first_quote_clears
     }
     assert_eq!(raised.len(), 1, "{raised:?}");
     assert_eq!(raised[0].message, "warning stale_quote on XAUUSD: no quote ever received");
-    app.quote(pb::SubmitQuotesRequest { quotes: vec![quote("XAUUSD", "2000", "2000.10")], candle_closes: vec![] })
-        .await
-        .unwrap();
+    app.quote(quotes(vec![quote("XAUUSD", "2000", "2000.10")])).await.unwrap();
     let (cleared, _) = update(&mut stream).await;
     assert!(cleared.status.unwrap().market_alerts.is_empty());
     let events = app.all_events(holder).await;
