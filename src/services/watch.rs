@@ -317,15 +317,33 @@ fn heartbeat_interval(value: Option<&prost_types::Duration>, default: Duration) 
 
 /// The stream's registration, its subscription (taken before any read, so nothing falls between the catch-up
 /// and the batches) and the token's database tag.
-async fn open(
-    state: &AppState,
-    caller: &Caller,
-    guard: Option<Option<Uuid>>,
-) -> Result<(Registration, broadcast::Receiver<Arc<Batch>>, DatabaseTag), ApiError> {
+async fn open(state: &AppState, caller: &Caller, guard: Option<Option<Uuid>>) -> Result<Opened, ApiError> {
     let registration = state.hub.register(caller.user_id, guard)?;
     let batches = state.hub.subscribe();
     let tag = state.hub.tag().await?;
-    Ok((registration, batches, tag))
+    Ok(Opened { registration, batches, tag })
+}
+
+/// A stream registered and subscribed, before its starting point is known.
+struct Opened {
+    registration: Registration,
+    batches: broadcast::Receiver<Arc<Batch>>,
+    tag: DatabaseTag,
+}
+
+impl Opened {
+    /// What the stream's task holds, starting at `cursor`.
+    fn start(self, state: &AppState, heartbeat: Duration, cursor: FeedPosition) -> Common {
+        Common {
+            state: state.clone(),
+            tag: self.tag,
+            heartbeat,
+            cursor,
+            batches: self.batches,
+            stopping: state.stopping.clone(),
+            _registration: self.registration,
+        }
+    }
 }
 
 /// The token a request resumes from: made for this database and not ahead of its feed.
@@ -354,28 +372,16 @@ pub async fn watch_events(
     let heartbeat = heartbeat_interval(req.heartbeat_interval.as_ref(), state.watch.heartbeat)?;
     let start = pb::WatchStart::try_from(req.start)
         .map_err(|_| ApiError::invalid("start", format!("{} is not a WatchStart", req.start)))?;
-    let (registration, batches, tag) = open(state, &caller, None).await?;
+    let opened = open(state, &caller, None).await?;
     let cursor = if !req.resume_token.is_empty() {
-        resume(state, tag, &req.resume_token).await?.position
+        resume(state, opened.tag, &req.resume_token).await?.position
     } else if start == pb::WatchStart::Oldest {
         FeedPosition::START
     } else {
         state.hub.position().await?
     };
     let (out, delivery) = Out::new(state, &caller);
-    let stream = EventsWatch {
-        common: Common {
-            state: state.clone(),
-            tag,
-            heartbeat,
-            cursor,
-            batches,
-            stopping: state.stopping.clone(),
-            _registration: registration,
-        },
-        user,
-        types,
-    };
+    let stream = EventsWatch { common: opened.start(state, heartbeat, cursor), user, types };
     tokio::spawn(stream.run(out));
     Ok(delivery)
 }
@@ -468,8 +474,9 @@ pub async fn watch_guards(
     let req = request.into_inner();
     let user = watched_user(&caller, &req.user_id)?;
     let heartbeat = heartbeat_interval(req.heartbeat_interval.as_ref(), state.watch.heartbeat)?;
-    let (registration, batches, tag) = open(state, &caller, Some(user)).await?;
-    let resumed = if req.resume_token.is_empty() { None } else { Some(resume(state, tag, &req.resume_token).await?) };
+    let opened = open(state, &caller, Some(user)).await?;
+    let resumed =
+        if req.resume_token.is_empty() { None } else { Some(resume(state, opened.tag, &req.resume_token).await?) };
     let (cursor, snapshot) = match (user, resumed) {
         // One account: its status is sent first in any case.
         (Some(_), Some(token)) => (token.position, Snapshot::One),
@@ -481,19 +488,7 @@ pub async fn watch_guards(
         (None, Some(Token { position, snapshot_after: None })) => (position, Snapshot::Changed),
     };
     let (out, delivery) = Out::new(state, &caller);
-    let stream = GuardsWatch {
-        common: Common {
-            state: state.clone(),
-            tag,
-            heartbeat,
-            cursor,
-            batches,
-            stopping: state.stopping.clone(),
-            _registration: registration,
-        },
-        user,
-        sent: HashMap::new(),
-    };
+    let stream = GuardsWatch { common: opened.start(state, heartbeat, cursor), user, sent: HashMap::new() };
     tokio::spawn(stream.run(out, snapshot));
     Ok(delivery)
 }
