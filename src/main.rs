@@ -15,18 +15,23 @@ use trading_monitor::{auth, demo, storage, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = telemetry::init(cli.log_format, &cli.log_filter) {
-        eprintln!("error: invalid log settings: {e:#}");
-        return ExitCode::FAILURE;
-    }
-    match run(cli.command).await {
+    let telemetry = match telemetry::init(cli.log_format, &cli.log_filter) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: invalid log or trace settings: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "exiting");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown().await;
+    code
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

@@ -69,7 +69,7 @@ where
             let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
             match self.layer.verifier.verify_header(header) {
                 Ok(caller) => {
-                    tracing::Span::current().record("user_id", tracing::field::display(caller.user_id));
+                    tracing::Span::current().record("user.id", tracing::field::display(caller.user_id));
                     request.extensions_mut().insert(caller);
                 }
                 Err(err) => {

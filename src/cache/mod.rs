@@ -284,6 +284,14 @@ impl Cache {
         Ok(cache)
     }
 
+    /// Waits (at most `limit`) until every Redis connection is up; whether they are. A replica that serves
+    /// before then reads its first users without the cache (bypass), so start-up waits briefly; a Redis that
+    /// is down only delays it by `limit`, then reads go to PostgreSQL as they would anyway.
+    pub async fn wait_for_redis(&self, limit: Duration) -> bool {
+        let Some(pool) = &self.inner.redis else { return true };
+        matches!(tokio::time::timeout(limit, pool.wait_for_connect()).await, Ok(Ok(())))
+    }
+
     /// Retries invalidations that could not reach Redis (a failover, an outage) until they do, so the other
     /// replicas drop what they hold for those users as soon as Redis is back, instead of serving it until it
     /// expires. Stops when the cache is dropped.
@@ -317,7 +325,9 @@ impl Cache {
         let keys: Vec<String> = users.iter().map(|u| self.gen_key(*u)).collect();
         let message = users.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
         let channel = format!("{}:invalidations", self.inner.settings.key_prefix);
-        self.redis_call(None, redis::invalidate(pool, keys, &channel, message)).await.is_some()
+        self.redis_call(None, "pipeline SET NX, INCR, PUBLISH", redis::invalidate(pool, keys, &channel, message))
+            .await
+            .is_some()
     }
 
     /// Best effort: announces the users on the channel without bumping their generations.
@@ -393,7 +403,7 @@ impl Cache {
         tokio::spawn(async move {
             if let Some(pool) = &cache.inner.redis {
                 let client = pool.next_connected().with_options(&Cache::options());
-                let _ = cache.redis_call(None, client.ping::<()>(None)).await;
+                let _ = cache.redis_call(None, "PING", client.ping::<()>(None)).await;
             }
         });
     }
@@ -508,7 +518,7 @@ impl Cache {
         let mut generation = None;
         let mut stale = None;
         if usable && let Some(pool) = &self.inner.redis {
-            let found = self.redis_call(Some(rpc), redis::lookup(pool, self.gen_key(user), key.clone())).await;
+            let found = self.redis_call(Some(rpc), "MGET", redis::lookup(pool, self.gen_key(user), key.clone())).await;
             if let Some((current, stored)) = found {
                 generation = Some(current);
                 if let Some(s) = stored.filter(|s| s.generation == current) {
@@ -559,7 +569,7 @@ impl Cache {
                     let fresh_until_ms = read_at_ms + i64::try_from(freshness.as_millis()).unwrap_or(i64::MAX);
                     let stored = Stored { generation, read_at_ms, fresh_until_ms, payload };
                     let lifetime = i64::try_from(settings.stale_max_age.as_millis()).unwrap_or(i64::MAX);
-                    let _ = self.redis_call(Some(rpc), redis::write(pool, key, stored, lifetime)).await;
+                    let _ = self.redis_call(Some(rpc), "SET", redis::write(pool, key, stored, lifetime)).await;
                 }
                 metrics.record(rpc, if refresh { Event::Refresh } else { Event::Miss });
                 Ok((shared, Freshness::Miss))

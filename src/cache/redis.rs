@@ -8,8 +8,11 @@ use fred::interfaces::{ClientLike, KeysInterface, PubsubInterface};
 use fred::prelude::{Expiration, Options};
 use fred::types::{SetOptions, Value};
 
+use tracing::Instrument;
+
 use super::stored::{Stored, now_ms};
 use super::{Cache, Event, Rpc, Transition};
+use crate::telemetry;
 
 impl Cache {
     /// Options of every Redis command: short timeout, one attempt, fail at once while disconnected.
@@ -17,12 +20,16 @@ impl Cache {
         Options { max_attempts: Some(1), fail_fast: true, ..Default::default() }
     }
 
-    /// Runs one Redis call under the breaker and the outer timeout.
-    pub(super) async fn redis_call<T, F>(&self, rpc: Option<Rpc>, call: F) -> Option<T>
+    /// Runs one Redis call (`command`, its name in a trace span) under the breaker and the outer timeout.
+    pub(super) async fn redis_call<T, F>(&self, rpc: Option<Rpc>, command: &'static str, call: F) -> Option<T>
     where
         F: Future<Output = Result<T, fred::error::Error>>,
     {
-        let outcome = tokio::time::timeout(self.inner.settings.redis_timeout, call).await;
+        let span = telemetry::client_span("redis", command);
+        let outcome = tokio::time::timeout(self.inner.settings.redis_timeout, call).instrument(span.clone()).await;
+        if !matches!(outcome, Ok(Ok(_))) {
+            telemetry::failed(&span);
+        }
         match outcome {
             Ok(Ok(value)) => {
                 if self.inner.breaker.success() == Transition::Recovered {

@@ -1,6 +1,11 @@
 //! A span per RPC with the method, the caller's user id (filled in by the auth layer) and the gRPC status code,
 //! one log event when the call completes, and the call counted in the metrics (by method and code, with the
 //! time to its response headers).
+//!
+//! When traces are exported ([`telemetry::exporting`]) the span is also an OpenTelemetry server span: it
+//! continues the caller's W3C trace (`traceparent`), is named `package.Service/Method`, and carries the RPC
+//! semantic conventions (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`) and `trace_id` for
+//! the logs. Those fields are only filled in then, so without an exporter a call pays for none of them.
 
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -10,6 +15,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
+use crate::telemetry;
 
 /// Builds [`TraceService`]s.
 #[derive(Debug, Clone)]
@@ -55,12 +61,41 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let span = tracing::info_span!(
-            "rpc",
-            rpc.method = %request.uri().path(),
-            user_id = tracing::field::Empty,
-            grpc.code = tracing::field::Empty,
-        );
+        // Health checks and reflection are logged like any call but not traced: a probe every few seconds
+        // would bury the traces worth reading. Their spans have a target the exporter ignores.
+        macro_rules! rpc_span {
+            ($target:expr) => {
+                tracing::info_span!(
+                    target: $target,
+                    "rpc",
+                    path = %request.uri().path(),
+                    user.id = tracing::field::Empty,
+                    grpc.code = tracing::field::Empty,
+                    trace_id = tracing::field::Empty,
+                    otel.name = tracing::field::Empty,
+                    otel.kind = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                    rpc.system = tracing::field::Empty,
+                    rpc.service = tracing::field::Empty,
+                    rpc.method = tracing::field::Empty,
+                    rpc.grpc.status_code = tracing::field::Empty,
+                )
+            };
+        }
+        let path = request.uri().path();
+        let untraced = path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.");
+        let span = if untraced { rpc_span!(telemetry::UNTRACED) } else { rpc_span!(module_path!()) };
+        let exporting = telemetry::exporting() && !untraced;
+        if exporting {
+            let path = request.uri().path();
+            let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
+            span.record("otel.name", path.trim_start_matches('/'));
+            span.record("otel.kind", "server");
+            span.record("rpc.system", "grpc");
+            span.record("rpc.service", service);
+            span.record("rpc.method", method);
+            telemetry::continue_trace(&span, request.headers());
+        }
         let started = Instant::now();
         let path = request.uri().path().to_owned();
         let metrics = self.metrics.clone();
@@ -82,12 +117,17 @@ where
                             .unwrap_or(0);
                         let code = tonic::Code::from_i32(code);
                         metrics.rpc(&path, code, started.elapsed());
-                        tracing::Span::current().record("grpc.code", tracing::field::debug(code));
+                        let span = tracing::Span::current();
+                        span.record("grpc.code", tracing::field::debug(code));
+                        if exporting {
+                            span.record("rpc.grpc.status_code", code as i64);
+                            if server_fault(code) {
+                                span.record("otel.status_code", "ERROR");
+                            }
+                        }
                         match code {
                             tonic::Code::Ok => tracing::debug!(elapsed_ms, "rpc completed"),
-                            tonic::Code::Internal | tonic::Code::Unavailable | tonic::Code::Unknown => {
-                                tracing::warn!(elapsed_ms, "rpc failed")
-                            }
+                            code if server_fault(code) => tracing::warn!(elapsed_ms, "rpc failed"),
                             _ => tracing::info!(elapsed_ms, "rpc rejected"),
                         }
                     }
@@ -98,4 +138,11 @@ where
             .instrument(span),
         )
     }
+}
+
+/// The codes a gRPC server span counts as errors (OpenTelemetry's RPC conventions): the service's fault, not the
+/// caller's.
+fn server_fault(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(code, Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss)
 }

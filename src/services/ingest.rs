@@ -334,8 +334,9 @@ pub async fn submit_broker_sync(
     };
     let db = &state.db;
     let pool = db.pool().map_err(ApiError::from)?;
-    let recorded =
-        db.run(syncs::record(pool, &sync, &state.rules.drawdown, |r| sync_response(r).encode_to_vec())).await;
+    let recorded = db
+        .run("syncs.record", syncs::record(pool, &sync, &state.rules.drawdown, |r| sync_response(r).encode_to_vec()))
+        .await;
     let outcome = recorded.map_err(ApiError::from)?;
     if matches!(outcome, RecordOutcome::Recorded(_) | RecordOutcome::Replayed(_)) {
         // Before acknowledging: no read through this service may return data older than this sync. (A replay
@@ -450,7 +451,10 @@ pub async fn submit_quotes(
 
     let db = &state.db;
     let pool = db.pool().map_err(ApiError::from)?;
-    let outcome = db.run(quotes::record(pool, &quotes, &candles, &state.rules.market)).await.map_err(ApiError::from)?;
+    let outcome = db
+        .run("quotes.record", quotes::record(pool, &quotes, &candles, &state.rules.market))
+        .await
+        .map_err(ApiError::from)?;
     let (raised, cleared) = match outcome {
         QuotesOutcome::Recorded { raised, cleared, holders } => {
             // Before acknowledging: this replica's reads value positions with the new prices and alerts at once

@@ -52,7 +52,7 @@ crate::postcard_cache_value!(Book);
 
 /// Loads a user's book (one statement).
 async fn load_book(db: Db, user_id: Uuid) -> Result<Book, ApiError> {
-    Ok(db.run(crate::storage::book::load(db.pool()?, user_id)).await?)
+    Ok(db.run("book.load", crate::storage::book::load(db.pool()?, user_id)).await?)
 }
 
 /// Result type of every RPC.

@@ -87,7 +87,7 @@ impl PositionsService for PositionsApi {
         let db = self.state.db.clone();
         let load = move || async move {
             let read_at = Utc::now();
-            let row = db.run(storage::positions::get(db.pool()?, user_id, position_id)).await?;
+            let row = db.run("positions.get", storage::positions::get(db.pool()?, user_id, position_id)).await?;
             let row = row.ok_or_else(|| ApiError::NotFound { resource: "position", id: position_id.to_string() })?;
             Ok(ClosedPosition { read_at, row })
         };

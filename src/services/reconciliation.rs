@@ -97,7 +97,7 @@ impl ReconciliationService for ReconciliationApi {
         };
         let db = &self.state.db;
         let pool = db.pool().map_err(ApiError::from)?;
-        let mut rows = db.run(storage::events::list(pool, &query)).await.map_err(ApiError::from)?;
+        let mut rows = db.run("events.list", storage::events::list(pool, &query)).await.map_err(ApiError::from)?;
         let next_page_token = if rows.len() > size as usize {
             rows.truncate(size as usize);
             rows.last()

@@ -65,7 +65,7 @@ impl StatusView {
 
 /// Reads the status from PostgreSQL in one statement: the summary row and the latest events (O(1) in history).
 async fn load(db: Db, user_id: Uuid, limit: u32) -> Result<StatusView, ApiError> {
-    let read = db.run(storage::summaries::load(db.pool()?, user_id, i64::from(limit))).await?;
+    let read = db.run("summaries.load", storage::summaries::load(db.pool()?, user_id, i64::from(limit))).await?;
     let summary = read.summary.unwrap_or_default();
     let last_sync_duration = match (summary.last_sync_started_at, summary.last_sync_finished_at) {
         (Some(start), Some(end)) => Some(encode::duration(end.signed_duration_since(start))),

@@ -349,7 +349,7 @@ impl Opened {
 /// The token a request resumes from: made for this database and not ahead of its feed.
 async fn resume(state: &AppState, tag: DatabaseTag, text: &str) -> Result<Token, ApiError> {
     let token = token::decode(tag, text).map_err(ApiError::ResumeTokenInvalid)?;
-    if token.position > state.db.run(feed::now(state.db.pool()?)).await? {
+    if token.position > state.db.run("feed.now", feed::now(state.db.pool()?)).await? {
         return Err(ApiError::ResumeTokenInvalid(TokenProblem::Ahead));
     }
     Ok(token)
@@ -417,7 +417,7 @@ impl Follower for EventsWatch {
         loop {
             out.check()?;
             let db = &self.common.state.db;
-            let page = db.run(feed::page(db.pool()?, self.user, self.common.cursor, PAGE)).await?;
+            let page = db.run("feed.page", feed::page(db.pool()?, self.user, self.common.cursor, PAGE)).await?;
             for event in &page.events {
                 self.offer(out, event).await?;
             }
@@ -526,7 +526,8 @@ impl GuardsWatch {
                 let start = self.common.cursor;
                 loop {
                     let db = &self.common.state.db;
-                    let ids = db.run(storage::accounts::ids_after(db.pool()?, after, PAGE)).await?;
+                    let ids =
+                        db.run("accounts.ids_after", storage::accounts::ids_after(db.pool()?, after, PAGE)).await?;
                     for user in &ids {
                         let token =
                             token::encode(self.common.tag, Token { position: start, snapshot_after: Some(*user) });
@@ -561,7 +562,7 @@ impl Follower for GuardsWatch {
         loop {
             out.check()?;
             let db = &self.common.state.db;
-            let page = db.run(feed::page(db.pool()?, self.user, self.common.cursor, PAGE)).await?;
+            let page = db.run("feed.page", feed::page(db.pool()?, self.user, self.common.cursor, PAGE)).await?;
             // The hub does this for its batches, but this page may be ahead of them.
             crate::watch::hub::show_alerts_of(&self.common.state.market, &page.events).await;
             let changed: HashSet<Uuid> = page.events.iter().map(|e| e.user_id).collect();
@@ -630,7 +631,7 @@ impl GuardsWatch {
         let state = &self.common.state;
         let book = match book {
             Some(book) => book,
-            None => Arc::new(state.db.run(storage::book::load(state.db.pool()?, user)).await?),
+            None => Arc::new(state.db.run("book.load", storage::book::load(state.db.pool()?, user)).await?),
         };
         // The later of this server's clock and the database's (which dates the clock's events), so a countdown
         // the database says ran out is judged run out here too.

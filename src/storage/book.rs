@@ -38,7 +38,6 @@ impl Book {
 }
 
 /// Reads the book of `user_id`.
-#[tracing::instrument(skip_all, fields(user_id = %user_id))]
 pub async fn load(pool: &PgPool, user_id: Uuid) -> Result<Book, StorageError> {
     let rows = sqlx::query!(
         r#"SELECT one.read_at AS "read_at!", one.divergences AS "divergences!: Json<Vec<DivergenceRow>>",

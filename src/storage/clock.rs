@@ -25,7 +25,6 @@ pub struct Recorded {
 /// Records every countdown that ran out (`pre_liquidation` after entering CRITICAL) and every latest quote older
 /// than `stale_after` (or held and never quoted), each once. Two transactions, so the account rows the first
 /// locks are never held while the second waits for a symbol's ingest lock. Cheap when nothing is due.
-#[tracing::instrument(skip_all)]
 pub async fn record_due(
     pool: &PgPool,
     pre_liquidation: chrono::Duration,

@@ -48,7 +48,6 @@ pub struct EventQuery {
 pub type EventPage = Vec<EventRow>;
 
 /// Events matching `q`, newest first. Both variants walk an index in order (no sort, no count).
-#[tracing::instrument(skip_all, fields(user_id = %q.user_id, limit = q.limit))]
 pub async fn list(pool: &PgPool, q: &EventQuery) -> Result<EventPage, StorageError> {
     let (before_time, before_id) = q.before;
     macro_rules! to_row {

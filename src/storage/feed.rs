@@ -77,7 +77,6 @@ pub async fn now(pool: &PgPool) -> Result<FeedPosition, StorageError> {
 }
 
 /// The next page of everybody's events (`user` `None`) or of one user's, after `after`.
-#[tracing::instrument(skip_all, fields(user_id = ?user, limit))]
 pub async fn page(
     pool: &PgPool,
     user: Option<Uuid>,

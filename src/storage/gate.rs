@@ -14,6 +14,7 @@ use std::future::Future;
 
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
+use tracing::Instrument;
 
 use super::StorageError;
 
@@ -61,12 +62,26 @@ impl Db {
     /// gate closes while it waits (another call found PostgreSQL gone, or the probe did), [`StorageError::Down`]
     /// at once instead of waiting out the pool's acquire timeout. Giving up is safe for writes too: a call that
     /// is not answered is not acknowledged, and ingest is idempotent on its request id.
-    pub async fn run<T>(&self, call: impl Future<Output = Result<T, StorageError>>) -> Result<T, StorageError> {
+    ///
+    /// `name` names the call (`book.load`) in its trace span: a client span with `db.system=postgresql` and the
+    /// name as `db.operation.name`, never the parameters. The span exists only while traces are exported.
+    pub async fn run<T>(
+        &self,
+        name: &'static str,
+        call: impl Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
         let mut closed = self.gate.closed.subscribe();
-        let result = tokio::select! {
-            result = call => result,
-            _ = closed.wait_for(|closed| *closed) => Err(StorageError::Down),
+        let call = async {
+            tokio::select! {
+                result = call => result,
+                _ = closed.wait_for(|closed| *closed) => Err(StorageError::Down),
+            }
         };
+        let span = crate::telemetry::client_span("postgresql", name);
+        let result = call.instrument(span.clone()).await;
+        if result.is_err() {
+            crate::telemetry::failed(&span);
+        }
         self.observe(result)
     }
 

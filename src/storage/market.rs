@@ -97,7 +97,6 @@ struct InstrumentJson {
 }
 
 /// Reads the whole market in one statement.
-#[tracing::instrument(skip_all)]
 pub async fn snapshot(pool: &PgPool) -> Result<MarketSnapshot, StorageError> {
     let row = sqlx::query!(
         r#"SELECT now() AS "read_at!",

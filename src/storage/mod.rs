@@ -121,6 +121,9 @@ pub fn pool(args: &DatabaseArgs) -> Result<PgPool, StorageError> {
     Ok(PgPoolOptions::new()
         .max_connections(args.db_max_connections)
         .acquire_timeout(args.db_acquire_timeout)
+        // Every acquire's wait as a TRACE event: the only way sqlx reports it; telemetry turns it into the
+        // `trading_monitor_pg_pool_acquire_seconds` histogram (nothing is logged at the default levels).
+        .acquire_time_level(log::LevelFilter::Trace)
         .connect_lazy_with(connect_options(args)?))
 }
 

@@ -119,7 +119,6 @@ macro_rules! position_row {
 }
 
 /// The position `position_id` if it belongs to `user_id`.
-#[tracing::instrument(skip_all, fields(user_id = %user_id, position_id = %position_id))]
 pub async fn get(pool: &PgPool, user_id: Uuid, position_id: Uuid) -> Result<Option<PositionRow>, StorageError> {
     let row = sqlx::query!(
         r#"SELECT position_id, user_id, position_identifier, ticket, symbol, side, volume, open_price, open_time,

@@ -72,7 +72,6 @@ struct Evaluation {
 }
 
 /// Records the batch and updates the alerts, atomically.
-#[tracing::instrument(skip_all, fields(quotes = quotes.len(), candles = candles.len()))]
 pub async fn record(
     pool: &PgPool,
     quotes: &[NewQuote],

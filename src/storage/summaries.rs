@@ -62,7 +62,6 @@ struct SummaryJson {
 
 /// The summary and the `limit` latest events of `user_id` (O(1) in history: counters are kept at write time and
 /// the events come from one bounded index walk).
-#[tracing::instrument(skip_all, fields(user_id = %user_id, limit = limit))]
 pub async fn load(pool: &PgPool, user_id: Uuid, limit: i64) -> Result<StatusRead, StorageError> {
     let row = sqlx::query!(
         r#"SELECT now() AS "read_at!",

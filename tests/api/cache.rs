@@ -28,11 +28,6 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// The `x-cache` value of a response.
-fn x_cache<T>(response: &tonic::Response<T>) -> String {
-    response.metadata().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
-}
-
 fn pg(app: &TestApp, rpc: Rpc) -> u64 {
     app.cache.metrics().snapshot(rpc).pg_queries
 }
@@ -98,22 +93,6 @@ async fn until_miss(app: &TestApp, user: Uuid, within: Duration) -> pb::GetRecon
 /// its L1 behaves as while the invalidation channel is down: entries live only the short L1 TTL.
 fn deaf(args: &mut trading_monitor::config::ServeArgs) {
     args.cache.cache_heartbeat = Duration::from_secs(60);
-}
-
-/// Waits until the server's cache uses Redis: a read made before its Redis client has connected is loaded
-/// without Redis (bypass), and that user's value then lives on in L1 and, refreshed ahead, in Redis, which would
-/// upset the counts of a test. Reads throwaway users' drawdown status (its own counters) until one is a miss.
-async fn until_redis_answers(app: &TestApp) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let request = pb::GetDrawdownStatusRequest::default();
-        let response = app.guards().get_drawdown_status(authed(request, &token(Uuid::new_v4(), &[]))).await.unwrap();
-        if x_cache(&response) == "miss" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the server never used Redis");
-        tokio::time::sleep(ms(100)).await;
-    }
 }
 
 fn gold() -> pb::BrokerPosition {
@@ -270,7 +249,7 @@ async fn while_not_hearing_invalidations_an_l1_entry_lives_the_short_l1_ttl_and_
         deaf(args);
     })
     .await;
-    until_redis_answers(&app).await;
+    until_redis_answers(&app.channel).await;
     let user = Uuid::new_v4();
     let metrics = || app.cache.metrics().snapshot(Rpc::GetReconciliationStatus);
 
@@ -314,7 +293,7 @@ async fn an_l1_entry_filled_from_redis_is_not_served_past_the_ttl() {
         deaf(args);
     })
     .await;
-    until_redis_answers(&app).await;
+    until_redis_answers(&app.channel).await;
     let user = Uuid::new_v4();
     assert_eq!(status(&app, user).await.0, "miss"); // fresh until t+400 ms
     tokio::time::sleep(ms(300)).await; // L1 expired, Redis still fresh
@@ -418,7 +397,7 @@ async fn when_redis_dies_reads_keep_working_and_hits_resume_after_it_returns() {
         deaf(args);
     })
     .await;
-    until_redis_answers(&app).await;
+    until_redis_answers(&app.channel).await;
     let user = Uuid::new_v4();
     let warm = until_miss(&app, user, Duration::from_secs(5)).await;
     assert_eq!(status(&app, user).await.0, "hit");
@@ -459,7 +438,7 @@ async fn a_cancelled_breaker_probe_does_not_disable_redis_for_good() {
         deaf(args);
     })
     .await;
-    until_redis_answers(&app).await;
+    until_redis_answers(&app.channel).await;
     // A read made before the client has connected to Redis is loaded without it (bypass), and its user's value
     // then stays in L1 and, refreshed ahead of expiry, in Redis: that user never reads a miss. So each attempt
     // takes a new user, until one read goes through Redis.

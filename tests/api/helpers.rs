@@ -659,3 +659,71 @@ impl Drop for PgCluster {
 fn is_root() -> bool {
     Process::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
+
+/// A child process, killed when dropped (should a test fail half-way).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until the gRPC server at `port` reports SERVING (10 s at most).
+pub async fn until_serving(port: u16) -> tonic::transport::Channel {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect_lazy();
+    let mut health = HealthClient::new(channel.clone());
+    for _ in 0..100 {
+        if let Ok(r) = health.check(HealthCheckRequest { service: String::new() }).await
+            && r.into_inner().status() == ServingStatus::Serving
+        {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the server never became SERVING");
+}
+
+/// A free loopback port (free when asked: a test binds it at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Sends SIGTERM to `child` and waits (at most `limit`) for it to exit.
+pub async fn terminate(child: &mut KillOnDrop, limit: Duration) -> std::process::ExitStatus {
+    let signalled = std::time::Instant::now();
+    let status = std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    loop {
+        if let Some(exit) = child.0.try_wait().unwrap() {
+            return exit;
+        }
+        assert!(signalled.elapsed() < limit, "still running {limit:?} after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `x-cache` header of a read: `hit`, `miss`, `stale` or `bypass`.
+pub fn x_cache<T>(response: &tonic::Response<T>) -> String {
+    response.metadata().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+/// Waits until the server reads through Redis: a read before its Redis client connects (or before it hears
+/// invalidations) is a bypass, whose value then lives on in L1 and would upset a test's counts.
+pub async fn until_redis_answers(channel: &Channel) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut guards = GuardsServiceClient::new(channel.clone());
+    loop {
+        let request = pb::GetDrawdownStatusRequest::default();
+        let response = guards.get_drawdown_status(authed(request, &token(Uuid::new_v4(), &[]))).await.unwrap();
+        if x_cache(&response) == "miss" {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server never used Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -17,4 +17,5 @@ mod operations;
 mod reads;
 mod replicas;
 mod rest;
+mod traces;
 mod watch;

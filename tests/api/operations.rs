@@ -355,36 +355,16 @@ async fn a_connection_holds_at_most_its_streams_and_oversized_metadata_is_refuse
 async fn sigterm_ends_open_streams_unavailable_and_the_process_exits_0() {
     use tokio_stream::StreamExt;
     let database = fresh_database().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    // Killed when dropped, should the test fail half-way.
-    struct Server(std::process::Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    let port = free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trading-monitor"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &url_for(&database)])
         .args(["--jwt-secret", SECRET, "--shutdown-grace", "3s", "--health-interval", "200ms"])
         .args(["--cache-key-prefix", &format!("trading:v1:test-{}", Uuid::new_v4().simple())])
         .env("RUST_LOG", "warn")
         .spawn()
-        .map(Server)
+        .map(KillOnDrop)
         .expect("the server binary runs");
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect_lazy();
-    let mut health = HealthClient::new(channel.clone());
-    let mut serving = false;
-    for _ in 0..100 {
-        if let Ok(r) = health.check(HealthCheckRequest { service: String::new() }).await
-            && r.into_inner().status() == ServingStatus::Serving
-        {
-            serving = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(serving, "the server never became SERVING");
+    let channel = until_serving(port).await;
     let mut client = pb::reconciliation_service_client::ReconciliationServiceClient::new(channel);
     let request = authed(pb::WatchReconciliationEventsRequest::default(), &token(Uuid::new_v4(), &[]));
     let mut stream = client.watch_reconciliation_events(request).await.unwrap().into_inner();

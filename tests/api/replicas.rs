@@ -21,10 +21,6 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn x_cache<T>(response: &tonic::Response<T>) -> String {
-    response.metadata().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
-}
-
 async fn status(app: &TestApp, user: Uuid) -> (String, pb::GetReconciliationStatusResponse) {
     let request = pb::GetReconciliationStatusRequest::default();
     let response = app.recon().get_reconciliation_status(authed(request, &token(user, &[]))).await.unwrap();

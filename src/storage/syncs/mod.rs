@@ -183,7 +183,6 @@ pub(super) struct NewEvent {
 
 /// Records a sync atomically. `encode` turns the record into the response bytes stored for replays; it runs
 /// inside the transaction, so the stored response is exactly the one returned.
-#[tracing::instrument(skip_all, fields(user_id = %sync.user_id, request_id = %sync.request_id))]
 pub async fn record(
     pool: &PgPool,
     sync: &NewSync,
