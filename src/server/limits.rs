@@ -23,6 +23,7 @@ use tonic_types::ErrorDetails;
 use tower::{Layer, Service};
 use trading_gateway::headers::parse_grpc_timeout;
 
+use super::refusals::Refusals;
 use crate::error;
 use crate::pb::ErrorReason;
 
@@ -37,13 +38,19 @@ pub struct LimitsLayer {
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
     max_timeout: Duration,
+    refusals: Arc<Refusals>,
 }
 
 impl LimitsLayer {
     /// At most `max_in_flight` calls at once (at least 1), each for at most `max_timeout`.
     pub fn new(max_in_flight: usize, max_timeout: Duration) -> Self {
         let max_in_flight = max_in_flight.max(1);
-        LimitsLayer { in_flight: Arc::new(Semaphore::new(max_in_flight)), max_in_flight, max_timeout }
+        LimitsLayer {
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            max_timeout,
+            refusals: Arc::default(),
+        }
     }
 }
 
@@ -86,7 +93,9 @@ where
                 Ok(permit) => Some(permit),
                 Err(_) => {
                     let limit = self.layer.max_in_flight;
-                    tracing::warn!(limit, "overloaded: refusing a call");
+                    if let Some(refused) = self.layer.refusals.note() {
+                        tracing::warn!(limit, refused, "overloaded: refusing calls beyond the in-flight limit");
+                    }
                     let response = error::status(
                         Code::ResourceExhausted,
                         format!("the server is at its limit of {limit} calls in flight; retry shortly"),

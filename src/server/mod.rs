@@ -29,6 +29,7 @@ pub mod health;
 pub mod limits;
 mod panic;
 pub mod rate;
+mod refusals;
 mod trace;
 
 pub use limits::LimitsLayer;
@@ -59,6 +60,9 @@ impl Application {
             storage::migrate(&pool).await?;
         }
         let cache = Cache::new(args.cache.to_settings())?;
+        if !cache.wait_for_redis(REDIS_START_WAIT).await {
+            tracing::warn!("redis not reachable yet: serving reads from PostgreSQL until it is");
+        }
         let market = MarketView::new(pool.clone());
         if let Err(e) = market.refresh().await {
             // Start anyway (health says NOT_SERVING while PostgreSQL is away); the refresher keeps trying.
@@ -314,6 +318,9 @@ impl Application {
         result
     }
 }
+
+/// How long start-up waits for the cache's Redis connections.
+const REDIS_START_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `age` ± up to 10 % (drawn once per replica), so replicas started together do not close their connections
 /// together (gRPC A9 asks for jitter).

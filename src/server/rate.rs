@@ -17,6 +17,7 @@ use tonic_types::ErrorDetails;
 use tower::{Layer, Service};
 use uuid::Uuid;
 
+use super::refusals::Refusals;
 use crate::auth::{Caller, Scope};
 use crate::error;
 use crate::pb::ErrorReason;
@@ -41,6 +42,7 @@ struct Limiters {
     users: Option<(Rate, DefaultKeyedRateLimiter<Uuid>)>,
     services: Option<(Rate, DefaultKeyedRateLimiter<Uuid>)>,
     clock: DefaultClock,
+    refusals: Refusals,
 }
 
 /// Builds [`RateService`]s sharing one set of buckets.
@@ -58,6 +60,7 @@ impl RateLayer {
                 users: make(users),
                 services: make(services),
                 clock: DefaultClock::default(),
+                refusals: Refusals::default(),
             }),
         }
     }
@@ -116,7 +119,9 @@ where
         if let Some(caller) = request.extensions().get::<Caller>()
             && let Err((rate, wait)) = self.layer.admit(caller)
         {
-            tracing::info!(user_id = %caller.user_id, "rate limited");
+            if let Some(refused) = self.layer.limiters.refusals.note() {
+                tracing::info!(user_id = %caller.user_id, refused, "rate limited (the latest caller, and how many calls)");
+            }
             // Whole milliseconds, at least one, so a client never retries at once.
             let wait = Duration::from_millis((wait.as_millis() as u64).max(1));
             let response = error::status(
