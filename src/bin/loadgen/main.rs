@@ -8,6 +8,7 @@ mod feed;
 mod ingest;
 mod reads;
 mod report;
+mod sink;
 mod watch;
 
 use std::net::SocketAddr;
@@ -139,6 +140,12 @@ enum Mode {
         #[arg(long, default_value = "watch")]
         label: String,
     },
+    /// An OTLP/gRPC trace receiver that counts the spans it is sent (prints them on SIGTERM); needs no server.
+    OtlpSink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:4317")]
+        listen: SocketAddr,
+    },
     /// Serve the baseline: the same services with canned responses captured from --target.
     EchoServer {
         /// Address to serve on.
@@ -167,6 +174,9 @@ async fn channels(target: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.connections > 0, "--connections must be positive");
+    if let Mode::OtlpSink { listen } = &args.mode {
+        return sink::serve(*listen).await;
+    }
     let channels = channels(&args.target, args.connections).await?;
     match &args.mode {
         Mode::Ingest { users, positions, book } => {
@@ -229,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
             };
             watch::run(&channels, writer, &users, auth, plan).await
         }
+        Mode::OtlpSink { .. } => unreachable!("served above"),
         Mode::EchoServer { listen, users } => {
             let users = reads::users((*users).max(1), &args.jwt_secret)?;
             echo::serve(*listen, channels[0].clone(), &users).await

@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
+use tonic_types::StatusExt;
 use trading_monitor::auth::{TokenSpec, mint_hs256};
 use trading_monitor::pb;
 use trading_monitor::pb::guards_service_client::GuardsServiceClient;
@@ -233,7 +234,15 @@ pub async fn mix(
                 };
                 match result {
                     Ok(()) => tally.latencies.push(sent.elapsed()),
-                    Err(status) => *tally.errors.entry(format!("{:?}", status.code())).or_default() += 1,
+                    Err(status) => {
+                        *tally.errors.entry(format!("{:?}", status.code())).or_default() += 1;
+                        // A well-behaved client: refused for load, it waits as long as the server asks.
+                        if status.code() == tonic::Code::ResourceExhausted
+                            && let Some(wait) = status.get_details_retry_info().and_then(|r| r.retry_delay)
+                        {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
                 }
             }
             tally

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Operations benchmark, all in one run on this machine (see BENCHMARKS.md, "Operations"):
+#   T. what tracing costs: the cached 5:3:2 read mix, 100 streams, against
+#        T1. this build with no OTEL_* variable (no exporter);
+#        T2. this build exporting every call's spans over OTLP/gRPC to `loadgen otlp-sink`;
+#        T0. BASELINE_BIN, if given (the build before tracing existed), as T1;
+#      in ROUNDS rounds (default 2), so each is measured more than once and drift shows.
+#   O. overload: the uncached mix (--cache-disabled: each call is a PostgreSQL statement) with an in-flight
+#      limit of LIMIT calls (default 16, the pool's size), at LIMIT streams, then at 3 x LIMIT streams; and at
+#      3 x LIMIT streams with no limit, for contrast. Callers refused RESOURCE_EXHAUSTED wait the RetryInfo
+#      delay the server sends (200 ms), as a well-behaved client does.
+# 1,000 seeded users. After each phase: the server's CPU time per request, from /proc/<pid>/stat.
+#   DURATION=20s scripts/bench-ops.sh
+#   BASELINE_BIN=/tmp/trading-monitor-before-traces scripts/bench-ops.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-services.sh
+cargo build --release --quiet --bin trading-monitor --bin loadgen
+
+duration="${DURATION:-20s}"
+rounds="${ROUNDS:-2}"
+limit="${LIMIT:-16}"
+users=1000
+db="tm_bench_ops_$$"
+port=50083 admin_port=9183 redis_port=6383 sink_port=4383
+secret="bench-secret-0123456789abcdef0123456789"
+export TM_JWT_SECRET="$secret"
+target="http://127.0.0.1:$port"
+loadgen=target/release/loadgen
+server_pid="" redis_pid="" sink_pid=""
+hz=$(getconf CLK_TCK)
+
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+stop() { if [[ -n "${1:-}" ]]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi; }
+cleanup() {
+  stop "$server_pid"; stop "$redis_pid"; stop "$sink_pid"
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
+}
+trap cleanup EXIT
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# Runs loadgen with "$@" while measuring the server's CPU time; prints the CPU per request it answered
+# (refused calls included: they cost the server too).
+measured() {
+  local before after out requests
+  before=$(cpu_ticks "$server_pid")
+  out=$("$loadgen" "$@")
+  after=$(cpu_ticks "$server_pid")
+  echo "$out"
+  requests=$(echo "$out" | sed -n 's/.*: \([0-9][0-9]*\) ok, \([0-9][0-9]*\) errors.*/\1 \2/p' | head -n 1 | awk '{ print $1 + $2 }')
+  if [[ -n "$requests" && "$requests" -gt 0 ]]; then
+    echo "  server CPU  $(( (after - before) * 1000000 / hz / requests )) us per request ($(( (after - before) * 1000 / hz )) ms in total)"
+  fi
+}
+
+# start_server BINARY [serve flags...]: the server under test, with the environment the caller exported.
+start_server() {
+  local bin="$1"; shift
+  stop "$server_pid"
+  RUST_LOG=warn "$bin" serve --listen "127.0.0.1:$port" \
+    --database-url "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable" \
+    --redis-url "redis://127.0.0.1:$redis_port" --admin-listen "127.0.0.1:$admin_port" \
+    --rate-limit-per-user 0 "$@" &
+  server_pid=$!
+  wait_port "$port"; wait_port "$admin_port"
+  # Until the replica reads through Redis (it answers from PostgreSQL before its Redis client connects).
+  sleep 1
+}
+
+psql -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE \"$db\""
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --loglevel warning &
+redis_pid=$!
+wait_port "$redis_port"
+start_server target/release/trading-monitor
+
+echo "== machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%FT%TZ)"
+$loadgen --target "$target" seed --users "$users"
+
+mix() { measured --target "$target" --duration "$duration" "$@" mix --users "$users" --metrics "127.0.0.1:$admin_port"; }
+
+for round in $(seq 1 "$rounds"); do
+  if [[ -n "${BASELINE_BIN:-}" ]]; then
+    echo "== T0 (round $round). baseline build, cached, reads only"
+    start_server "$BASELINE_BIN"
+    mix --concurrency 100 --label "T0 baseline build"
+  fi
+  echo "== T1 (round $round). this build, no OTLP endpoint"
+  start_server target/release/trading-monitor
+  mix --concurrency 100 --label "T1 no exporter"
+
+  echo "== T2 (round $round). this build, every call's spans exported to an OTLP sink"
+  stop "$sink_pid"
+  "$loadgen" otlp-sink --listen "127.0.0.1:$sink_port" > "/tmp/bench-ops-sink-$$.out" &
+  sink_pid=$!
+  wait_port "$sink_port"
+  OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" start_server target/release/trading-monitor
+  mix --concurrency 100 --label "T2 exporting"
+  stop "$server_pid"; server_pid=""   # its shutdown flushes the last spans
+  stop "$sink_pid"; sink_pid=""
+  cat "/tmp/bench-ops-sink-$$.out"; rm -f "/tmp/bench-ops-sink-$$.out"
+done
+
+echo "== O1. uncached, in-flight limit $limit, $limit streams (at the limit)"
+start_server target/release/trading-monitor --cache-disabled --max-concurrent-requests "$limit"
+mix --concurrency "$limit" --label "O1 at the limit"
+echo "== O2. uncached, in-flight limit $limit, $(( 3 * limit )) streams (3x overload)"
+mix --concurrency $(( 3 * limit )) --label "O2 3x, shedding"
+echo "== O3. uncached, no in-flight limit, $(( 3 * limit )) streams (3x, queueing)"
+start_server target/release/trading-monitor --cache-disabled --max-concurrent-requests 100000
+mix --concurrency $(( 3 * limit )) --label "O3 3x, no limit"
