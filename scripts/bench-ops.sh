@@ -76,17 +76,21 @@ start_server target/release/trading-monitor
 echo "== machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%FT%TZ)"
 $loadgen --target "$target" seed --users "$users"
 
-mix() { measured --target "$target" --duration "$duration" "$@" mix --users "$users" --metrics "127.0.0.1:$admin_port"; }
+# mix STREAMS LABEL: the 5:3:2 read mix.
+mix() {
+  measured --target "$target" --duration "$duration" --concurrency "$1" \
+    mix --users "$users" --metrics "127.0.0.1:$admin_port" --label "$2"
+}
 
 for round in $(seq 1 "$rounds"); do
   if [[ -n "${BASELINE_BIN:-}" ]]; then
     echo "== T0 (round $round). baseline build, cached, reads only"
     start_server "$BASELINE_BIN"
-    mix --concurrency 100 --label "T0 baseline build"
+    mix 100 "T0 baseline build"
   fi
   echo "== T1 (round $round). this build, no OTLP endpoint"
   start_server target/release/trading-monitor
-  mix --concurrency 100 --label "T1 no exporter"
+  mix 100 "T1 no exporter"
 
   echo "== T2 (round $round). this build, every call's spans exported to an OTLP sink"
   stop "$sink_pid"
@@ -94,7 +98,7 @@ for round in $(seq 1 "$rounds"); do
   sink_pid=$!
   wait_port "$sink_port"
   OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" start_server target/release/trading-monitor
-  mix --concurrency 100 --label "T2 exporting"
+  mix 100 "T2 exporting"
   stop "$server_pid"; server_pid=""   # its shutdown flushes the last spans
   stop "$sink_pid"; sink_pid=""
   cat "/tmp/bench-ops-sink-$$.out"; rm -f "/tmp/bench-ops-sink-$$.out"
@@ -102,9 +106,9 @@ done
 
 echo "== O1. uncached, in-flight limit $limit, $limit streams (at the limit)"
 start_server target/release/trading-monitor --cache-disabled --max-concurrent-requests "$limit"
-mix --concurrency "$limit" --label "O1 at the limit"
+mix "$limit" "O1 at the limit"
 echo "== O2. uncached, in-flight limit $limit, $(( 3 * limit )) streams (3x overload)"
-mix --concurrency $(( 3 * limit )) --label "O2 3x, shedding"
+mix $(( 3 * limit )) "O2 3x, shedding"
 echo "== O3. uncached, no in-flight limit, $(( 3 * limit )) streams (3x, queueing)"
 start_server target/release/trading-monitor --cache-disabled --max-concurrent-requests 100000
-mix --concurrency $(( 3 * limit )) --label "O3 3x, no limit"
+mix $(( 3 * limit )) "O3 3x, no limit"
