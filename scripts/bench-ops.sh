@@ -3,6 +3,7 @@
 #   T. what tracing costs: the cached 5:3:2 read mix, 100 streams, against
 #        T1. this build with no OTEL_* variable (no exporter);
 #        T2. this build exporting every call's spans over OTLP/gRPC to `loadgen otlp-sink`;
+#        T3. the same, sampling 10 % of the traces (OTEL_TRACES_SAMPLER=parentbased_traceidratio, 0.1);
 #        T0. BASELINE_BIN, if given (the build before tracing existed), as T1;
 #      in ROUNDS rounds (default 2), so each is measured more than once and drift shows.
 #   O. overload: the uncached mix (--cache-disabled: each call is a PostgreSQL statement) with an in-flight
@@ -92,16 +93,20 @@ for round in $(seq 1 "$rounds"); do
   start_server target/release/trading-monitor
   mix 100 "T1 no exporter"
 
-  echo "== T2 (round $round). this build, every call's spans exported to an OTLP sink"
-  stop "$sink_pid"
-  "$loadgen" otlp-sink --listen "127.0.0.1:$sink_port" > "/tmp/bench-ops-sink-$$.out" &
-  sink_pid=$!
-  wait_port "$sink_port"
-  OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" start_server target/release/trading-monitor
-  mix 100 "T2 exporting"
-  stop "$server_pid"; server_pid=""   # its shutdown flushes the last spans
-  stop "$sink_pid"; sink_pid=""
-  cat "/tmp/bench-ops-sink-$$.out"; rm -f "/tmp/bench-ops-sink-$$.out"
+  for sampled in 1.0 0.1; do
+    if [[ "$sampled" == 1.0 ]]; then phase=T2; else phase=T3; fi
+    echo "== $phase (round $round). this build, spans exported to an OTLP sink, sampling ratio $sampled"
+    stop "$sink_pid"
+    "$loadgen" otlp-sink --listen "127.0.0.1:$sink_port" > "/tmp/bench-ops-sink-$$.out" &
+    sink_pid=$!
+    wait_port "$sink_port"
+    OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_TRACES_SAMPLER=parentbased_traceidratio \
+      OTEL_TRACES_SAMPLER_ARG="$sampled" start_server target/release/trading-monitor
+    mix 100 "$phase exporting, ratio $sampled"
+    stop "$server_pid"; server_pid=""   # its shutdown flushes the last spans
+    stop "$sink_pid"; sink_pid=""
+    cat "/tmp/bench-ops-sink-$$.out"; rm -f "/tmp/bench-ops-sink-$$.out"
+  done
 done
 
 echo "== O1. uncached, in-flight limit $limit, $limit streams (at the limit)"

@@ -87,7 +87,6 @@ where
         let span = if untraced { rpc_span!(telemetry::UNTRACED) } else { rpc_span!(module_path!()) };
         let exporting = telemetry::exporting() && !untraced;
         if exporting {
-            let path = request.uri().path();
             let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
             span.record("otel.name", path.trim_start_matches('/'));
             span.record("otel.kind", "server");
