@@ -22,7 +22,7 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tradi
 /// trading-monitor: reconciles broker positions with the platform, values open positions and evaluates the
 /// drawdown and market guards, over gRPC.
 #[derive(Debug, Parser)]
-#[command(name = "trading-monitor", version, about, long_about = None)]
+#[command(name = "trading-monitor", version, about, long_about = None, after_help = TRACES_HELP)]
 pub struct Cli {
     /// Log output format.
     #[arg(long, env = "TM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -35,10 +35,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Traces are configured by OpenTelemetry's standard variables only, so `--help` names them here.
+const TRACES_HELP: &str = "Traces: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4317) to export spans \
+over OTLP/gRPC; unset, nothing is exported. Also read: OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, \
+OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_EXPORTER_OTLP_COMPRESSION, OTEL_TRACES_SAMPLER, \
+OTEL_TRACES_SAMPLER_ARG, OTEL_BSP_*, OTEL_SDK_DISABLED.";
+
 /// Sub-commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC server (migrates the database first unless --skip-migrations).
+    #[command(after_help = TRACES_HELP)]
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
@@ -46,6 +53,7 @@ pub enum Command {
     Token(TokenArgs),
     /// Create the database if missing, migrate, load demo data for a few users, then serve and print a token and
     /// ready-to-paste grpcurl / buf curl commands.
+    #[command(after_help = TRACES_HELP)]
     Demo(ServeArgs),
 }
 

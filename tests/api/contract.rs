@@ -89,6 +89,12 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
                 "ReconciliationService_WatchReconciliationEvents",
                 "--exclude-operation-id",
                 "GuardsService_WatchGuardStatus",
+                // No example database: the second run (and the next test run) replayed what the first stored in
+                // the shared temp dir, and then at times generated nothing new for an operation (POST
+                // /v1/quotes:submit tested 0 times: about half of the runs on a loaded 2-core box failed the
+                // "Tested: 9" check below; none of 9 with this).
+                "--generation-database",
+                "none",
                 "--no-color",
                 "--warnings",
                 "off",
