@@ -30,13 +30,13 @@ use crate::cache::{Cache, Rpc};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodCode {
-    method: String,
-    code: String,
+    method: &'static str,
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Method {
-    method: String,
+    method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -169,11 +169,10 @@ impl Metrics {
         out
     }
 
-    /// One gRPC call: its path (`/package.Service/Method`), status code and time to its response headers.
-    pub fn rpc(&self, path: &str, code: tonic::Code, elapsed: Duration) {
-        let method = path.trim_start_matches('/').to_owned();
-        let code = format!("{code:?}");
-        self.inner.rpc_requests.get_or_create(&MethodCode { method: method.clone(), code }).inc();
+    /// One gRPC call: its method (`package.Service/Method`, or `_OTHER`: one of a bounded set, never a path as
+    /// the caller sent it), status code and time to its response headers.
+    pub fn rpc(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
+        self.inner.rpc_requests.get_or_create(&MethodCode { method, code: code_name(code) }).inc();
         self.inner.rpc_duration.get_or_create(&Method { method }).observe(elapsed.as_secs_f64());
     }
 
@@ -194,6 +193,30 @@ impl Metrics {
     /// A market alert raised.
     pub fn alert(&self, kind: &str, severity: &str) {
         self.inner.market_alerts.get_or_create(&Alert { kind: kind.to_owned(), severity: severity.to_owned() }).inc();
+    }
+}
+
+/// A status code's name as the `code` label shows it (`Ok`, `NotFound`, ...).
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "Ok",
+        Cancelled => "Cancelled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
     }
 }
 

@@ -27,6 +27,7 @@ use crate::watch::{Hub, HubSettings};
 
 pub mod health;
 pub mod limits;
+mod methods;
 mod panic;
 pub mod rate;
 mod refusals;

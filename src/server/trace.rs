@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use super::methods;
 use crate::metrics::Metrics;
 use crate::telemetry;
 
@@ -85,18 +86,18 @@ where
         let path = request.uri().path();
         let untraced = path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.");
         let span = if untraced { rpc_span!(telemetry::UNTRACED) } else { rpc_span!(module_path!()) };
+        let method = methods::name(path);
         let exporting = telemetry::exporting() && !untraced;
         if exporting {
-            let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
-            span.record("otel.name", path.trim_start_matches('/'));
+            let (service, method_name) = method.split_once('/').unwrap_or((methods::OTHER, methods::OTHER));
+            span.record("otel.name", method);
             span.record("otel.kind", "server");
             span.record("rpc.system", "grpc");
             span.record("rpc.service", service);
-            span.record("rpc.method", method);
+            span.record("rpc.method", method_name);
             telemetry::continue_trace(&span, request.headers());
         }
         let started = Instant::now();
-        let path = request.uri().path().to_owned();
         let metrics = self.metrics.clone();
         // Call inside the span so inner layers (auth) can record fields on it.
         let future = span.in_scope(|| inner.call(request));
@@ -115,7 +116,7 @@ where
                             .and_then(|v| v.parse::<i32>().ok())
                             .unwrap_or(0);
                         let code = tonic::Code::from_i32(code);
-                        metrics.rpc(&path, code, started.elapsed());
+                        metrics.rpc(method, code, started.elapsed());
                         let span = tracing::Span::current();
                         span.record("grpc.code", tracing::field::debug(code));
                         if exporting {

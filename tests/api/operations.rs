@@ -264,7 +264,20 @@ async fn the_admin_listener_counts_calls_and_domain_events_exactly_and_says_read
     let unauthenticated =
         app.guards().get_guard_status(tonic::Request::new(pb::GetGuardStatusRequest::default())).await.unwrap_err();
     assert_eq!(unauthenticated.code(), Code::Unauthenticated);
+    // Made-up methods are all counted as one `_OTHER` series, not a series per path a caller invents.
+    let made_up = [Uuid::new_v4().simple().to_string(), Uuid::new_v4().simple().to_string()];
+    for path in [format!("/trading.v1.GuardsService/No{}", made_up[0]), format!("/x{}.Y/Z", made_up[1])] {
+        let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<pb::GetGuardStatusRequest, pb::GetGuardStatusResponse>::default();
+        let request = authed(pb::GetGuardStatusRequest::default(), &token(user, &[]));
+        let path = http::uri::PathAndQuery::try_from(path).unwrap();
+        assert_eq!(grpc.unary(request, path, codec).await.unwrap_err().code(), Code::Unimplemented);
+    }
     let after = scrape(admin).await;
+    for id in &made_up {
+        assert!(!after.keys().any(|series| series.contains(id.as_str())), "a series for a made-up method ({id})");
+    }
 
     let moved = |series: &str| after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0);
     let expected = [
@@ -284,6 +297,7 @@ async fn the_admin_listener_counts_calls_and_domain_events_exactly_and_says_read
             3.0,
         ),
         (r#"trading_monitor_rpc_duration_seconds_count{method="trading.v1.GuardsService/GetGuardStatus"}"#, 4.0),
+        (r#"trading_monitor_rpc_requests_total{method="_OTHER",code="Unimplemented"}"#, 2.0),
         (r#"trading_monitor_pg_queries_total{rpc="GetGuardStatus"}"#, 1.0),
         (r#"trading_monitor_cache_misses_total{rpc="GetGuardStatus"}"#, 1.0),
         (r#"trading_monitor_cache_hits_total{rpc="GetGuardStatus"}"#, 2.0),
