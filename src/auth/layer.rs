@@ -2,22 +2,23 @@
 //! reflection (public unless configured otherwise). The verified [`Caller`] travels in the request extensions.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures::future::BoxFuture;
 use tonic::Status;
-use tower::{Layer, Service};
 
 use super::Verifier;
+use crate::server::admit::{Admission, AdmitLayer};
 
 /// Paths that never need a token.
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 /// Reflection paths (v1 and v1alpha).
 const REFLECTION_PREFIX: &str = "/grpc.reflection.";
 
-/// Builds [`AuthService`]s.
+/// Authenticates each call, then lets it through; answers UNAUTHENTICATED itself on failure.
+pub type AuthLayer = AdmitLayer<AuthCheck>;
+
+/// The check [`AuthLayer`] runs.
 #[derive(Debug, Clone)]
-pub struct AuthLayer {
+pub struct AuthCheck {
     verifier: Arc<Verifier>,
     reflection_is_public: bool,
 }
@@ -25,60 +26,27 @@ pub struct AuthLayer {
 impl AuthLayer {
     /// A layer verifying with `verifier`.
     pub fn new(verifier: Arc<Verifier>, reflection_is_public: bool) -> Self {
-        AuthLayer { verifier, reflection_is_public }
+        AdmitLayer(AuthCheck { verifier, reflection_is_public })
     }
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, layer: self.clone() }
-    }
-}
-
-/// Authenticates, then calls the inner service; answers UNAUTHENTICATED itself on failure.
-#[derive(Debug, Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    layer: AuthLayer,
-}
-
-impl<S, B> Service<http::Request<B>> for AuthService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        // The ready inner service is the one that must be called; leave a fresh clone in its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-
+impl Admission for AuthCheck {
+    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
         let path = request.uri().path();
-        let public =
-            path.starts_with(HEALTH_PREFIX) || (self.layer.reflection_is_public && path.starts_with(REFLECTION_PREFIX));
-        if !public {
-            let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            match self.layer.verifier.verify_header(header) {
-                Ok(caller) => {
-                    tracing::Span::current().record("user.id", tracing::field::display(caller.user_id));
-                    request.extensions_mut().insert(caller);
-                }
-                Err(err) => {
-                    tracing::debug!(reason = %err, "unauthenticated request");
-                    let response = Status::from(err).into_http();
-                    return Box::pin(async move { Ok(response) });
-                }
+        if path.starts_with(HEALTH_PREFIX) || (self.reflection_is_public && path.starts_with(REFLECTION_PREFIX)) {
+            return Ok(());
+        }
+        let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        match self.verifier.verify_header(header) {
+            Ok(caller) => {
+                tracing::Span::current().record("user.id", tracing::field::display(caller.user_id));
+                request.extensions_mut().insert(caller);
+                Ok(())
+            }
+            Err(err) => {
+                tracing::debug!(reason = %err, "unauthenticated request");
+                Err(Status::from(err))
             }
         }
-        Box::pin(inner.call(request))
     }
 }

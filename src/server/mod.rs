@@ -25,6 +25,7 @@ use crate::services::{AppState, WatchSettings};
 use crate::storage;
 use crate::watch::{Hub, HubSettings};
 
+pub mod admit;
 pub mod health;
 pub mod limits;
 mod methods;
@@ -208,7 +209,7 @@ impl Application {
             .build_v1alpha()?;
 
         let limit = server_args.max_request_bytes;
-        let rate_limits = rate::RateLayer::new(
+        let rate_limits = rate::RateLimits::new(
             rate::Rate { per_second: server_args.rate_limit_per_user, burst: server_args.rate_limit_user_burst },
             rate::Rate { per_second: server_args.rate_limit_per_service, burst: server_args.rate_limit_service_burst },
         );
@@ -228,7 +229,7 @@ impl Application {
             .layer(CatchPanicLayer)
             .layer(LimitsLayer::new(server_args.max_concurrent_requests, server_args.request_timeout))
             .layer(AuthLayer::new(verifier, !args.auth.reflection_requires_auth))
-            .layer(rate_limits.clone());
+            .layer(admit::AdmitLayer(rate_limits));
         let routes = tonic::service::Routes::new(tonic_health::pb::health_server::HealthServer::new(
             HealthService::from_health_reporter(reporter.clone()),
         ))

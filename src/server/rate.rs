@@ -6,17 +6,15 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use tonic::Code;
 use tonic_types::ErrorDetails;
-use tower::{Layer, Service};
 use uuid::Uuid;
 
+use super::admit::Admission;
 use super::refusals::Refusals;
 use crate::auth::{Caller, Scope};
 use crate::error;
@@ -45,17 +43,17 @@ struct Limiters {
     refusals: Refusals,
 }
 
-/// Builds [`RateService`]s sharing one set of buckets.
+/// The buckets, shared by every clone; run as a layer with [`AdmitLayer`](super::admit::AdmitLayer).
 #[derive(Debug, Clone)]
-pub struct RateLayer {
+pub struct RateLimits {
     limiters: Arc<Limiters>,
 }
 
-impl RateLayer {
+impl RateLimits {
     /// Limits for users and for service tokens; a rate of 0 per second turns that limit off.
-    pub fn new(users: Rate, services: Rate) -> RateLayer {
+    pub fn new(users: Rate, services: Rate) -> RateLimits {
         let make = |rate: Rate| rate.quota().map(|q| (rate, DefaultKeyedRateLimiter::keyed(q)));
-        RateLayer {
+        RateLimits {
             limiters: Arc::new(Limiters {
                 users: make(users),
                 services: make(services),
@@ -75,7 +73,7 @@ impl RateLayer {
     }
 
     /// Whether `caller` may make a call now; if not, how long until it may.
-    fn admit(&self, caller: &Caller) -> Result<(), (Rate, Duration)> {
+    fn check(&self, caller: &Caller) -> Result<(), (Rate, Duration)> {
         let service = caller.has(Scope::SyncWrite);
         let limiter = if service { &self.limiters.services } else { &self.limiters.users };
         let Some((rate, limiter)) = limiter else { return Ok(()) };
@@ -85,61 +83,27 @@ impl RateLayer {
     }
 }
 
-impl<S> Layer<S> for RateLayer {
-    type Service = RateService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RateService { inner, layer: self.clone() }
-    }
-}
-
-/// Refuses a call over its caller's rate.
-#[derive(Debug, Clone)]
-pub struct RateService<S> {
-    inner: S,
-    layer: RateLayer,
-}
-
-impl<S, B> Service<http::Request<B>> for RateService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        if let Some(caller) = request.extensions().get::<Caller>()
-            && let Err((rate, wait)) = self.layer.admit(caller)
-        {
-            if let Some(refused) = self.layer.limiters.refusals.note() {
-                tracing::info!(user_id = %caller.user_id, refused, "rate limited (the latest caller, and how many calls)");
-            }
-            // Whole milliseconds, at least one, so a client never retries at once.
-            let wait = Duration::from_millis((wait.as_millis() as u64).max(1));
-            let response = error::status(
-                Code::ResourceExhausted,
-                format!(
-                    "rate limit of {} calls per second (bursts of {}) exceeded for this caller; retry after {} ms",
-                    rate.per_second,
-                    rate.burst,
-                    wait.as_millis()
-                ),
-                ErrorReason::RateLimited,
-                &[("per_second", &rate.per_second.to_string()), ("burst", &rate.burst.to_string())],
-                ErrorDetails::with_retry_info(Some(wait)),
-            )
-            .into_http();
-            return Box::pin(async move { Ok(response) });
+impl Admission for RateLimits {
+    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), tonic::Status> {
+        let Some(caller) = request.extensions().get::<Caller>() else { return Ok(()) };
+        let Err((rate, wait)) = self.check(caller) else { return Ok(()) };
+        if let Some(refused) = self.limiters.refusals.note() {
+            tracing::info!(user_id = %caller.user_id, refused, "rate limited (the latest caller, and how many calls)");
         }
-        Box::pin(inner.call(request))
+        // Whole milliseconds, at least one, so a client never retries at once.
+        let wait = Duration::from_millis((wait.as_millis() as u64).max(1));
+        Err(error::status(
+            Code::ResourceExhausted,
+            format!(
+                "rate limit of {} calls per second (bursts of {}) exceeded for this caller; retry after {} ms",
+                rate.per_second,
+                rate.burst,
+                wait.as_millis()
+            ),
+            ErrorReason::RateLimited,
+            &[("per_second", &rate.per_second.to_string()), ("burst", &rate.burst.to_string())],
+            ErrorDetails::with_retry_info(Some(wait)),
+        ))
     }
 }
 
@@ -153,17 +117,17 @@ mod tests {
 
     #[test]
     fn each_caller_has_its_own_bucket_and_service_tokens_their_own_rate() {
-        let layer = RateLayer::new(Rate { per_second: 1, burst: 2 }, Rate { per_second: 1, burst: 4 });
+        let layer = RateLimits::new(Rate { per_second: 1, burst: 2 }, Rate { per_second: 1, burst: 4 });
         let (alice, bob, backend) = (caller(vec![]), caller(vec![]), caller(vec![Scope::SyncWrite]));
-        assert!(layer.admit(&alice).is_ok() && layer.admit(&alice).is_ok());
-        let (_, wait) = layer.admit(&alice).unwrap_err();
+        assert!(layer.check(&alice).is_ok() && layer.check(&alice).is_ok());
+        let (_, wait) = layer.check(&alice).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
-        assert!(layer.admit(&bob).is_ok(), "another caller is not affected");
+        assert!(layer.check(&bob).is_ok(), "another caller is not affected");
         for _ in 0..4 {
-            assert!(layer.admit(&backend).is_ok());
+            assert!(layer.check(&backend).is_ok());
         }
-        assert!(layer.admit(&backend).is_err());
-        let off = RateLayer::new(Rate { per_second: 0, burst: 0 }, Rate { per_second: 0, burst: 0 });
-        assert!((0..1000).all(|_| off.admit(&alice).is_ok()));
+        assert!(layer.check(&backend).is_err());
+        let off = RateLimits::new(Rate { per_second: 0, burst: 0 }, Rate { per_second: 0, burst: 0 });
+        assert!((0..1000).all(|_| off.check(&alice).is_ok()));
     }
 }
