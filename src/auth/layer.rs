@@ -7,11 +7,7 @@ use tonic::Status;
 
 use super::Verifier;
 use crate::server::admit::{Admission, AdmitLayer};
-
-/// Paths that never need a token.
-const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
-/// Reflection paths (v1 and v1alpha).
-const REFLECTION_PREFIX: &str = "/grpc.reflection.";
+use crate::server::methods;
 
 /// Authenticates each call, then lets it through; answers UNAUTHENTICATED itself on failure.
 pub type AuthLayer = AdmitLayer<AuthCheck>;
@@ -33,7 +29,7 @@ impl AuthLayer {
 impl Admission for AuthCheck {
     fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
         let path = request.uri().path();
-        if path.starts_with(HEALTH_PREFIX) || (self.reflection_is_public && path.starts_with(REFLECTION_PREFIX)) {
+        if methods::is_health(path) || (self.reflection_is_public && methods::is_reflection(path)) {
             return Ok(());
         }
         let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());

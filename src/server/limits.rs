@@ -23,12 +23,11 @@ use tonic_types::ErrorDetails;
 use tower::{Layer, Service};
 use trading_gateway::headers::parse_grpc_timeout;
 
+use super::methods;
 use super::refusals::Refusals;
 use crate::error;
 use crate::pb::ErrorReason;
 
-/// Paths that are never refused for load.
-const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 /// How long an overloaded caller is told to wait.
 pub const RETRY_OVERLOADED_AFTER: Duration = Duration::from_millis(200);
 
@@ -85,7 +84,7 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let exempt = request.uri().path().starts_with(HEALTH_PREFIX);
+        let exempt = methods::is_health(request.uri().path());
         let permit = if exempt {
             None
         } else {

@@ -14,6 +14,16 @@ use prost::Message;
 /// The name of every call to a method that is not served.
 pub const OTHER: &str = "_OTHER";
 
+/// Whether `path` is a health check (public, never refused for load, not traced).
+pub fn is_health(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+}
+
+/// Whether `path` is server reflection, v1 or v1alpha (public unless configured otherwise, not traced).
+pub fn is_reflection(path: &str) -> bool {
+    path.starts_with("/grpc.reflection.")
+}
+
 /// `package.Service/Method` for a served method's path, else [`OTHER`].
 pub fn name(path: &str) -> &'static str {
     served().get(path.trim_start_matches('/')).map_or(OTHER, String::as_str)

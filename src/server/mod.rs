@@ -28,7 +28,7 @@ use crate::watch::{Hub, HubSettings};
 pub mod admit;
 pub mod health;
 pub mod limits;
-mod methods;
+pub(crate) mod methods;
 mod panic;
 pub mod rate;
 mod refusals;

@@ -84,7 +84,7 @@ where
             };
         }
         let path = request.uri().path();
-        let untraced = path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.");
+        let untraced = methods::is_health(path) || methods::is_reflection(path);
         let span = if untraced { rpc_span!(telemetry::UNTRACED) } else { rpc_span!(module_path!()) };
         let method = methods::name(path);
         let exporting = telemetry::exporting() && !untraced;
