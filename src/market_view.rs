@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::watch;
-use tracing::Instrument;
 
 use crate::storage::{self, MarketSnapshot, StorageError};
 
@@ -38,11 +37,9 @@ impl MarketView {
     /// Re-reads the snapshot from PostgreSQL. A read that started earlier than the one in place never replaces
     /// it (two refreshes may race: the periodic one and one after an ingest).
     pub async fn refresh(&self) -> Result<(), StorageError> {
-        let span = crate::telemetry::client_span("postgresql", "market.snapshot");
-        let fresh = storage::market::snapshot(&self.pool)
-            .instrument(span.clone())
-            .await
-            .inspect_err(|_| crate::telemetry::failed(&span))?;
+        let fresh =
+            crate::telemetry::client_call("postgresql", "market.snapshot", storage::market::snapshot(&self.pool))
+                .await?;
         let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if fresh.read_at >= current.read_at {
             *current = Arc::new(fresh);

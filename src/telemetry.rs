@@ -19,6 +19,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::resource::EnvResourceDetector;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -178,15 +179,19 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
     }
 }
 
-/// A client span for one call to PostgreSQL or Redis (`system`), named `name` (`book.load`, `MGET`): no
-/// parameters, so no values from a request end up in a trace. [`tracing::Span::none`] unless spans are exported
-/// and this runs inside a call's span: background work (the feed reader, the clock, refreshes) would otherwise
-/// start a trace of its own every second.
-pub fn client_span(system: &'static str, name: &'static str) -> tracing::Span {
+/// Runs `call`, one call to PostgreSQL or Redis (`system`), in a client span named `name` (`book.load`,
+/// `MGET`), marked failed if it returns an error. The span has no parameters, so no values from a request end
+/// up in a trace. It exists only while spans are exported and inside a call's span: background work (the feed
+/// reader, the clock, refreshes) would otherwise start a trace of its own every second.
+pub async fn client_call<T, E>(
+    system: &'static str,
+    name: &'static str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     if !exporting() || tracing::Span::current().is_none() {
-        return tracing::Span::none();
+        return call.await;
     }
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "client",
         otel.name = name,
         otel.kind = "client",
@@ -194,12 +199,12 @@ pub fn client_span(system: &'static str, name: &'static str) -> tracing::Span {
         db.system = system,
         db.system.name = system,
         db.operation.name = name,
-    )
-}
-
-/// Marks a span's call as failed.
-pub fn failed(span: &tracing::Span) {
-    span.record("otel.status_code", "ERROR");
+    );
+    let result = call.instrument(span.clone()).await;
+    if result.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    result
 }
 
 /// The target of sqlx's event for each connection acquired from the pool.

@@ -8,8 +8,6 @@ use fred::interfaces::{ClientLike, KeysInterface, PubsubInterface};
 use fred::prelude::{Expiration, Options};
 use fred::types::{SetOptions, Value};
 
-use tracing::Instrument;
-
 use super::stored::{Stored, now_ms};
 use super::{Cache, Event, Rpc, Transition};
 use crate::telemetry;
@@ -25,25 +23,23 @@ impl Cache {
     where
         F: Future<Output = Result<T, fred::error::Error>>,
     {
-        let span = telemetry::client_span("redis", command);
-        let outcome = tokio::time::timeout(self.inner.settings.redis_timeout, call).instrument(span.clone()).await;
-        if !matches!(outcome, Ok(Ok(_))) {
-            telemetry::failed(&span);
-        }
+        let outcome = telemetry::client_call("redis", command, async {
+            match tokio::time::timeout(self.inner.settings.redis_timeout, call).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err("timed out".to_owned()),
+            }
+        })
+        .await;
         match outcome {
-            Ok(Ok(value)) => {
+            Ok(value) => {
                 if self.inner.breaker.success() == Transition::Recovered {
                     tracing::info!("redis reachable again: closing the breaker and clearing L1");
                     self.inner.l1.invalidate_all();
                 }
                 Some(value)
             }
-            Ok(Err(e)) => {
-                self.redis_failed(rpc, &e.to_string());
-                None
-            }
-            Err(_) => {
-                self.redis_failed(rpc, "timed out");
+            Err(reason) => {
+                self.redis_failed(rpc, &reason);
                 None
             }
         }

@@ -14,7 +14,6 @@ use std::future::Future;
 
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
-use tracing::Instrument;
 
 use super::StorageError;
 
@@ -77,11 +76,7 @@ impl Db {
                 _ = closed.wait_for(|closed| *closed) => Err(StorageError::Down),
             }
         };
-        let span = crate::telemetry::client_span("postgresql", name);
-        let result = call.instrument(span.clone()).await;
-        if result.is_err() {
-            crate::telemetry::failed(&span);
-        }
+        let result = crate::telemetry::client_call("postgresql", name, call).await;
         self.observe(result)
     }
 
