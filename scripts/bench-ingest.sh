@@ -8,6 +8,7 @@
 # SERVER_BIN=path/to/another/trading-monitor runs that binary instead (e.g. an older build, for a baseline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench-lib.sh
 scripts/ensure-services.sh
 export SQLX_OFFLINE=true
 cargo build --release --quiet --bin trading-monitor --bin loadgen
@@ -31,13 +32,12 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
-before=$(cpu_ticks)
+before=$(cpu_ticks "$server_pid")
 args=("$@")
 # Options before the mode go to loadgen itself; `ingest ...` may be given explicitly to pass mode options.
 if ! printf '%s\n' "${args[@]}" | grep -qx ingest; then args+=(ingest); fi
 TM_JWT_SECRET="$secret" target/release/loadgen --target "http://127.0.0.1:$port" "${args[@]}" | tee /tmp/bench-ingest.$$
-after=$(cpu_ticks)
+after=$(cpu_ticks "$server_pid")
 calls=$(sed -n 's/.* \([0-9][0-9]*\) ok.*/\1/p' /tmp/bench-ingest.$$ | head -n 1)
 rm -f /tmp/bench-ingest.$$
 hz=$(getconf CLK_TCK)

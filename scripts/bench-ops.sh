@@ -15,6 +15,7 @@
 #   BASELINE_BIN=/tmp/trading-monitor-before-traces scripts/bench-ops.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench-lib.sh
 scripts/ensure-services.sh
 cargo build --release --quiet --bin trading-monitor --bin loadgen
 
@@ -31,15 +32,12 @@ loadgen=target/release/loadgen
 server_pid="" redis_pid="" sink_pid=""
 hz=$(getconf CLK_TCK)
 
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-stop() { if [[ -n "${1:-}" ]]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi; }
 cleanup() {
   stop "$server_pid"; stop "$redis_pid"; stop "$sink_pid"
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
 }
 trap cleanup EXIT
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # Runs loadgen with "$@" while measuring the server's CPU time; prints the CPU per request it answered
 # (refused calls included: they cost the server too).
 measured() {

@@ -17,6 +17,7 @@
 #                                                                 # database of its own seeded the same way
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench-lib.sh
 scripts/ensure-services.sh
 cargo build --release --quiet --bin trading-monitor --bin loadgen
 
@@ -31,8 +32,6 @@ loadgen=target/release/loadgen
 server_pid="" echo_pid="" redis_pid="" replica_pid="" cluster=""
 hz=$(getconf CLK_TCK)
 
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-stop() { if [[ -n "${1:-}" ]]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi; }
 cleanup() {
   stop "$server_pid"; stop "$echo_pid"; stop "$redis_pid"; stop "$replica_pid"
   if [[ -n "$cluster" ]]; then scripts/redis-cluster.sh stop "$cluster_base"; fi
@@ -40,7 +39,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # Runs loadgen with "$@" while measuring process $1's CPU time; prints the CPU per request it served.
 measured() {
   local pid=$1; shift

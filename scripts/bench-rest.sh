@@ -10,6 +10,7 @@
 #   DURATION=30s scripts/bench-rest.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench-lib.sh
 scripts/ensure-services.sh
 command -v wrk >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q wrk >/dev/null; }
 cargo build --release --quiet --bin trading-monitor --bin loadgen -p trading-monitor
@@ -26,15 +27,12 @@ tokens="$(mktemp)"
 server_pid="" gateway_pid="" redis_pid=""
 hz=$(getconf CLK_TCK)
 
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-stop() { if [[ -n "${1:-}" ]]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi; }
 cleanup() {
   stop "$gateway_pid"; stop "$server_pid"; stop "$redis_pid"
   rm -f "$tokens"
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
 }
 trap cleanup EXIT
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 per_request() { # pid-label ticks-before ticks-after requests
   echo "  $1 CPU  $(( ($3 - $2) * 1000000 / hz / $4 )) us per request"
 }

@@ -9,6 +9,7 @@
 #   DURATION=30s scripts/bench-watch.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench-lib.sh
 scripts/ensure-services.sh
 cargo build --release --quiet --bin trading-monitor --bin loadgen
 
@@ -21,8 +22,6 @@ url="postgres://postgres@127.0.0.1:5432/$db?sslmode=disable"
 loadgen=target/release/loadgen
 a_pid="" b_pid="" redis_pid=""
 
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-stop() { if [[ -n "${1:-}" ]]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi; }
 cleanup() {
   stop "$a_pid"; stop "$b_pid"; stop "$redis_pid"
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
