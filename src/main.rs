@@ -15,7 +15,7 @@ use trading_monitor::{auth, demo, storage, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let telemetry = match telemetry::init(cli.log_format, &cli.log_filter) {
+    let telemetry = match telemetry::init(cli.log_format.into(), &cli.log_filter) {
         Ok(telemetry) => telemetry,
         Err(e) => {
             eprintln!("error: invalid log or trace settings: {e:#}");
@@ -38,7 +38,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => Application::build(args).await?.run_until(shutdown_signal()).await,
         Command::Migrate(args) => {
-            let pool = storage::pool(&args)?;
+            let pool = storage::pool(&args.to_settings())?;
             storage::migrate(&pool).await?;
             tracing::info!("migrations applied");
             Ok(())

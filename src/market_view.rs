@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::storage::{self, MarketSnapshot, StorageError};
 
@@ -47,13 +47,13 @@ impl MarketView {
         Ok(())
     }
 
-    /// Refreshes every `interval` until `stop` turns true.
-    pub async fn keep_fresh(self, interval: Duration, mut stop: watch::Receiver<bool>) {
+    /// Refreshes every `interval` until `stop` is cancelled.
+    pub async fn keep_fresh(self, interval: Duration, stop: CancellationToken) {
         let mut failing = false;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             }
             match self.refresh().await {
                 Ok(()) if failing => {
@@ -62,7 +62,7 @@ impl MarketView {
                 }
                 Ok(()) => {}
                 Err(e) if !failing => {
-                    tracing::warn!(error = %crate::error::error_chain(&e), "cannot refresh the market snapshot: keeping the last one");
+                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "cannot refresh the market snapshot: keeping the last one");
                     failing = true;
                 }
                 Err(_) => {}

@@ -8,13 +8,13 @@
 //! - the PostgreSQL pool: `trading_monitor_pg_pool_connections{state="idle"|"in_use"}` and
 //!   `trading_monitor_pg_pool_max_connections`, read at scrape time, and the histogram
 //!   `trading_monitor_pg_pool_acquire_seconds` of the time each acquire waited for a connection (see
-//!   [`pool_acquire_wait`]);
+//!   `telemetry::pool_acquire_wait`);
 //! - the prototype's domain series, under the names it gave them: `mt5_position_sync_total{result}`,
 //!   `reconciliation_divergences_total{reason}`, `drawdown_guard_triggers_total{level}`,
 //!   `market_guard_alerts_total{kind,severity}` and `reconciliation_latency_seconds` (the reported duration of
 //!   each sync, finish minus start).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -98,15 +98,6 @@ fn rpc_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 18))
 }
 
-/// The time each PostgreSQL acquire waited for a connection, 50 µs to ~6.5 s. One histogram for the process:
-/// sqlx reports acquire times only as a `tracing` event (target `sqlx::pool::acquire`), which the subscriber
-/// [`crate::telemetry::init`] installs feeds in here; every registry shows it. (In a process without that
-/// subscriber, such as the integration tests' in-process servers, it stays empty.)
-pub fn pool_acquire_wait() -> &'static Histogram {
-    static WAIT: OnceLock<Histogram> = OnceLock::new();
-    WAIT.get_or_init(|| Histogram::new(exponential_buckets(0.00005, 2.0, 18)))
-}
-
 impl Metrics {
     /// The registry, with the cache's counters and the pool read at scrape time.
     pub fn new(cache: Cache, pool: PgPool) -> Metrics {
@@ -145,7 +136,7 @@ impl Metrics {
         own.register(
             "pg_pool_acquire_seconds",
             "Time each PostgreSQL call waited for a pooled connection",
-            pool_acquire_wait().clone(),
+            crate::telemetry::pool_acquire_wait().clone(),
         );
         Metrics {
             inner: Arc::new(Inner {

@@ -26,6 +26,7 @@ use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub mod cli;
 pub mod descriptors;
 pub mod errors;
 pub mod headers;
@@ -44,6 +45,7 @@ pub use upstream::Upstream;
 
 /// HTTP settings shared by the standalone gateway and the in-process one (`trading-monitor serve`).
 #[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "REST gateway")]
 pub struct HttpArgs {
     /// Origins allowed to call the API from a browser (CORS), comma-separated, e.g.
     /// `https://ops.example.com,http://localhost:3000`. Empty: no cross-origin access (same-origin pages, such as

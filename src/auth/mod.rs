@@ -13,14 +13,78 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tonic::{Code, Status};
 use uuid::Uuid;
 
-use crate::config::{AuthArgs, ConfigError, JwtAlgorithm};
+/// The key tokens are verified with; its kind is the one algorithm accepted.
+#[derive(Clone)]
+pub enum VerifyingKey {
+    /// HMAC-SHA256 with a shared secret (at least [`MIN_SECRET_BYTES`]).
+    Hs256(SecretString),
+    /// RSA PKCS#1 v1.5 SHA-256 with a PEM public key; `source` names where it came from, for errors.
+    Rs256 {
+        /// The PEM text.
+        pem: Vec<u8>,
+        /// Where it was read from (a file path).
+        source: String,
+    },
+    /// ECDSA P-256 SHA-256 with a PEM public key.
+    Es256 {
+        /// The PEM text.
+        pem: Vec<u8>,
+        /// Where it was read from (a file path).
+        source: String,
+    },
+}
 
-mod layer;
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VerifyingKey::Hs256(_) => "Hs256(..)",
+            VerifyingKey::Rs256 { .. } => "Rs256(..)",
+            VerifyingKey::Es256 { .. } => "Es256(..)",
+        })
+    }
+}
 
-pub use layer::AuthLayer;
+/// How tokens are verified (`config::auth` builds it from the command line).
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// The key, and with it the one accepted algorithm.
+    pub key: VerifyingKey,
+    /// Required `iss`; not checked when `None` (required for public keys).
+    pub issuer: Option<String>,
+    /// Required `aud` (a string, or an array containing it); not checked when `None` (required for public keys).
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Longest token lifetime accepted.
+    pub max_lifetime: Duration,
+}
+
+/// A key or setting that cannot verify or sign tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// An HS256 secret shorter than [`MIN_SECRET_BYTES`].
+    #[error("the JWT secret must be at least {MIN_SECRET_BYTES} bytes")]
+    ShortSecret,
+    /// A public key without both an issuer and an audience to check.
+    #[error(
+        "RS256/ES256 need an issuer and an audience to check: public keys are often shared by an identity \
+         provider across clients, so a token must be checked to be meant for this service"
+    )]
+    Unbound,
+    /// The PEM text is not a public key of the algorithm.
+    #[error("{origin} is not a usable public key: {error}")]
+    PublicKey {
+        /// Where the key came from.
+        origin: String,
+        /// What is wrong with it.
+        error: jsonwebtoken::errors::Error,
+    },
+    /// Signing failed.
+    #[error("cannot sign token: {0}")]
+    Sign(jsonwebtoken::errors::Error),
+}
 
 /// A permission carried in the token's space-separated `scope` claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,27 +168,6 @@ pub enum AuthError {
     Lifetime,
 }
 
-impl From<AuthError> for Status {
-    fn from(err: AuthError) -> Status {
-        use crate::pb::ErrorReason as R;
-        let reason = match err {
-            AuthError::Missing => R::TokenMissing,
-            AuthError::Expired => R::TokenExpired,
-            AuthError::NotBearer
-            | AuthError::Malformed
-            | AuthError::Algorithm
-            | AuthError::Signature
-            | AuthError::NotYetValid
-            | AuthError::Issuer
-            | AuthError::Audience
-            | AuthError::MissingClaim(_)
-            | AuthError::Subject
-            | AuthError::Lifetime => R::TokenInvalid,
-        };
-        crate::error::status(Code::Unauthenticated, err.to_string(), reason, &[], tonic_types::ErrorDetails::new())
-    }
-}
-
 #[derive(Debug, Deserialize, Serialize)]
 struct Claims {
     sub: String,
@@ -171,51 +214,39 @@ impl std::fmt::Debug for Verifier {
 pub const MIN_SECRET_BYTES: usize = 32;
 
 impl Verifier {
-    /// Builds a verifier from the configuration, reading the public key file if one is configured.
-    pub fn from_args(args: &AuthArgs) -> Result<Verifier, ConfigError> {
-        let (algorithm, key) = match args.jwt_algorithm {
-            JwtAlgorithm::Hs256 => {
-                let secret = args
-                    .jwt_secret
-                    .as_ref()
-                    .ok_or_else(|| ConfigError("HS256 needs --jwt-secret (TM_JWT_SECRET)".into()))?;
+    /// A verifier for `settings`.
+    pub fn new(settings: &AuthSettings) -> Result<Verifier, KeyError> {
+        let public = |pem: &[u8], source: &str, rsa: bool| {
+            if settings.issuer.is_none() || settings.audience.is_none() {
+                return Err(KeyError::Unbound);
+            }
+            let parsed = if rsa {
+                DecodingKey::from_rsa_pem(pem).map(|k| (Algorithm::RS256, k))
+            } else {
+                DecodingKey::from_ec_pem(pem).map(|k| (Algorithm::ES256, k))
+            };
+            parsed.map_err(|error| KeyError::PublicKey { origin: source.to_owned(), error })
+        };
+        let (algorithm, key) = match &settings.key {
+            VerifyingKey::Hs256(secret) => {
                 check_secret(secret)?;
                 (Algorithm::HS256, DecodingKey::from_secret(secret.expose_secret().as_bytes()))
             }
-            alg @ (JwtAlgorithm::Rs256 | JwtAlgorithm::Es256) => {
-                if args.jwt_issuer.is_none() || args.jwt_audience.is_none() {
-                    return Err(ConfigError(
-                        "RS256/ES256 need --jwt-issuer (TM_JWT_ISSUER) and --jwt-audience (TM_JWT_AUDIENCE): public \
-                         keys are often shared by an identity provider across clients, so a token must be checked to \
-                         be meant for this service"
-                            .into(),
-                    ));
-                }
-                let path = args.jwt_public_key_file.as_ref().ok_or_else(|| {
-                    ConfigError("RS256/ES256 need --jwt-public-key-file (TM_JWT_PUBLIC_KEY_FILE)".into())
-                })?;
-                let pem =
-                    std::fs::read(path).map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-                let parsed = if alg == JwtAlgorithm::Rs256 {
-                    DecodingKey::from_rsa_pem(&pem).map(|k| (Algorithm::RS256, k))
-                } else {
-                    DecodingKey::from_ec_pem(&pem).map(|k| (Algorithm::ES256, k))
-                };
-                parsed.map_err(|e| ConfigError(format!("{} is not a usable public key: {e}", path.display())))?
-            }
+            VerifyingKey::Rs256 { pem, source } => public(pem, source, true)?,
+            VerifyingKey::Es256 { pem, source } => public(pem, source, false)?,
         };
         let mut validation = Validation::new(algorithm);
-        validation.leeway = args.jwt_leeway.as_secs();
+        validation.leeway = settings.leeway.as_secs();
         validation.validate_nbf = true;
         let mut required = vec!["exp", "sub"];
-        match &args.jwt_issuer {
+        match &settings.issuer {
             Some(iss) => {
                 validation.set_issuer(&[iss]);
                 required.push("iss");
             }
             None => validation.iss = None,
         }
-        match &args.jwt_audience {
+        match &settings.audience {
             Some(aud) => {
                 validation.set_audience(&[aud]);
                 required.push("aud");
@@ -224,7 +255,7 @@ impl Verifier {
         }
         validation.set_required_spec_claims(&required);
         let verified = moka::sync::Cache::builder().max_capacity(VERIFIED_CAPACITY).expire_after(UntilExpiry).build();
-        Ok(Verifier { key, validation, max_lifetime: args.jwt_max_lifetime + args.jwt_leeway, verified })
+        Ok(Verifier { key, validation, max_lifetime: settings.max_lifetime + settings.leeway, verified })
     }
 
     /// Verifies an `authorization` metadata value.
@@ -317,9 +348,9 @@ impl moka::Expiry<[u8; 32], Verified> for UntilExpiry {
     }
 }
 
-fn check_secret(secret: &SecretString) -> Result<(), ConfigError> {
+fn check_secret(secret: &SecretString) -> Result<(), KeyError> {
     if secret.expose_secret().len() < MIN_SECRET_BYTES {
-        return Err(ConfigError(format!("the JWT secret must be at least {MIN_SECRET_BYTES} bytes")));
+        return Err(KeyError::ShortSecret);
     }
     Ok(())
 }
@@ -340,7 +371,7 @@ pub struct TokenSpec<'a> {
 }
 
 /// Signs an HS256 token (for development, tests and the demo).
-pub fn mint_hs256(secret: &SecretString, spec: &TokenSpec<'_>) -> Result<String, ConfigError> {
+pub fn mint_hs256(secret: &SecretString, spec: &TokenSpec<'_>) -> Result<String, KeyError> {
     check_secret(secret)?;
     let now = jsonwebtoken::get_current_timestamp();
     let claims = Claims {
@@ -357,24 +388,27 @@ pub fn mint_hs256(secret: &SecretString, spec: &TokenSpec<'_>) -> Result<String,
         &claims,
         &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
     )
-    .map_err(|e| ConfigError(format!("cannot sign token: {e}")))
+    .map_err(KeyError::Sign)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args() -> AuthArgs {
-        AuthArgs {
-            jwt_algorithm: JwtAlgorithm::Hs256,
-            jwt_secret: Some(SecretString::from("0123456789abcdef0123456789abcdef")),
-            jwt_public_key_file: None,
-            jwt_issuer: None,
-            jwt_audience: None,
-            jwt_leeway: Duration::from_secs(0),
-            jwt_max_lifetime: Duration::from_secs(86_400),
-            reflection_requires_auth: false,
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn settings() -> AuthSettings {
+        AuthSettings {
+            key: VerifyingKey::Hs256(SecretString::from(SECRET)),
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(0),
+            max_lifetime: Duration::from_secs(86_400),
         }
+    }
+
+    fn secret() -> SecretString {
+        SecretString::from(SECRET)
     }
 
     fn spec(user_id: Uuid, scopes: &[String]) -> TokenSpec<'_> {
@@ -383,41 +417,34 @@ mod tests {
 
     #[test]
     fn a_minted_token_verifies_with_its_scopes() {
-        let a = args();
         let user = Uuid::new_v4();
         let scopes = vec!["trading:read:any".to_owned(), "unknown:scope".to_owned()];
-        let token = mint_hs256(a.jwt_secret.as_ref().unwrap(), &spec(user, &scopes)).unwrap();
-        let caller = Verifier::from_args(&a).unwrap().verify_header(Some(&format!("Bearer {token}"))).unwrap();
+        let token = mint_hs256(&secret(), &spec(user, &scopes)).unwrap();
+        let caller = Verifier::new(&settings()).unwrap().verify_header(Some(&format!("Bearer {token}"))).unwrap();
         assert_eq!((caller.user_id, caller.scopes), (user, vec![Scope::ReadAny]));
     }
 
     #[test]
     fn public_key_algorithms_need_issuer_and_audience() {
-        let a = AuthArgs {
-            jwt_algorithm: JwtAlgorithm::Rs256,
-            jwt_public_key_file: Some("tests/fixtures/rsa_public.pem".into()),
-            ..args()
-        };
-        let err = Verifier::from_args(&a).unwrap_err().to_string();
-        assert!(err.contains("--jwt-issuer") && err.contains("--jwt-audience"), "{err}");
-        let configured = AuthArgs { jwt_issuer: Some("idp".into()), jwt_audience: Some("tm".into()), ..a };
-        assert!(Verifier::from_args(&configured).is_ok());
+        let pem = std::fs::read("tests/fixtures/rsa_public.pem").unwrap();
+        let a = AuthSettings { key: VerifyingKey::Rs256 { pem, source: "rsa_public.pem".into() }, ..settings() };
+        assert!(matches!(Verifier::new(&a), Err(KeyError::Unbound)));
+        let configured = AuthSettings { issuer: Some("idp".into()), audience: Some("tm".into()), ..a };
+        assert!(Verifier::new(&configured).is_ok());
     }
 
     #[test]
     fn tokens_living_longer_than_the_maximum_are_refused() {
-        let a = args();
         let long = TokenSpec { ttl: Duration::from_secs(2 * 86_400), ..spec(Uuid::new_v4(), &[]) };
-        let token = mint_hs256(a.jwt_secret.as_ref().unwrap(), &long).unwrap();
-        assert_eq!(Verifier::from_args(&a).unwrap().verify(&token), Err(AuthError::Lifetime));
+        let token = mint_hs256(&secret(), &long).unwrap();
+        assert_eq!(Verifier::new(&settings()).unwrap().verify(&token), Err(AuthError::Lifetime));
     }
 
     #[test]
     fn a_remembered_token_is_never_accepted_past_its_expiry() {
-        let a = AuthArgs { jwt_leeway: Duration::ZERO, ..args() };
-        let verifier = Verifier::from_args(&a).unwrap();
+        let verifier = Verifier::new(&AuthSettings { leeway: Duration::ZERO, ..settings() }).unwrap();
         let short = TokenSpec { ttl: Duration::from_secs(1), ..spec(Uuid::new_v4(), &[]) };
-        let token = mint_hs256(a.jwt_secret.as_ref().unwrap(), &short).unwrap();
+        let token = mint_hs256(&secret(), &short).unwrap();
         assert!(verifier.verify(&token).is_ok());
         assert!(verifier.verify(&token).is_ok(), "remembered");
         std::thread::sleep(Duration::from_millis(2100));
@@ -428,13 +455,13 @@ mod tests {
 
     #[test]
     fn short_secrets_are_refused() {
-        let a = AuthArgs { jwt_secret: Some(SecretString::from("short")), ..args() };
-        assert!(Verifier::from_args(&a).is_err());
+        let a = AuthSettings { key: VerifyingKey::Hs256(SecretString::from("short")), ..settings() };
+        assert!(matches!(Verifier::new(&a), Err(KeyError::ShortSecret)));
     }
 
     #[test]
     fn headers_must_be_bearer() {
-        let v = Verifier::from_args(&args()).unwrap();
+        let v = Verifier::new(&settings()).unwrap();
         assert_eq!(v.verify_header(None), Err(AuthError::Missing));
         assert_eq!(v.verify_header(Some("Basic abc")), Err(AuthError::NotBearer));
         assert_eq!(v.verify_header(Some("Bearer ")), Err(AuthError::NotBearer));

@@ -7,10 +7,10 @@ use tokio::sync::OnceCell;
 
 use super::metrics::Freshness;
 use super::value::Shared;
-use crate::error::ApiError;
 
-/// The outcome of a shared load.
-pub(super) type Flight = Result<(Shared, Freshness), Arc<ApiError>>;
+/// The outcome of a shared load: the value, or the load's error (of the caller's error type, which each
+/// waiter takes back with `downcast_ref` and shares).
+pub(super) type Flight = Result<(Shared, Freshness), Arc<dyn std::any::Any + Send + Sync>>;
 
 /// Loads in progress, by key and epoch: the shared cell and how many callers are waiting on it.
 pub(super) type Flights = Mutex<HashMap<String, (Arc<OnceCell<Flight>>, usize)>>;

@@ -10,7 +10,9 @@ pub mod matching;
 mod no_panic;
 pub mod pnl;
 pub mod reconcile;
+pub mod rules;
 pub mod status;
 mod types;
 
+pub use rules::Rules;
 pub use types::{CloseReason, DivergenceKind, ParseEnumError, Side, Symbol, SymbolError};

@@ -5,27 +5,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
-use crate::config::Rules;
+use crate::domain::Rules;
 use crate::metrics::Metrics;
 use crate::storage::clock;
+use crate::telemetry::error_chain;
 
-/// Records what is due every `interval` until `stop` turns true; users who got events lose their cached status.
+/// Records what is due every `interval` until `stop` is cancelled; users who got events lose their cached status.
 pub async fn run(
     pool: PgPool,
     cache: Cache,
     metrics: Metrics,
     rules: Arc<Rules>,
     interval: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut failing = false;
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
-            _ = stop.wait_for(|stop| *stop) => return,
+            () = stop.cancelled() => return,
         }
         match clock::record_due(&pool, rules.drawdown.pre_liquidation, rules.market.stale_after).await {
             Ok(recorded) => {
@@ -48,7 +49,7 @@ pub async fn run(
                 }
             }
             Err(e) if !failing => {
-                tracing::warn!(error = %crate::error::error_chain(&e), "clock cannot record time-driven changes; retrying");
+                tracing::warn!(error = %error_chain(&e), "clock cannot record time-driven changes; retrying");
                 failing = true;
             }
             Err(_) => {}

@@ -7,15 +7,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::token::DatabaseTag;
 use crate::domain::events::EventType;
-use crate::error::ApiError;
 use crate::market_view::MarketView;
 use crate::storage::feed::{self, FeedEvent, FeedPosition};
 use crate::storage::{Book, StorageError};
+use crate::telemetry::error_chain;
 
 /// The channel the events trigger notifies (`migrations/20261201000004_event_feed.sql`).
 pub const CHANNEL: &str = "trading_events";
@@ -35,6 +36,41 @@ pub struct HubSettings {
     pub max_per_user: usize,
     /// Streams on this replica.
     pub max_streams: usize,
+}
+
+/// Why a stream cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// A limit on open streams is reached.
+    #[error("too many watch streams: at most {limit} per {}", .per.as_str())]
+    TooManyWatches {
+        /// The limit.
+        limit: usize,
+        /// What it counts.
+        per: Per,
+    },
+    /// The feed could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What a stream limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    /// One caller's streams.
+    User,
+    /// This replica's streams.
+    Replica,
+}
+
+impl Per {
+    /// `user` or `replica`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Per::User => "user",
+            Per::Replica => "replica",
+        }
+    }
 }
 
 /// One read of the feed: every event after `from` up to and including `up_to` (possibly none: the position
@@ -65,7 +101,7 @@ struct Inner {
     tag: OnceLock<DatabaseTag>,
     batches: broadcast::Sender<Arc<Batch>>,
     /// `up_to` of the last batch sent (`None` until the first read).
-    position: watch::Sender<Option<FeedPosition>>,
+    position: Mutex<Option<FeedPosition>>,
     streams: Mutex<Streams>,
     wake: Notify,
 }
@@ -77,6 +113,16 @@ struct Streams {
     /// Guard watchers per watched account, and of every account.
     guard_users: HashMap<Uuid, usize>,
     guard_all: usize,
+}
+
+impl Inner {
+    fn last_position(&self) -> Option<FeedPosition> {
+        *self.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_position(&self, at: FeedPosition) {
+        *self.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(at);
+    }
 }
 
 /// An open stream, counted against the limits until dropped.
@@ -114,7 +160,6 @@ impl Hub {
     /// A hub over `pool`; it reads once [`Hub::run`] runs.
     pub fn new(pool: PgPool, market: MarketView, settings: HubSettings) -> Hub {
         let (batches, _) = broadcast::channel(settings.capacity.max(1));
-        let (position, _) = watch::channel(None);
         Hub {
             inner: Arc::new(Inner {
                 pool,
@@ -122,7 +167,7 @@ impl Hub {
                 settings,
                 tag: OnceLock::new(),
                 batches,
-                position,
+                position: Mutex::new(None),
                 streams: Mutex::new(Streams::default()),
                 wake: Notify::new(),
             }),
@@ -135,7 +180,7 @@ impl Hub {
     }
 
     /// The database tag of resume tokens, once known (the first successful read sets it).
-    pub async fn tag(&self) -> Result<DatabaseTag, ApiError> {
+    pub async fn tag(&self) -> Result<DatabaseTag, StorageError> {
         if let Some(tag) = self.inner.tag.get() {
             return Ok(*tag);
         }
@@ -144,15 +189,15 @@ impl Hub {
     }
 
     /// Counts a new stream of `caller` against the limits (`guard`: see [`Registration`]).
-    pub fn register(&self, caller: Uuid, guard: Option<Option<Uuid>>) -> Result<Registration, ApiError> {
+    pub fn register(&self, caller: Uuid, guard: Option<Option<Uuid>>) -> Result<Registration, HubError> {
         let settings = &self.inner.settings;
         let mut streams = self.inner.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if streams.total >= settings.max_streams {
-            return Err(ApiError::TooManyWatches { limit: settings.max_streams, per: "replica" });
+            return Err(HubError::TooManyWatches { limit: settings.max_streams, per: Per::Replica });
         }
         let mine = streams.per_caller.entry(caller).or_default();
         if *mine >= settings.max_per_user {
-            return Err(ApiError::TooManyWatches { limit: settings.max_per_user, per: "user" });
+            return Err(HubError::TooManyWatches { limit: settings.max_per_user, per: Per::User });
         }
         *mine += 1;
         streams.total += 1;
@@ -177,15 +222,15 @@ impl Hub {
 
     /// Where the last batch ended, if the hub has read; else the feed's position now from the database.
     pub async fn position(&self) -> Result<FeedPosition, StorageError> {
-        let known = *self.inner.position.borrow();
+        let known = self.inner.last_position();
         match known {
             Some(position) => Ok(position),
             None => feed::now(&self.inner.pool).await,
         }
     }
 
-    /// Reads the feed on every notification and every safety interval until `stop` turns true.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Reads the feed on every notification and every safety interval until `stop` is cancelled.
+    pub async fn run(self, stop: CancellationToken) {
         // Aborted when this future ends or is dropped (the server aborts it at shutdown).
         let _listener = AbortOnDrop(tokio::spawn(listen(self.inner.pool.clone(), self.clone(), stop.clone())));
         let mut failing = false;
@@ -197,7 +242,7 @@ impl Hub {
                 }
                 Ok(()) => {}
                 Err(e) if !failing => {
-                    tracing::warn!(error = %crate::error::error_chain(&e), "cannot read the event feed; retrying");
+                    tracing::warn!(error = %error_chain(&e), "cannot read the event feed; retrying");
                     failing = true;
                 }
                 Err(_) => {}
@@ -205,7 +250,7 @@ impl Hub {
             tokio::select! {
                 () = self.inner.wake.notified() => {}
                 () = tokio::time::sleep(self.inner.settings.safety_interval) => {}
-                _ = stop.wait_for(|stop| *stop) => break,
+                () = stop.cancelled() => break,
             }
         }
     }
@@ -217,13 +262,13 @@ impl Hub {
             let id = feed::database_id(&inner.pool).await?;
             let _ = inner.tag.set(DatabaseTag::of(&id));
         }
-        let known = *inner.position.borrow();
+        let known = inner.last_position();
         let mut at = match known {
             Some(at) => at,
             None => {
                 // First read: start now (streams catch up on what came before from the table themselves).
                 let at = feed::now(&inner.pool).await?;
-                inner.position.send_replace(Some(at));
+                inner.set_position(at);
                 at
             }
         };
@@ -233,7 +278,7 @@ impl Hub {
             let books = self.books_for(&page.events).await;
             let batch = Batch { from: at, up_to: page.next, events: page.events, books };
             at = page.next;
-            inner.position.send_replace(Some(at));
+            inner.set_position(at);
             // No receivers is fine: nobody watches.
             let _ = inner.batches.send(Arc::new(batch));
             if page.caught_up {
@@ -276,7 +321,7 @@ pub async fn show_alerts_of(market: &MarketView, events: &[FeedEvent]) {
     if events.iter().any(alerts)
         && let Err(e) = market.refresh().await
     {
-        tracing::warn!(error = %crate::error::error_chain(&e), "cannot refresh the market snapshot for watchers");
+        tracing::warn!(error = %error_chain(&e), "cannot refresh the market snapshot for watchers");
     }
 }
 
@@ -291,9 +336,9 @@ impl Drop for AbortOnDrop {
 
 /// Wakes the hub on every notification. A lost connection (or any error) also wakes it, since notifications
 /// may have been missed, and the listener is rebuilt.
-async fn listen(pool: PgPool, hub: Hub, mut stop: watch::Receiver<bool>) {
+async fn listen(pool: PgPool, hub: Hub, stop: CancellationToken) {
     loop {
-        if pool.is_closed() || *stop.borrow() {
+        if pool.is_closed() || stop.is_cancelled() {
             return;
         }
         let mut listener = match connect(&pool).await {
@@ -303,7 +348,7 @@ async fn listen(pool: PgPool, hub: Hub, mut stop: watch::Receiver<bool>) {
                 tracing::warn!(error = %e, "cannot LISTEN for events; relying on periodic re-reads");
                 tokio::select! {
                     () = tokio::time::sleep(hub.inner.settings.safety_interval) => continue,
-                    _ = stop.wait_for(|stop| *stop) => return,
+                    () = stop.cancelled() => return,
                 }
             }
         };

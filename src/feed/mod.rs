@@ -1,4 +1,4 @@
-//! Push: the event feed followed live, per replica, for the watch streams.
+//! The event feed followed live, per replica: what the watch streams (`services::stream`) follow.
 //!
 //! - [`hub`]: one reader per replica. A `PgListener` on `trading_events` wakes it when events commit, and it
 //!   re-reads every safety interval anyway (a notification is only a wake-up and is lost while the listening
@@ -15,4 +15,4 @@ pub mod clock;
 pub mod hub;
 pub mod token;
 
-pub use hub::{Batch, Hub, HubSettings, Registration};
+pub use hub::{Batch, Hub, HubError, HubSettings, Per, Registration};

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use tonic::Status;
 
-use super::Verifier;
-use crate::server::admit::{Admission, AdmitLayer};
-use crate::server::methods;
+use super::admit::{Admission, AdmitLayer};
+use super::methods;
+use crate::auth::Verifier;
+use crate::services::ApiError;
 
 /// Authenticates each call, then lets it through; answers UNAUTHENTICATED itself on failure.
 pub type AuthLayer = AdmitLayer<AuthCheck>;
@@ -41,7 +42,7 @@ impl Admission for AuthCheck {
             }
             Err(err) => {
                 tracing::debug!(reason = %err, "unauthenticated request");
-                Err(Status::from(err))
+                Err(Status::from(ApiError::Unauthenticated(err)))
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -27,14 +27,9 @@ const DOWN_INTERVAL: Duration = Duration::from_millis(100);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Probes PostgreSQL every `interval` (every 100 ms while it is unreachable, and at once when a call found it
-/// unreachable), reports the result to health and to the fail-fast gate (`storage::gate`), until `stop` turns
-/// true; then reports NOT_SERVING for good.
-pub async fn watch_database(
-    reporter: HealthReporter,
-    db: storage::Db,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+/// unreachable), reports the result to health and to the fail-fast gate (`storage::gate`), until `stop` is
+/// cancelled; then reports NOT_SERVING for good.
+pub async fn watch_database(reporter: HealthReporter, db: storage::Db, interval: Duration, stop: CancellationToken) {
     let mut last: Option<ServingStatus> = None;
     loop {
         // A connection of its own, not the pool's: a refused connection fails at once (the pool's acquire keeps
@@ -43,13 +38,13 @@ pub async fn watch_database(
             Ok(Ok(())) => ServingStatus::Serving,
             Ok(Err(e)) => {
                 if last != Some(ServingStatus::NotServing) {
-                    tracing::warn!(error = %crate::error::error_chain(&e), "database unreachable: NOT_SERVING");
+                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "database unreachable: NOT_SERVING");
                 }
                 ServingStatus::NotServing
             }
             Err(_) => ServingStatus::NotServing,
         };
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             break;
         }
         db.set_down(status != ServingStatus::Serving);
@@ -64,7 +59,7 @@ pub async fn watch_database(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             () = db.noticed() => {}
-            _ = stop.changed() => break,
+            () = stop.cancelled() => break,
         }
     }
     set_all(&reporter, ServingStatus::NotServing).await;

@@ -18,18 +18,12 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
-use tonic::Code;
-use tonic_types::ErrorDetails;
 use tower::{Layer, Service};
 use trading_gateway::headers::parse_grpc_timeout;
 
 use super::methods;
 use super::refusals::Refusals;
-use crate::error;
-use crate::pb::ErrorReason;
-
-/// How long an overloaded caller is told to wait.
-pub const RETRY_OVERLOADED_AFTER: Duration = Duration::from_millis(200);
+use crate::services::ApiError;
 
 /// Builds [`LimitsService`]s sharing one budget of calls in flight.
 #[derive(Debug, Clone)]
@@ -95,14 +89,7 @@ where
                     if let Some(refused) = self.layer.refusals.note() {
                         tracing::warn!(limit, refused, "overloaded: refusing calls beyond the in-flight limit");
                     }
-                    let response = error::status(
-                        Code::ResourceExhausted,
-                        format!("the server is at its limit of {limit} calls in flight; retry shortly"),
-                        ErrorReason::Overloaded,
-                        &[],
-                        ErrorDetails::with_retry_info(Some(RETRY_OVERLOADED_AFTER)),
-                    )
-                    .into_http();
+                    let response = tonic::Status::from(ApiError::Overloaded { limit }).into_http();
                     return Box::pin(async move { Ok(response) });
                 }
             }
@@ -113,14 +100,7 @@ where
             let _permit = permit;
             match tokio::time::timeout(timeout, future).await {
                 Ok(result) => result,
-                Err(_) => Ok(error::status(
-                    Code::DeadlineExceeded,
-                    format!("the call did not finish within its deadline of {} ms", timeout.as_millis()),
-                    ErrorReason::Timeout,
-                    &[],
-                    ErrorDetails::new(),
-                )
-                .into_http()),
+                Err(_) => Ok(tonic::Status::from(ApiError::DeadlineExceeded { timeout }).into_http()),
             }
         })
     }
@@ -136,6 +116,8 @@ mod tests {
     use std::convert::Infallible;
 
     use tonic_types::StatusExt;
+
+    use tonic::Code;
 
     use super::*;
 
@@ -161,7 +143,10 @@ mod tests {
         let refused = service.call(http::Request::new(())).await.unwrap();
         let status = status_of(&refused);
         assert_eq!(status.code(), Code::ResourceExhausted);
-        assert_eq!(status.get_details_retry_info().and_then(|r| r.retry_delay), Some(RETRY_OVERLOADED_AFTER));
+        assert_eq!(
+            status.get_details_retry_info().and_then(|r| r.retry_delay),
+            Some(crate::services::error::RETRY_OVERLOADED_AFTER)
+        );
         assert_eq!(status.get_details_error_info().unwrap().reason, "OVERLOADED");
 
         let health = http::Request::builder().uri("/grpc.health.v1.Health/Check").body(()).unwrap();

@@ -11,11 +11,9 @@ use std::task::{Context, Poll};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tonic::Code;
-use tonic_types::ErrorDetails;
 use tower::{Layer, Service};
 
-use crate::pb::ErrorReason;
+use crate::services::ApiError;
 
 /// Builds [`CatchPanicService`]s.
 #[derive(Debug, Clone, Copy, Default)]
@@ -73,7 +71,7 @@ fn internal(path: &str, payload: &(dyn std::any::Any + Send)) -> http::Response<
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned());
     tracing::error!(rpc.method = path, cause, "handler panicked: answered INTERNAL");
-    crate::error::status(Code::Internal, "internal error", ErrorReason::Internal, &[], ErrorDetails::new()).into_http()
+    tonic::Status::from(ApiError::Panicked).into_http()
 }
 
 #[cfg(test)]

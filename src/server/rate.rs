@@ -10,15 +10,12 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use tonic::Code;
-use tonic_types::ErrorDetails;
 use uuid::Uuid;
 
 use super::admit::Admission;
 use super::refusals::Refusals;
 use crate::auth::{Caller, Scope};
-use crate::error;
-use crate::pb::ErrorReason;
+use crate::services::ApiError;
 
 /// A rate: calls per second, and how many may come at once after a quiet spell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +60,16 @@ impl RateLimits {
         }
     }
 
+    /// Forgets idle buckets every minute until `stop` is cancelled.
+    pub async fn forget_idle_until(self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(60)) => self.forget_idle(),
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
     /// Forgets the buckets of callers that have been quiet long enough to be full again (bounds the memory
     /// to the callers of the last moments); call now and then.
     pub fn forget_idle(&self) {
@@ -92,18 +99,7 @@ impl Admission for RateLimits {
         }
         // Whole milliseconds, at least one, so a client never retries at once.
         let wait = Duration::from_millis((wait.as_millis() as u64).max(1));
-        Err(error::status(
-            Code::ResourceExhausted,
-            format!(
-                "rate limit of {} calls per second (bursts of {}) exceeded for this caller; retry after {} ms",
-                rate.per_second,
-                rate.burst,
-                wait.as_millis()
-            ),
-            ErrorReason::RateLimited,
-            &[("per_second", &rate.per_second.to_string()), ("burst", &rate.burst.to_string())],
-            ErrorDetails::with_retry_info(Some(wait)),
-        ))
+        Err(ApiError::RateLimited { per_second: rate.per_second, burst: rate.burst, retry_after: wait }.into())
     }
 }
 

@@ -4,10 +4,10 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::ApiError;
 use crate::auth::{Caller, Scope};
 use crate::domain::Symbol;
 use crate::domain::bounds::DecimalBounds;
-use crate::error::ApiError;
 
 /// The authenticated caller, put in the request extensions by the auth layer.
 pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, ApiError> {

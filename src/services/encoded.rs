@@ -1,6 +1,8 @@
-//! Responses that are already bytes. Where a cached value holds the encoded response, or most of it (see
-//! `status` and `positions`), the handler answers with bytes through a codec that writes them as they are; the
-//! generated server, whose handlers must return messages, still handles every other method of the service.
+//! Responses that are already bytes: the plumbing. Where a cached value holds the encoded response, or most of
+//! it, a service declares an [`EncodedMethod`] next to its other RPCs (`reconciliation::GetReconciliationStatusBytes`,
+//! `positions::ListOpenPositionsBytes`) and is served as a [`WithEncoded`]: that path is answered with bytes
+//! through a codec that writes them as they are, before the generated server (whose handlers must return
+//! messages) sees it; every other method of the service goes to the generated server.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -15,11 +17,6 @@ use tonic::{Request, Response, Status};
 use tower::Service;
 
 use super::AppState;
-use super::positions::PositionsApi;
-use super::reconciliation::ReconciliationApi;
-use crate::pb;
-use crate::pb::positions_service_server::PositionsServiceServer;
-use crate::pb::reconciliation_service_server::ReconciliationServiceServer;
 
 /// An encoded protobuf message.
 #[derive(Debug, Clone)]
@@ -162,38 +159,3 @@ where
         })
     }
 }
-
-/// `ReconciliationService.GetReconciliationStatus` (see `status`).
-pub struct StatusMethod;
-
-impl EncodedMethod for StatusMethod {
-    const PATH: &'static str = "/trading.v1.ReconciliationService/GetReconciliationStatus";
-    type Request = pb::GetReconciliationStatusRequest;
-
-    fn serve(
-        state: AppState,
-        request: Request<Self::Request>,
-    ) -> BoxFuture<'static, Result<Response<Encoded>, Status>> {
-        Box::pin(async move { super::status::serve(&state, request).await })
-    }
-}
-
-/// `PositionsService.ListOpenPositions` (see `positions`).
-pub struct OpenPositionsMethod;
-
-impl EncodedMethod for OpenPositionsMethod {
-    const PATH: &'static str = "/trading.v1.PositionsService/ListOpenPositions";
-    type Request = pb::ListOpenPositionsRequest;
-
-    fn serve(
-        state: AppState,
-        request: Request<Self::Request>,
-    ) -> BoxFuture<'static, Result<Response<Encoded>, Status>> {
-        Box::pin(async move { super::positions::serve_list(&state, request).await })
-    }
-}
-
-/// `trading.v1.ReconciliationService` as served.
-pub type ReconciliationServer = WithEncoded<ReconciliationServiceServer<ReconciliationApi>, StatusMethod>;
-/// `trading.v1.PositionsService` as served.
-pub type PositionsServer = WithEncoded<PositionsServiceServer<PositionsApi>, OpenPositionsMethod>;

@@ -1,7 +1,9 @@
 //! The service layer's error type and its one exhaustive mapping to `tonic::Status`.
 //!
-//! Handlers return [`ApiError`]; storage errors convert into it (see `storage::StorageError`). Internal errors are
-//! logged here, once, with their cause chain, and leave the process as an opaque `internal`.
+//! Handlers return [`ApiError`]. The rooms below return their own errors (`storage::StorageError`,
+//! `auth::AuthError`, `feed::HubError`, the cache's `CacheError`) and convert into it here, once; the cache asks
+//! [`ApiError`] only what it needs to know through `cache::LoadError`. Internal errors are logged here, once,
+//! with their cause chain, and leave the process as an opaque `internal`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -9,9 +11,13 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::auth::AuthError;
+use crate::cache::{CacheError, LoadError};
+use crate::feed::HubError;
+use crate::feed::token::TokenProblem;
 use crate::pb;
 use crate::storage::StorageError;
-use crate::watch::token::TokenProblem;
+use crate::telemetry::error_chain;
 
 /// One invalid request field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +53,9 @@ pub enum ApiError {
     /// A request field is invalid.
     #[error("invalid argument: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
     InvalidArgument(Vec<FieldViolation>),
+    /// The call carries no valid token (or its token expired during a stream).
+    #[error("{0}")]
+    Unauthenticated(AuthError),
     /// The caller's token lacks a scope.
     #[error("permission denied: {message}")]
     PermissionDenied {
@@ -82,7 +91,7 @@ pub enum ApiError {
     Unavailable(String),
     /// A watch's resume token cannot be resumed here.
     #[error("resume_token cannot be resumed: {}", .0.as_str())]
-    ResumeTokenInvalid(crate::watch::token::TokenProblem),
+    ResumeTokenInvalid(TokenProblem),
     /// Too many watch streams are open.
     #[error("too many watch streams: at most {limit} per {per}")]
     TooManyWatches {
@@ -100,6 +109,34 @@ pub enum ApiError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The caller made more calls than its rate limit allows (refused before any handler ran).
+    #[error(
+        "rate limit of {per_second} calls per second (bursts of {burst}) exceeded for this caller; retry after {} ms",
+        .retry_after.as_millis()
+    )]
+    RateLimited {
+        /// The caller's sustained rate.
+        per_second: u32,
+        /// The caller's burst.
+        burst: u32,
+        /// When the next call would be admitted.
+        retry_after: Duration,
+    },
+    /// The server is at its limit of calls in flight (refused before any handler ran).
+    #[error("the server is at its limit of {limit} calls in flight; retry shortly")]
+    Overloaded {
+        /// The limit.
+        limit: usize,
+    },
+    /// The call did not finish within its deadline (the caller's `grpc-timeout`, capped by the server's).
+    #[error("the call did not finish within its deadline of {} ms", .timeout.as_millis())]
+    DeadlineExceeded {
+        /// The deadline it had.
+        timeout: Duration,
+    },
+    /// A handler panicked (the layer that caught it logged it).
+    #[error("internal error")]
+    Panicked,
     /// Anything else: a bug or an unexpected failure.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -115,6 +152,7 @@ impl ApiError {
     pub fn share(&self) -> ApiError {
         match self {
             ApiError::InvalidArgument(v) => ApiError::InvalidArgument(v.clone()),
+            ApiError::Unauthenticated(e) => ApiError::Unauthenticated(e.clone()),
             ApiError::PermissionDenied { scope, message } => {
                 ApiError::PermissionDenied { scope, message: message.clone() }
             }
@@ -129,6 +167,12 @@ impl ApiError {
             ApiError::TooManyWatches { limit, per } => ApiError::TooManyWatches { limit: *limit, per },
             ApiError::SlowConsumer { timeout } => ApiError::SlowConsumer { timeout: *timeout },
             ApiError::ShuttingDown => ApiError::ShuttingDown,
+            ApiError::RateLimited { per_second, burst, retry_after } => {
+                ApiError::RateLimited { per_second: *per_second, burst: *burst, retry_after: *retry_after }
+            }
+            ApiError::Overloaded { limit } => ApiError::Overloaded { limit: *limit },
+            ApiError::DeadlineExceeded { timeout } => ApiError::DeadlineExceeded { timeout: *timeout },
+            ApiError::Panicked => ApiError::Panicked,
             ApiError::Internal(source) => ApiError::Internal(source.to_string().into()),
         }
     }
@@ -136,6 +180,8 @@ impl ApiError {
 
 /// How long clients are told to wait before retrying an UNAVAILABLE call.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long clients are told to wait before retrying a call refused as OVERLOADED.
+pub const RETRY_OVERLOADED_AFTER: Duration = Duration::from_millis(200);
 /// How long clients are told to wait before retrying an ABORTED write.
 pub const RETRY_ABORTED_AFTER: Duration = Duration::from_millis(100);
 /// `google.rpc.ErrorInfo.domain` of every error this service returns.
@@ -169,6 +215,23 @@ impl From<ApiError> for Status {
                 }
                 let first = violations.first().map_or("", |v| v.field.as_str());
                 status(Code::InvalidArgument, message, R::FieldInvalid, &[("field", first)], details)
+            }
+            ApiError::Unauthenticated(err) => {
+                let reason = match err {
+                    AuthError::Missing => R::TokenMissing,
+                    AuthError::Expired => R::TokenExpired,
+                    AuthError::NotBearer
+                    | AuthError::Malformed
+                    | AuthError::Algorithm
+                    | AuthError::Signature
+                    | AuthError::NotYetValid
+                    | AuthError::Issuer
+                    | AuthError::Audience
+                    | AuthError::MissingClaim(_)
+                    | AuthError::Subject
+                    | AuthError::Lifetime => R::TokenInvalid,
+                };
+                status(Code::Unauthenticated, message, reason, &[], ErrorDetails::new())
             }
             ApiError::PermissionDenied { scope, message } => {
                 status(Code::PermissionDenied, message, R::ScopeMissing, &[("scope", scope)], ErrorDetails::new())
@@ -269,6 +332,24 @@ impl From<ApiError> for Status {
                 &[],
                 ErrorDetails::with_retry_info(Some(Duration::ZERO)),
             ),
+            ApiError::RateLimited { per_second, burst, retry_after } => status(
+                Code::ResourceExhausted,
+                message,
+                R::RateLimited,
+                &[("per_second", &per_second.to_string()), ("burst", &burst.to_string())],
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
+            ApiError::Overloaded { .. } => status(
+                Code::ResourceExhausted,
+                message,
+                R::Overloaded,
+                &[],
+                ErrorDetails::with_retry_info(Some(RETRY_OVERLOADED_AFTER)),
+            ),
+            ApiError::DeadlineExceeded { .. } => {
+                status(Code::DeadlineExceeded, message, R::Timeout, &[], ErrorDetails::new())
+            }
+            ApiError::Panicked => status(Code::Internal, "internal error", R::Internal, &[], ErrorDetails::new()),
             ApiError::Internal(source) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "internal error");
                 status(Code::Internal, "internal error", R::Internal, &[], ErrorDetails::new())
@@ -296,16 +377,36 @@ impl From<StorageError> for ApiError {
     }
 }
 
-/// `error: cause: cause ...` on one line.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
+impl From<HubError> for ApiError {
+    fn from(err: HubError) -> Self {
+        match err {
+            HubError::TooManyWatches { limit, per } => ApiError::TooManyWatches { limit, per: per.as_str() },
+            HubError::Storage(e) => e.into(),
+        }
     }
-    out
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        ApiError::Unauthenticated(err)
+    }
+}
+
+impl From<CacheError> for ApiError {
+    fn from(err: CacheError) -> Self {
+        ApiError::Internal(Box::new(err))
+    }
+}
+
+/// What the cache asks of a failed load: whether PostgreSQL was unreachable (then a stale value may be served).
+impl LoadError for ApiError {
+    fn is_unavailable(&self) -> bool {
+        matches!(self, ApiError::Unavailable(_))
+    }
+
+    fn share(&self) -> Self {
+        ApiError::share(self)
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +470,9 @@ mod tests {
             (ApiError::Aborted, Code::Aborted, "CONCURRENT_UPDATE"),
             (ApiError::Unavailable("database unavailable".into()), Code::Unavailable, "DATABASE_UNAVAILABLE"),
             (ApiError::Internal("boom".into()), Code::Internal, "INTERNAL"),
+            (ApiError::Unauthenticated(AuthError::Expired), Code::Unauthenticated, "TOKEN_EXPIRED"),
+            (ApiError::Unauthenticated(AuthError::Signature), Code::Unauthenticated, "TOKEN_INVALID"),
+            (ApiError::Unauthenticated(AuthError::Missing), Code::Unauthenticated, "TOKEN_MISSING"),
         ];
         for (error, code, reason) in cases {
             let status = Status::from(error);

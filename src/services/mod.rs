@@ -1,28 +1,35 @@
-//! gRPC handlers. Each one decodes and validates the request (naming the bad field), resolves whose data it
-//! may read, calls storage and the domain rules, and encodes the response. Generated types stop here.
+//! gRPC handlers, one folder per service (`reconciliation`, `positions`, `guards`), each listing all of its
+//! RPCs, watch and byte-served ones included. A handler decodes and validates the request (naming the bad
+//! field), resolves whose data it may read, calls storage and the domain rules, and encodes the response.
+//! Generated types stop here.
+//!
+//! Errors: handlers return [`ApiError`] (`error`), converted once from each room's own error and once into
+//! `tonic::Status`.
 
 use std::sync::Arc;
 
-use uuid::Uuid;
+use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
-use crate::config::Rules;
-use crate::error::ApiError;
+use crate::domain::Rules;
+use crate::feed::Hub;
 use crate::market_view::MarketView;
-use crate::storage::{Book, Db};
-use crate::watch::Hub;
-pub use watch::WatchSettings;
+use crate::storage::Db;
 
+mod book;
 mod decode;
 mod encode;
 pub mod encoded;
+pub mod error;
 pub mod guards;
-mod ingest;
 mod paging;
 pub mod positions;
 pub mod reconciliation;
-mod status;
-pub mod watch;
+mod stream;
+mod violations;
+
+pub use error::{ApiError, FieldViolation, Precondition};
+pub use stream::StreamSettings;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -38,21 +45,11 @@ pub struct AppState {
     /// The replica's event feed reader, which watch streams follow.
     pub hub: Hub,
     /// How watch streams behave.
-    pub watch: WatchSettings,
+    pub streams: StreamSettings,
     /// The metrics registry (`/metrics` on the admin listener).
     pub metrics: crate::metrics::Metrics,
-    /// Turns true when the server begins shutting down (watch streams then end with UNAVAILABLE).
-    pub stopping: tokio::sync::watch::Receiver<bool>,
-}
-
-/// Cache kind of a user's book (account, open positions, divergences).
-const BOOK: &str = "book";
-
-crate::postcard_cache_value!(Book);
-
-/// Loads a user's book (one statement).
-async fn load_book(db: Db, user_id: Uuid) -> Result<Book, ApiError> {
-    Ok(db.run("book.load", crate::storage::book::load(db.pool()?, user_id)).await?)
+    /// Cancelled when the server begins shutting down (watch streams then end with UNAVAILABLE).
+    pub stopping: CancellationToken,
 }
 
 /// Result type of every RPC.

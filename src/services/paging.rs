@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-use crate::error::ApiError;
+use super::ApiError;
 
 /// The sort key of the last item of a page.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,6 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-use crate::config::DatabaseArgs;
 use crate::domain::ParseEnumError;
 
 pub mod accounts;
@@ -32,6 +31,19 @@ pub use summaries::{StatusRead, SummaryRow};
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How to reach PostgreSQL and how the pool behaves (`config::database` builds it from the command line).
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL.
+    pub url: String,
+    /// Most connections in the pool.
+    pub max_connections: u32,
+    /// How long a call waits for a free connection before failing with [`StorageError::Unavailable`].
+    pub acquire_timeout: Duration,
+    /// Server-side bound on every statement.
+    pub statement_timeout: Duration,
+}
 
 /// Storage failures, split by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]
@@ -107,9 +119,9 @@ pub(crate) fn parse_stored<T: FromStr<Err = ParseEnumError>>(s: &str) -> Result<
 ///   that starts with the user (or a small global table), so the generic plan is the same plan; `scripts/explain.py`
 ///   checks the generic plans of every read on a 1M-event database (no sequential scans, no scans that discard
 ///   rows). Measured (BENCHMARKS.md, uncached reads): PostgreSQL CPU per request ~120 -> ~80 µs.
-pub fn connect_options(args: &DatabaseArgs) -> Result<PgConnectOptions, StorageError> {
-    let timeout_ms = args.db_statement_timeout.as_millis().to_string();
-    Ok(PgConnectOptions::from_str(&args.database_url)
+pub fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, StorageError> {
+    let timeout_ms = settings.statement_timeout.as_millis().to_string();
+    Ok(PgConnectOptions::from_str(&settings.url)
         .map_err(StorageError::Query)?
         .options([("statement_timeout", timeout_ms.as_str()), ("plan_cache_mode", "force_generic_plan")])
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500)))
@@ -117,14 +129,14 @@ pub fn connect_options(args: &DatabaseArgs) -> Result<PgConnectOptions, StorageE
 
 /// A lazily connecting pool: start-up succeeds while PostgreSQL is down, and health reports NOT_SERVING until
 /// it is reachable.
-pub fn pool(args: &DatabaseArgs) -> Result<PgPool, StorageError> {
+pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, StorageError> {
     Ok(PgPoolOptions::new()
-        .max_connections(args.db_max_connections)
-        .acquire_timeout(args.db_acquire_timeout)
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
         // Every acquire's wait as a TRACE event: the only way sqlx reports it; telemetry turns it into the
         // `trading_monitor_pg_pool_acquire_seconds` histogram (nothing is logged at the default levels).
         .acquire_time_level(log::LevelFilter::Trace)
-        .connect_lazy_with(connect_options(args)?))
+        .connect_lazy_with(connect_options(settings)?))
 }
 
 /// Creates the database named in the URL if it does not exist (used by `demo` and tests), connecting to the

@@ -8,14 +8,13 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Response};
 use uuid::Uuid;
 
-use super::decode::{self, caller, target_user};
-use super::encode::{self, opt_ts, ts};
-use super::encoded::Encoded;
-use super::{AppState, cached};
 use crate::cache::Rpc;
 use crate::domain::status::{SyncFacts, reconciliation_state};
-use crate::error::ApiError;
 use crate::pb;
+use crate::services::decode::{self, caller, target_user};
+use crate::services::encode::{self, opt_ts, ts};
+use crate::services::encoded::Encoded;
+use crate::services::{ApiError, AppState, cached};
 use crate::storage::{self, Db};
 
 /// Cache kind of a status.

@@ -1,0 +1,83 @@
+//! `--watch-*`, `--clock-interval` and the HTTP/2 connection settings that carry watch streams.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::ConfigError;
+
+/// Watch streams (WatchReconciliationEvents, WatchGuardStatus) and the connections that carry them.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Watch streams and connections")]
+pub struct WatchArgs {
+    /// Heartbeat interval of a watch that does not ask for one: a silent stream gets a heartbeat (with a fresh
+    /// resume token) this often, so proxies keep it open.
+    #[arg(long, env = "TM_WATCH_HEARTBEAT", value_parser = humantime::parse_duration, default_value = "15s")]
+    pub watch_heartbeat: Duration,
+    /// Watch streams one caller (a token's `sub`) may hold open on this replica; one more is RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TM_WATCH_MAX_PER_USER", default_value_t = 16)]
+    pub watch_max_per_user: usize,
+    /// Watch streams this replica holds open at most; one more is RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TM_WATCH_MAX_STREAMS", default_value_t = 5000)]
+    pub watch_max_streams: usize,
+    /// A watch whose client has not read for this long (its buffer full) is ended with RESOURCE_EXHAUSTED
+    /// (reason SLOW_CONSUMER), so a stuck client holds bounded memory; it can resume without loss.
+    #[arg(long, env = "TM_WATCH_SEND_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub watch_send_timeout: Duration,
+    /// Messages buffered per watch before the client must read.
+    #[arg(long, env = "TM_WATCH_BUFFER", default_value_t = 64)]
+    pub watch_buffer: usize,
+    /// The event feed is re-read this often even without a notification (NOTIFY is only a wake-up and is lost
+    /// while the listening connection is down); also how often heartbeat positions advance.
+    #[arg(long, env = "TM_WATCH_SAFETY_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub watch_safety_interval: Duration,
+    /// How often the clock records time-driven changes as events (a quote going stale, a liquidation countdown
+    /// running out): the most they are late.
+    #[arg(long, env = "TM_CLOCK_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub clock_interval: Duration,
+    /// HTTP/2 keep-alive ping interval on idle connections (0 turns pings off).
+    #[arg(long, env = "TM_HTTP2_KEEPALIVE_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub http2_keepalive_interval: Duration,
+    /// How long a keep-alive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "TM_HTTP2_KEEPALIVE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub http2_keepalive_timeout: Duration,
+    /// Connections are closed (gracefully, GOAWAY) after about this long (±10 %, drawn per replica), so clients
+    /// spread over replicas again; watches then resume elsewhere (0: never).
+    #[arg(long, env = "TM_MAX_CONNECTION_AGE", value_parser = humantime::parse_duration, default_value = "30m")]
+    pub max_connection_age: Duration,
+    /// How long calls on an aged-out connection may still run before it is closed.
+    #[arg(long, env = "TM_MAX_CONNECTION_AGE_GRACE", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub max_connection_age_grace: Duration,
+}
+
+impl WatchArgs {
+    /// The hub's settings (the feed reader behind every watch stream).
+    pub fn hub_settings(&self) -> Result<crate::feed::HubSettings, ConfigError> {
+        Ok(crate::feed::HubSettings {
+            safety_interval: nonzero(self.watch_safety_interval, "--watch-safety-interval")?,
+            // Batches a stream may fall behind before it re-reads from the table instead: each holds at most
+            // one feed page (500 events), so this bounds what slow streams pin.
+            capacity: 256,
+            max_per_user: self.watch_max_per_user,
+            max_streams: self.watch_max_streams,
+        })
+    }
+
+    /// How each watch stream behaves.
+    pub fn stream_settings(&self) -> Result<crate::services::StreamSettings, ConfigError> {
+        Ok(crate::services::StreamSettings {
+            heartbeat: nonzero(self.watch_heartbeat, "--watch-heartbeat")?,
+            send_timeout: nonzero(self.watch_send_timeout, "--watch-send-timeout")?,
+            buffer: self.watch_buffer,
+        })
+    }
+
+    /// How often the clock records time-driven changes.
+    pub fn clock_interval(&self) -> Result<Duration, ConfigError> {
+        nonzero(self.clock_interval, "--clock-interval")
+    }
+}
+
+fn nonzero(value: Duration, name: &str) -> Result<Duration, ConfigError> {
+    if value.is_zero() { Err(ConfigError(format!("{name} must be longer than zero"))) } else { Ok(value) }
+}

@@ -1,0 +1,178 @@
+//! What the two watch RPCs (`reconciliation::watch`, `guards::watch`) share: the response stream and the task
+//! writing it ([`Delivery`], [`Out`]), and the follow loop over the replica's feed ([`follow`]).
+//!
+//! Each stream is a task that writes into a bounded channel the response body reads from. It catches up from
+//! the event feed in PostgreSQL, then follows the replica hub's batches (`crate::feed`), going back to the
+//! table whenever it might have missed one (it lagged behind the broadcast, or a batch does not start where
+//! it is). Its position only moves over what it has examined, and every message carries the token of the point
+//! after it, so a resumed stream continues exactly there.
+//!
+//! Bounds: a stream counts against per-caller and per-replica limits while it is open; it buffers at most
+//! `--watch-buffer` messages; when the client has not read for `--watch-send-timeout` the task ends and the
+//! stream's next (and last) message is RESOURCE_EXHAUSTED (SLOW_CONSUMER). On shutdown every stream ends with
+//! UNAVAILABLE (SHUTTING_DOWN).
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use super::{ApiError, AppState};
+use crate::auth::{AuthError, Caller};
+use crate::storage;
+
+mod follow;
+
+pub use follow::{Common, Follower, PAGE, follow, heartbeat, heartbeat_interval, open, resume, watched_user};
+
+/// How streams behave (`config::watch` builds it from the command line).
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// Heartbeat interval when the request names none.
+    pub heartbeat: Duration,
+    /// How long a send may wait for the client to read.
+    pub send_timeout: Duration,
+    /// Messages buffered per stream.
+    pub buffer: usize,
+}
+
+/// The response body's side of a stream: queued messages, unless the task left an error to deliver first
+/// (when the queue is full because the client stopped reading).
+pub struct Delivery<M> {
+    rx: mpsc::Receiver<Result<M, Status>>,
+    abort: Option<oneshot::Receiver<Status>>,
+    ended: bool,
+}
+
+impl<M> futures::Stream for Delivery<M> {
+    type Item = Result<M, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(abort) = &mut this.abort {
+            match Pin::new(abort).poll(cx) {
+                Poll::Ready(Ok(status)) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                // The task ended without aborting: deliver what it queued.
+                Poll::Ready(Err(_)) => this.abort = None,
+                Poll::Pending => {}
+            }
+        }
+        this.rx.poll_recv(cx)
+    }
+}
+
+/// Why a stream's task ended.
+pub enum End {
+    /// The client went away.
+    Gone,
+    /// The stream ends with this error.
+    Failed(ApiError),
+    /// The caller's token expired: the stream ends UNAUTHENTICATED (TOKEN_EXPIRED), as a new call would.
+    Expired,
+}
+
+impl From<storage::StorageError> for End {
+    fn from(e: storage::StorageError) -> Self {
+        End::Failed(e.into())
+    }
+}
+
+/// The task's side of a stream.
+pub struct Out<M> {
+    pub(super) tx: mpsc::Sender<Result<M, Status>>,
+    abort: Option<oneshot::Sender<Status>>,
+    send_timeout: Duration,
+    pub(super) last_sent: Instant,
+    /// Cancelled when the server shuts down.
+    stopping: CancellationToken,
+    /// When the caller's token expires.
+    pub(super) expires: Instant,
+}
+
+impl<M: Send + 'static> Out<M> {
+    /// A stream for `caller`: the task's side and the response body's.
+    pub fn new(state: &AppState, caller: &Caller) -> (Out<M>, Delivery<M>) {
+        let settings = &state.streams;
+        let (tx, rx) = mpsc::channel(settings.buffer.max(1));
+        let (abort_tx, abort_rx) = oneshot::channel();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let left = Duration::from_secs(caller.expires_at).saturating_sub(now).min(Duration::from_secs(366 * 86_400));
+        let out = Out {
+            tx,
+            abort: Some(abort_tx),
+            send_timeout: settings.send_timeout,
+            last_sent: Instant::now(),
+            stopping: state.stopping.clone(),
+            expires: Instant::now() + left,
+        };
+        (out, Delivery { rx, abort: Some(abort_rx), ended: false })
+    }
+
+    /// Whether the stream must end now (shutdown, or the token expired) without waiting for anything.
+    pub fn check(&self) -> Result<(), End> {
+        if self.stopping.is_cancelled() {
+            return Err(End::Failed(ApiError::ShuttingDown));
+        }
+        if Instant::now() >= self.expires {
+            return Err(End::Expired);
+        }
+        Ok(())
+    }
+
+    /// Queues a message, waiting at most the send timeout for room (and no longer than shutdown or the token's
+    /// expiry).
+    pub async fn send(&mut self, message: M) -> Result<(), End> {
+        self.check()?;
+        let expires = self.expires;
+        tokio::select! {
+            biased;
+            () = self.stopping.cancelled() => Err(End::Failed(ApiError::ShuttingDown)),
+            () = tokio::time::sleep_until(expires) => Err(End::Expired),
+            sent = tokio::time::timeout(self.send_timeout, self.tx.send(Ok(message))) => match sent {
+                Ok(Ok(())) => {
+                    self.last_sent = Instant::now();
+                    Ok(())
+                }
+                Ok(Err(_)) => Err(End::Gone),
+                Err(_) => Err(End::Failed(ApiError::SlowConsumer { timeout: self.send_timeout })),
+            },
+        }
+    }
+
+    /// Ends the stream: with its error as the last message (ahead of the queue if the queue is full).
+    pub fn finish(mut self, end: End) {
+        let status = match end {
+            End::Gone => return,
+            End::Expired => Status::from(ApiError::Unauthenticated(AuthError::Expired)),
+            End::Failed(error) => {
+                match &error {
+                    ApiError::SlowConsumer { .. } => tracing::info!(error = %error, "watch ended: slow consumer"),
+                    ApiError::ShuttingDown => {}
+                    other => tracing::info!(error = %other, "watch ended"),
+                }
+                Status::from(error)
+            }
+        };
+        match self.tx.try_send(Err(status)) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(Err(status))) => {
+                if let Some(abort) = self.abort.take() {
+                    let _ = abort.send(status);
+                }
+            }
+            Err(TrySendError::Full(Ok(_))) => {}
+        }
+    }
+}
