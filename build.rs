@@ -1,33 +1,13 @@
-//! Compiles the public contract in `proto/trading/v1/` into tonic servers and clients, plus the encoded
-//! descriptor set that server reflection serves.
-//!
-//! `protoc` comes from `protoc-bin-vendored` unless `PROTOC` points at another one, so a fresh machine
-//! needs no system package.
+//! Generates the Rust types and gRPC servers and clients of `trading.v1` from the contract's one descriptor set,
+//! compiled by the `trading-proto` crate (`proto/`): protoc runs once, there, and this only turns its output
+//! into code (`src/pb.rs` includes it).
 
-use std::path::PathBuf;
-
-const PROTOS: &[&str] = &[
-    "proto/trading/v1/common.proto",
-    "proto/trading/v1/errors.proto",
-    "proto/trading/v1/reconciliation.proto",
-    "proto/trading/v1/positions.proto",
-    "proto/trading/v1/guards.proto",
-];
+use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if std::env::var_os("PROTOC").is_none() {
-        // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
-        unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
-    }
-    let well_known = protoc_bin_vendored::include_path()?;
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-
-    // tonic-prost-build prints no rerun-if-changed lines of its own.
-    println!("cargo:rerun-if-changed=proto");
-    println!("cargo:rerun-if-env-changed=PROTOC");
-
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out_dir.join("trading_v1_descriptor.bin"))
-        .compile_protos(PROTOS, &["proto", well_known.to_str().ok_or("non-UTF-8 include path")?])?;
+    // Rerun when this script or `trading-proto` changes (a changed build dependency reruns it anyway).
+    println!("cargo:rerun-if-changed=build.rs");
+    let set = prost_types::FileDescriptorSet::decode(trading_proto::FILE_DESCRIPTOR_SET)?;
+    tonic_prost_build::configure().compile_fds(set)?;
     Ok(())
 }

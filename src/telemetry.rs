@@ -195,7 +195,7 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
 pub async fn client_call<T, E>(
     system: &'static str,
     name: &'static str,
-    call: impl std::future::Future<Output = Result<T, E>>,
+    call: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
     if !exporting() || tracing::Span::current().is_none() {
         return call.await;

@@ -28,6 +28,7 @@ pub struct Cli {
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
+    /// The HTTP settings it shares with the in-process gateway.
     #[command(flatten)]
     pub http: HttpArgs,
 }

@@ -1,13 +1,13 @@
-//! The contract the gateway serves: the descriptor set `build.rs` compiles from `../proto`, decoded from its raw
-//! bytes (so custom options such as `google.api.http` and `google.api.field_behavior` survive as extensions),
-//! and the proto comments, which become OpenAPI descriptions.
+//! The contract the gateway serves: the descriptor set the `trading-proto` crate compiles from `../proto`,
+//! decoded from its raw bytes (so custom options such as `google.api.http` and `google.api.field_behavior`
+//! survive as extensions), and the proto comments, which become OpenAPI descriptions.
 
 use std::collections::HashMap;
 
 use prost_reflect::{DescriptorError, DescriptorPool, FieldDescriptor, Value};
 
 /// The encoded `FileDescriptorSet` (with imports and source info).
-pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/gateway_descriptor.bin"));
+pub const DESCRIPTOR_SET: &[u8] = trading_proto::FILE_DESCRIPTOR_SET;
 
 /// Decodes the embedded descriptor set.
 pub fn pool() -> Result<DescriptorPool, DescriptorError> {
@@ -17,7 +17,9 @@ pub fn pool() -> Result<DescriptorPool, DescriptorError> {
 /// `google.api.field_behavior` values of a field.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FieldBehavior {
+    /// `REQUIRED`: the caller must set it.
     pub required: bool,
+    /// `OUTPUT_ONLY`: the server sets it; a request's value is ignored.
     pub output_only: bool,
 }
 

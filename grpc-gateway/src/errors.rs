@@ -23,20 +23,33 @@ pub enum GatewayError {
     /// The upstream could not be reached or did not answer with gRPC.
     #[error("upstream unavailable: {0}")]
     Unavailable(String),
+    /// No route matches the path.
     #[error("no route for {0}")]
     NotFound(String),
     /// No `Authorization` header: every API operation needs a bearer token (the OpenAPI document's security).
     #[error("no bearer token")]
     TokenMissing,
+    /// The path exists with other HTTP methods (these).
     #[error("method not allowed")]
     MethodNotAllowed(Vec<http::Method>),
     /// The request cannot be turned into the RPC's message; `field` is the offending field path, when known.
     #[error("bad request: {message}")]
-    BadRequest { field: Option<String>, message: String },
+    BadRequest {
+        /// The field path, when known.
+        field: Option<String>,
+        /// What is wrong, for a person.
+        message: String,
+    },
+    /// The body is larger than the configured limit.
     #[error("request body larger than {limit} bytes")]
-    PayloadTooLarge { limit: usize },
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body is not JSON.
     #[error("unsupported content type {0:?}")]
     UnsupportedMediaType(String),
+    /// The response could not be written as JSON.
     #[error("cannot encode the response: {0}")]
     Internal(String),
 }

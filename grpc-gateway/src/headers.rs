@@ -12,6 +12,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 
 use crate::errors::GatewayError;
 
+/// The request id header: the caller's, or one made up, echoed in the response and sent upstream.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 const X_REQUEST_TIMEOUT: &str = "x-request-timeout";
@@ -21,8 +22,11 @@ const SURFACED: &[&str] = &["x-cache"];
 
 /// The metadata for the upstream call, the request id, and the deadline.
 pub struct Inbound {
+    /// What goes upstream as gRPC metadata.
     pub metadata: MetadataMap,
+    /// The request id.
     pub request_id: HeaderValue,
+    /// The call's deadline.
     pub timeout: Duration,
 }
 
@@ -49,7 +53,7 @@ pub fn inbound(headers: &HeaderMap, max_timeout: Duration) -> Result<Inbound, Ga
         }
         if key.ends_with("-bin") {
             if let Ok(k) = MetadataKey::from_bytes(key.as_bytes()) {
-                metadata.append_bin(k, tonic::metadata::MetadataValue::from_bytes(value.as_bytes()));
+                metadata.append_bin(k, MetadataValue::from_bytes(value.as_bytes()));
             }
         } else if let (Ok(k), Ok(v)) =
             (MetadataKey::from_bytes(key.as_bytes()), MetadataValue::try_from(value.as_bytes()))

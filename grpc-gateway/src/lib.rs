@@ -83,10 +83,13 @@ impl Default for HttpArgs {
 /// Why the gateway cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The embedded descriptor set does not decode.
     #[error("cannot decode the embedded descriptor set: {0}")]
     Descriptors(#[from] prost_reflect::DescriptorError),
+    /// A route of the contract cannot be built.
     #[error(transparent)]
     Routes(#[from] routing::RouteError),
+    /// A configured CORS origin is not an origin.
     #[error("invalid CORS origin {0:?} (expected e.g. https://ops.example.com)")]
     Origin(String),
 }

@@ -16,7 +16,9 @@ const STYLE_CSS: &str = include_str!("../static/style.css");
 /// A demo user the page offers in its picker.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DemoUser {
+    /// What the picker shows, e.g. `alice`.
     pub label: String,
+    /// The user's bearer token.
     pub token: String,
 }
 

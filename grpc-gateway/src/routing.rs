@@ -23,11 +23,15 @@ pub enum BodyRule {
 /// One HTTP binding of one RPC.
 #[derive(Clone, Debug)]
 pub struct Route {
+    /// The HTTP method.
     pub http_method: Method,
+    /// The path template.
     pub template: Template,
+    /// The RPC.
     pub method: MethodDescriptor,
     /// The fields bound by the template's variables, in order, each as the chain of fields from the request.
     pub path_fields: Vec<Vec<FieldDescriptor>>,
+    /// Where the request body goes.
     pub body: BodyRule,
     /// `response_body: "field"`: only that field of the response is written out.
     pub response_body: Option<FieldDescriptor>,
@@ -45,19 +49,34 @@ impl Route {
 /// Why the route table cannot be built (a contract error: the gateway refuses to start).
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
+    /// The contract lacks the `google.api.http` option itself.
     #[error("the descriptor set has no google.api.http extension (google/api/annotations.proto is missing)")]
     NoHttpExtension,
+    /// An RPC's path template does not parse.
     #[error("{method}: {source}")]
-    Template { method: String, source: crate::template::TemplateError },
+    Template {
+        /// The RPC.
+        method: String,
+        /// What is wrong with its template.
+        source: crate::template::TemplateError,
+    },
+    /// An RPC's binding names fields that do not fit.
     #[error("{method}: {why}")]
-    Binding { method: String, why: String },
+    Binding {
+        /// The RPC.
+        method: String,
+        /// What does not fit.
+        why: String,
+    },
 }
 
 /// The result of looking a request up.
 pub enum Lookup<'a> {
+    /// This route, with the path variables' values in order.
     Found(&'a Route, Vec<String>),
     /// The path exists with other methods.
     MethodNotAllowed(Vec<Method>),
+    /// No route has this path.
     NotFound,
 }
 

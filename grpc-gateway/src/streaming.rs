@@ -65,8 +65,11 @@ impl Framing {
 
 /// A streaming request's extras: the query without `access_token`, the token it carried, and `Last-Event-ID`.
 pub struct Extras {
+    /// The query string without `access_token`.
     pub query: Option<String>,
+    /// The token the query carried (EventSource cannot send headers).
     pub access_token: Option<String>,
+    /// `Last-Event-ID`: the resume token of the last event the client saw.
     pub last_event_id: Option<String>,
 }
 
@@ -264,7 +267,7 @@ pub fn respond(
 fn async_stream<F, Fut>(produce: F) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static
 where
     F: FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(produce(tx));

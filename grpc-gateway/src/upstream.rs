@@ -52,7 +52,9 @@ where
 
 /// A successful unary answer: response metadata (headers) and the encoded message.
 pub struct Answer {
+    /// The response metadata, written out as headers.
     pub metadata: MetadataMap,
+    /// The encoded response message.
     pub message: Bytes,
 }
 

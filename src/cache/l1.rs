@@ -143,7 +143,6 @@ impl Cache {
     }
 
     /// Puts a value in L1 for `freshness`, unless an invalidation happened since its load started.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn fill_l1(
         &self,
         user: Uuid,

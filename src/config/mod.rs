@@ -85,18 +85,25 @@ impl From<LogFormat> for crate::telemetry::LogFormat {
 /// Everything `serve` and `demo` need.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// PostgreSQL.
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// The cache.
     #[command(flatten)]
     pub cache: CacheArgs,
+    /// Token verification.
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// The gRPC server.
     #[command(flatten)]
     pub server: ServerArgs,
+    /// The rules accounts are judged by.
     #[command(flatten)]
     pub rules: RuleArgs,
+    /// The in-process REST gateway.
     #[command(flatten)]
     pub http: trading_gateway::HttpArgs,
+    /// Watch streams and their connections.
     #[command(flatten)]
     pub watch: WatchArgs,
 }

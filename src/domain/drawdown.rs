@@ -12,7 +12,9 @@ stored_enum!(
     DrawdownLevel, "drawdown level" {
         /// No equity known yet.
         Unknown => "unknown",
+        /// Below the warning threshold.
         Normal => "normal",
+        /// At or above the warning threshold.
         Warning => "warning",
         /// Close everything.
         Critical => "critical",

@@ -10,14 +10,22 @@ use super::types::stored_enum;
 
 stored_enum!(
     /// Severity of a market alert, ordered.
-    AlertSeverity, "alert severity" { Warning => "warning", Critical => "critical" }
+    AlertSeverity, "alert severity" {
+        /// Attention.
+        Warning => "warning",
+        /// Act.
+        Critical => "critical",
+    }
 );
 
 stored_enum!(
     /// What a market alert observed.
     MarketAlertKind, "market alert kind" {
+        /// A candle opened far from the previous close.
         PriceGap => "price_gap",
+        /// The spread is wide relative to the price.
         WideSpread => "wide_spread",
+        /// No quote for too long.
         StaleQuote => "stale_quote",
     }
 );

@@ -65,7 +65,12 @@ pub(crate) use stored_enum;
 
 stored_enum!(
     /// Direction of a position.
-    Side, "side" { Buy => "buy", Sell => "sell" }
+    Side, "side" {
+        /// Long: gains when the price rises.
+        Buy => "buy",
+        /// Short: gains when the price falls.
+        Sell => "sell",
+    }
 );
 
 impl Side {
@@ -89,12 +94,19 @@ impl Side {
 stored_enum!(
     /// What differs between a broker position and the platform's record of it.
     DivergenceKind, "divergence kind" {
+        /// The entry prices differ beyond tolerance.
         EntrySlippage => "entry_slippage",
+        /// The volumes differ beyond tolerance.
         VolumeMismatch => "volume_mismatch",
+        /// The take-profit levels differ.
         TakeProfitMismatch => "take_profit_mismatch",
+        /// The stop-loss levels differ.
         StopLossMismatch => "stop_loss_mismatch",
+        /// One side bought what the other sold.
         SideMismatch => "side_mismatch",
+        /// At the broker, unknown to the platform.
         BrokerOnly => "broker_only",
+        /// On the platform, not at the broker.
         MissingAtBroker => "missing_at_broker",
     }
 );

@@ -15,7 +15,7 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, db: Db) {
             "/metrics",
             axum::routing::get(move || {
                 let metrics = metrics.clone();
-                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }
+                async move { ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }
             }),
         )
         .route("/livez", axum::routing::get(|| async { "live\n" }))

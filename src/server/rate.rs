@@ -20,7 +20,9 @@ use crate::services::ApiError;
 /// A rate: calls per second, and how many may come at once after a quiet spell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
+    /// Sustained calls per second (0: no limit).
     pub per_second: u32,
+    /// Calls admitted at once after a quiet spell (the bucket's size).
     pub burst: u32,
 }
 

@@ -40,8 +40,11 @@ impl FeedPosition {
 /// One event of the feed, with its owner and position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedEvent {
+    /// Whose account it is about.
     pub user_id: Uuid,
+    /// Where it is in the feed.
     pub position: FeedPosition,
+    /// The event.
     pub event: EventRow,
 }
 

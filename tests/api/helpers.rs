@@ -661,7 +661,7 @@ fn is_root() -> bool {
 }
 
 /// A child process, killed when dropped (should a test fail half-way).
-pub struct KillOnDrop(pub std::process::Child);
+pub struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -671,11 +671,11 @@ impl Drop for KillOnDrop {
 }
 
 /// Waits until the gRPC server at `port` reports SERVING (10 s at most).
-pub async fn until_serving(port: u16) -> tonic::transport::Channel {
+pub async fn until_serving(port: u16) -> Channel {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect_lazy();
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect_lazy();
     let mut health = HealthClient::new(channel.clone());
     for _ in 0..100 {
         if let Ok(r) = health.check(HealthCheckRequest { service: String::new() }).await

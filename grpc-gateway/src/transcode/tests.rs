@@ -72,7 +72,7 @@ fn random_message(rng: &mut Rng, desc: &MessageDescriptor, depth: usize) -> Dyna
         if field.is_map() {
             let Kind::Message(entry) = field.kind() else { unreachable!() };
             let value_field = entry.map_entry_value_field();
-            let mut map = std::collections::HashMap::new();
+            let mut map = HashMap::new();
             for _ in 0..rng.below(4) {
                 if let Some(value) = random_value(rng, &value_field, depth) {
                     map.insert(prost_reflect::MapKey::String(random_string(rng)), value);

@@ -374,7 +374,6 @@ struct LockedAccount {
 /// Summary: "last sync" fields only move forward in time (a late, older sync is counted but does not become the
 /// last one); open/matched/divergence counts are recomputed from the user's *open* rows (tens, via partial
 /// indexes), never from history.
-#[allow(clippy::too_many_arguments)]
 async fn finish(
     tx: &mut Transaction<'_, Postgres>,
     sync: &NewSync,
