@@ -4,8 +4,9 @@
 # installing Chromium (Debian packages) and the Python tools (.venv/) when missing. Builds offline from .sqlx/,
 # so no DATABASE_URL is needed at compile time.
 #
-#   scripts/test.sh                 # everything
-#   scripts/test.sh reads::         # extra arguments go to cargo test (here: a name filter)
+#   scripts/test.sh                 # everything: unit tests, then the api, ops and browser test binaries
+#   scripts/test.sh --test api      # extra arguments go to cargo test: here only the fast RPC tests (~40 s)
+#   scripts/test.sh reads::         # a name filter
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-services.sh

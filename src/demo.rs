@@ -18,6 +18,7 @@ use crate::config::{JwtAlgorithm, ServeArgs};
 use crate::pb;
 use crate::pb::guards_service_client::GuardsServiceClient;
 use crate::pb::reconciliation_service_client::ReconciliationServiceClient;
+use crate::samples::{self, BrokerExt, Protect, broker, platform};
 use crate::server::Application;
 use crate::storage;
 use trading_gateway::page::DemoUser;
@@ -218,90 +219,20 @@ impl Backend {
     }
 }
 
-fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
-    Some(pb::timestamp(t))
-}
-
-/// A broker position: identifier, symbol, side, volume, open price, current price, TP, SL, and broker-reported
-/// (swap, commission, profit) when the broker reports them.
-#[allow(clippy::too_many_arguments)]
-fn broker(
-    id: &str,
-    symbol: &str,
-    side: pb::Side,
-    volume: &str,
-    open: &str,
-    current: &str,
-    tp: &str,
-    sl: &str,
-    reported: Option<(&str, &str, &str)>,
-    opened: DateTime<Utc>,
-) -> pb::BrokerPosition {
-    let (swap, commission, profit) = reported.unwrap_or_default();
-    pb::BrokerPosition {
-        position_identifier: id.into(),
-        ticket: format!("{id}01"),
-        symbol: symbol.into(),
-        side: side.into(),
-        volume: volume.into(),
-        open_price: open.into(),
-        current_price: current.into(),
-        take_profit: tp.into(),
-        stop_loss: sl.into(),
-        swap: swap.into(),
-        commission: commission.into(),
-        profit: profit.into(),
-        open_time: ts(opened),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn platform(
-    trade: &str,
-    symbol: &str,
-    side: pb::Side,
-    volume: &str,
-    entry: &str,
-    tp: &str,
-    sl: &str,
-    id: &str,
-) -> pb::PlatformPosition {
-    pb::PlatformPosition {
-        platform_trade_id: trade.into(),
-        symbol: symbol.into(),
-        side: side.into(),
-        volume: volume.into(),
-        entry_price: entry.into(),
-        take_profit: tp.into(),
-        stop_loss: sl.into(),
-        position_identifier: id.into(),
-    }
-}
-
+/// A snapshot sync with the demo's own request id (so a replay of the history is recognised as one).
 fn snapshot(
     request_id: Uuid,
     user: Uuid,
     at: DateTime<Utc>,
     (currency, balance, equity, margin): (&str, &str, &str, &str),
-    broker_positions: Vec<pb::BrokerPosition>,
-    platform_positions: Vec<pb::PlatformPosition>,
+    brokers: Vec<pb::BrokerPosition>,
+    platforms: Vec<pb::PlatformPosition>,
 ) -> pb::SubmitBrokerSyncRequest {
+    let account = samples::account(currency, balance, equity, margin, at);
+    let took = chrono::Duration::milliseconds(850);
     pb::SubmitBrokerSyncRequest {
         request_id: request_id.to_string(),
-        user_id: user.to_string(),
-        started_time: ts(at - chrono::Duration::milliseconds(850)),
-        finished_time: ts(at),
-        result: Some(pb::submit_broker_sync_request::Result::Snapshot(pb::SyncSnapshot {
-            account: Some(pb::AccountSnapshot {
-                balance: balance.into(),
-                equity: equity.into(),
-                margin: margin.into(),
-                currency: currency.into(),
-                broker_time: ts(at),
-            }),
-            broker_positions,
-            platform_positions,
-        })),
+        ..samples::snapshot_sync(user, at, took, account, brokers, platforms)
     }
 }
 
@@ -316,40 +247,24 @@ fn scenario(
     use pb::Side::{Buy, Sell};
     match (user, step) {
         (u, _) if u == ALICE => {
-            let gold = broker(
-                "1001",
-                "XAUUSD",
-                Buy,
-                "0.50",
-                "2350.00",
-                "2362.40",
-                "2400.00",
-                "2320.00",
-                Some(("-3.10", "-7.00", "516.55")),
-                opened,
-            );
-            let euro = broker(
-                "1002",
-                "EURUSD",
-                Sell,
-                "1.00",
-                "1.08500",
-                "1.08320",
-                "",
-                "1.09000",
-                Some(("-1.20", "-5.00", "142.30")),
-                opened,
-            );
-            let btc = broker("1003", "BTCUSD", Buy, "0.10", "65000.00", "67950.00", "", "", None, opened);
+            let gold = broker("1001", "XAUUSD", Buy, "0.50", "2350.00", "2362.40")
+                .protected("2400.00", "2320.00")
+                .reported("-3.10", "-7.00", "516.55")
+                .opened(opened);
+            let euro = broker("1002", "EURUSD", Sell, "1.00", "1.08500", "1.08320")
+                .protected("", "1.09000")
+                .reported("-1.20", "-5.00", "142.30")
+                .opened(opened);
+            let btc = broker("1003", "BTCUSD", Buy, "0.10", "65000.00", "67950.00").opened(opened);
             let mut brokers = vec![gold, euro];
             let mut platforms = vec![
-                platform("T-1", "XAUUSD", Buy, "0.50", "2350.00", "2400.00", "2320.00", "1001"),
-                platform("T-2", "EURUSD", Sell, "1.00", "1.08500", "", "1.09000", "1002"),
+                platform("T-1", "XAUUSD", Buy, "0.50", "2350.00", "1001").protected("2400.00", "2320.00"),
+                platform("T-2", "EURUSD", Sell, "1.00", "1.08500", "1002").protected("", "1.09000"),
             ];
             if step >= 2 {
                 brokers.push(btc);
                 // The platform's signal entered at 64,900: the broker filled 0.154 % higher.
-                platforms.push(platform("T-3", "BTCUSD", Buy, "0.10", "64900.00", "", "", ""));
+                platforms.push(platform("T-3", "BTCUSD", Buy, "0.10", "64900.00", ""));
             }
             let equity = match step {
                 1 => "10000.00",
@@ -359,23 +274,16 @@ fn scenario(
             snapshot(request_id, user, at, ("GBP", "10000.00", equity, "1450.00"), brokers, platforms)
         }
         (u, _) if u == BOB => {
-            let gold = broker(
-                "2001",
-                "XAUUSD",
-                Buy,
-                "1.00",
-                "2340.00",
-                "2362.40",
-                "",
-                "2300.00",
-                Some(("-6.40", "-12.00", "2240.00")),
-                opened,
-            );
-            let euro = broker("2002", "EURUSD", Buy, "0.30", "1.08200", "1.08310", "", "1.08000", None, opened);
-            let manual = broker("2003", "GBPUSD", Buy, "0.20", "1.26200", "1.26500", "", "", None, opened);
+            let gold = broker("2001", "XAUUSD", Buy, "1.00", "2340.00", "2362.40")
+                .protected("", "2300.00")
+                .reported("-6.40", "-12.00", "2240.00")
+                .opened(opened);
+            let euro =
+                broker("2002", "EURUSD", Buy, "0.30", "1.08200", "1.08310").protected("", "1.08000").opened(opened);
+            let manual = broker("2003", "GBPUSD", Buy, "0.20", "1.26200", "1.26500").opened(opened);
             let platforms = vec![
-                platform("T-20", "XAUUSD", Buy, "1.00", "2340.00", "", "2300.00", "2001"),
-                platform("T-21", "EURUSD", Buy, "0.30", "1.08200", "", "1.08000", "2002"),
+                platform("T-20", "XAUUSD", Buy, "1.00", "2340.00", "2001").protected("", "2300.00"),
+                platform("T-21", "EURUSD", Buy, "0.30", "1.08200", "2002").protected("", "1.08000"),
             ];
             // From step 2 the EURUSD position has left the broker (its stop was hit) while the platform still
             // lists it, and a manual GBPUSD trade appeared.
@@ -383,32 +291,24 @@ fn scenario(
             snapshot(request_id, user, at, ("USD", "25000.00", "27180.00", "2400.00"), brokers, platforms)
         }
         _ if step == 1 => {
-            let yen = broker("3001", "USDJPY", Sell, "0.50", "151.800", "151.230", "", "153.000", None, opened);
-            let platforms = vec![platform("T-30", "USDJPY", Sell, "0.50", "151.800", "", "153.000", "3001")];
+            let yen =
+                broker("3001", "USDJPY", Sell, "0.50", "151.800", "151.230").protected("", "153.000").opened(opened);
+            let platforms = vec![platform("T-30", "USDJPY", Sell, "0.50", "151.800", "3001").protected("", "153.000")];
             snapshot(request_id, user, at, ("EUR", "5000.00", "5176.00", "300.00"), vec![yen], platforms)
         }
         _ => pb::SubmitBrokerSyncRequest {
             request_id: request_id.to_string(),
-            user_id: user.to_string(),
-            started_time: ts(at - chrono::Duration::seconds(5)),
-            finished_time: ts(at),
-            result: Some(pb::submit_broker_sync_request::Result::Failure(pb::SyncFailure {
-                error_message: "MT5 terminal not connected".into(),
-            })),
+            ..samples::failed_sync_at(user, at, chrono::Duration::seconds(5), "MT5 terminal not connected")
         },
     }
 }
 
-/// Quotes for every demo symbol and the FX pairs conversion needs; with `gap`, a BTCUSD candle close whose open
-/// gapped 5.38 % above the previous close.
-/// The demo's quotes at `at`: prices moved by `wave` (a fraction, e.g. 0.001 = +0.1 %), and optionally a BTCUSD
+/// The demo's quotes at `at`, for every demo symbol and the FX pairs conversion needs: prices moved by `wave` (a fraction, e.g. 0.001 = +0.1 %), and optionally a BTCUSD
 /// candle close `(previous_close, open)` that the market guard judges for a gap.
 fn quotes(at: DateTime<Utc>, wave: f64, candle: Option<(&str, &str)>) -> pb::SubmitQuotesRequest {
-    let quote = |symbol: &str, bid: f64, spread: f64, places: usize| pb::Quote {
-        symbol: symbol.into(),
-        bid: format!("{:.places$}", bid * (1.0 + wave)),
-        ask: format!("{:.places$}", bid * (1.0 + wave) + spread),
-        quote_time: ts(at),
+    let quote = |symbol: &str, bid: f64, spread: f64, places: usize| {
+        let bid = bid * (1.0 + wave);
+        samples::quote_at(symbol, &format!("{bid:.places$}"), &format!("{:.places$}", bid + spread), at)
     };
     pb::SubmitQuotesRequest {
         quotes: vec![
@@ -420,12 +320,7 @@ fn quotes(at: DateTime<Utc>, wave: f64, candle: Option<(&str, &str)>) -> pb::Sub
             quote("EURJPY", 163.800, 0.050, 3),
         ],
         candle_closes: candle
-            .map(|(previous_close, open)| pb::CandleClose {
-                symbol: "BTCUSD".into(),
-                previous_close: previous_close.into(),
-                open: open.into(),
-                open_time: ts(at),
-            })
+            .map(|(previous_close, open)| samples::candle_at("BTCUSD", previous_close, open, at))
             .into_iter()
             .collect(),
     }

@@ -22,6 +22,7 @@ pub mod feed;
 pub mod market_view;
 pub mod metrics;
 pub mod pb;
+pub mod samples;
 pub mod server;
 pub mod services;
 pub mod storage;

@@ -12,7 +12,7 @@ use trading_monitor::config::JwtAlgorithm;
 use trading_monitor::pb;
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 #[tokio::test]
 async fn the_demo_starts_twice_on_the_same_database() {

@@ -7,7 +7,7 @@ use sqlx::postgres::PgListener;
 use trading_monitor::storage::feed::{self, FeedPosition};
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 /// Every event from `from` on, page by page (`limit` per page), and the final position.
 async fn walk(

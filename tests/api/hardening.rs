@@ -6,7 +6,7 @@ use tonic::Code;
 use trading_monitor::pb;
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 fn quotes(quotes: Vec<pb::Quote>) -> pb::SubmitQuotesRequest {
     pb::SubmitQuotesRequest { quotes, candle_closes: vec![] }

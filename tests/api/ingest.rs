@@ -9,7 +9,7 @@ use pb::Side::{Buy, Sell, Unspecified};
 use trading_monitor::pb;
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 /// The platform's record of a broker position, identical to it.
 fn mirror(b: &pb::BrokerPosition, trade: &str) -> pb::PlatformPosition {

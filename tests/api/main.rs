@@ -1,21 +1,16 @@
-//! Integration tests: the real server on 127.0.0.1:0, a fresh PostgreSQL database per test, called through the
-//! generated clients.
+//! The fast integration tests: RPC semantics against one real server on 127.0.0.1:0 with a fresh PostgreSQL
+//! database per test and the shared local Redis, called through the generated clients (and the REST gateway).
+//! Process faults, replicas, the Redis Cluster and traces are in `tests/ops`; Chromium and Schemathesis in
+//! `tests/browser`.
 
 mod auth;
-mod browser;
 mod cache;
-mod cluster;
-mod contract;
 mod demo;
-mod faults;
 mod feed;
 mod hardening;
-mod helpers;
 mod ingest;
 mod market;
 mod operations;
 mod reads;
-mod replicas;
 mod rest;
-mod traces;
 mod watch;

@@ -8,7 +8,7 @@ use pb::SystemStatus as System;
 use trading_monitor::pb;
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 fn candles(candle_closes: Vec<pb::CandleClose>) -> pb::SubmitQuotesRequest {
     pb::SubmitQuotesRequest { quotes: vec![], candle_closes }

@@ -7,7 +7,7 @@ use trading_monitor::pb;
 use trading_monitor::pb::Side::{Buy, Sell};
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 #[tokio::test]
 async fn a_user_who_never_synced_is_never_synced_with_no_invented_times() {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use trading_monitor::pb;
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 async fn spawn_with_http() -> TestApp {
     spawn_app_with(|args| {
@@ -88,24 +88,6 @@ fn violations(reply: &Reply) -> Vec<String> {
         .filter(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
         .flat_map(|d| d["fieldViolations"].as_array().unwrap().iter().map(|v| v["field"].as_str().unwrap().to_owned()))
         .collect()
-}
-
-/// Alice with two open GBP positions, one matched.
-pub(crate) async fn seed(app: &TestApp) -> Uuid {
-    let alice = Uuid::new_v4();
-    app.quote(pb::SubmitQuotesRequest {
-        quotes: vec![quote("EURUSD", "1.1000", "1.1002"), quote("GBPUSD", "1.2500", "1.2502")],
-        candle_closes: vec![],
-    })
-    .await
-    .unwrap();
-    let brokers = vec![
-        broker("101", "EURUSD", pb::Side::Buy, "1", "1.0900", "1.1000"),
-        broker("102", "EURUSD", pb::Side::Sell, "0.5", "1.1100", "1.1000"),
-    ];
-    let platforms = vec![platform("P-1", "EURUSD", pb::Side::Buy, "1", "1.0900", "101")];
-    app.submit(sync(alice, "10000", brokers, platforms)).await.unwrap();
-    alice
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use trading_monitor::pb::watch_guard_status_response::Kind as GuardKind;
 use trading_monitor::pb::watch_reconciliation_events_response::Kind as EventKind;
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 /// Long enough for the horizon to pass transactions of the other tests running on the same cluster.
 const WAIT: Duration = Duration::from_secs(15);

@@ -14,6 +14,7 @@ use trading_monitor::auth::{TokenSpec, mint_hs256};
 use trading_monitor::pb;
 use trading_monitor::pb::guards_service_client::GuardsServiceClient;
 use trading_monitor::pb::reconciliation_service_client::ReconciliationServiceClient;
+use trading_monitor::samples;
 use uuid::Uuid;
 
 use crate::reads::seed_sync;
@@ -113,7 +114,7 @@ pub fn start(
 
 /// Five symbols around fixed levels, moving by a few ticks (never enough to raise an alert).
 fn quote_batch(step: u64) -> pb::SubmitQuotesRequest {
-    let now = Some(pb::timestamp(Utc::now()));
+    let now = Utc::now();
     let wiggle = |n: u64| ((step.wrapping_mul(2_654_435_761).wrapping_add(n * 97)) % 21) as i64 - 10;
     let levels: [(&str, i64, u32, i64); 5] = [
         ("XAUUSD", 235_000, 2, 50),
@@ -128,8 +129,8 @@ fn quote_batch(step: u64) -> pb::SubmitQuotesRequest {
         .map(|(n, (symbol, mid, scale, spread))| {
             let bid = mid + wiggle(n as u64) * spread / 2;
             let decimal = |v: i64| rust_decimal::Decimal::new(v, *scale).to_string();
-            pb::Quote { symbol: (*symbol).into(), bid: decimal(bid), ask: decimal(bid + spread), quote_time: now }
+            samples::quote_at(symbol, &decimal(bid), &decimal(bid + spread), now)
         })
         .collect();
-    pb::SubmitQuotesRequest { quotes, candle_closes: vec![] }
+    samples::quotes(quotes)
 }

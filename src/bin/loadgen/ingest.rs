@@ -9,13 +9,10 @@ use tonic::transport::Channel;
 use trading_monitor::auth::{TokenSpec, mint_hs256};
 use trading_monitor::pb;
 use trading_monitor::pb::reconciliation_service_client::ReconciliationServiceClient;
+use trading_monitor::samples::{self, BrokerExt};
 use uuid::Uuid;
 
 use crate::report::{Tally, report};
-
-fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
-    Some(pb::timestamp(t))
-}
 
 /// The shape of the books synced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -50,29 +47,14 @@ fn sync_request(user: Uuid, n: usize, round: u64, book: Book) -> pb::SubmitBroke
     for i in 0..n {
         let (symbol, price) = (symbols[i % symbols.len()], prices[i % prices.len()]);
         let side = if i % 2 == 0 { pb::Side::Buy } else { pb::Side::Sell };
+        let id = format!("{}", 1000 + i);
         broker.push(pb::BrokerPosition {
-            position_identifier: format!("{}", 1000 + i),
             ticket: format!("{}", 500_000 + i),
-            symbol: symbol.into(),
-            side: side.into(),
-            volume: "0.10".into(),
-            open_price: price.into(),
-            current_price: price.into(),
-            swap: "-0.50".into(),
-            commission: "-1.00".into(),
-            profit: format!("{}.25", round % 50),
-            open_time: ts(now - chrono::Duration::hours(2)),
-            ..Default::default()
+            ..samples::broker(&id, symbol, side, "0.10", price, price)
+                .reported("-0.50", "-1.00", &format!("{}.25", round % 50))
+                .opened(now - chrono::Duration::hours(2))
         });
-        platform.push(pb::PlatformPosition {
-            platform_trade_id: format!("T-{i}"),
-            symbol: symbol.into(),
-            side: side.into(),
-            volume: "0.10".into(),
-            entry_price: price.into(),
-            position_identifier: format!("{}", 1000 + i),
-            ..Default::default()
-        });
+        platform.push(samples::platform(&format!("T-{i}"), symbol, side, "0.10", price, &id));
     }
     request(user, round, broker, platform)
 }
@@ -84,31 +66,27 @@ fn unkeyed_request(user: Uuid, n: usize, round: u64) -> pb::SubmitBrokerSyncRequ
     let spread = |i: usize, salt: usize, modulo: usize| (i.wrapping_mul(2_654_435_761).wrapping_add(salt)) % modulo;
     let r = round as usize;
     let broker = (0..n)
-        .map(|i| pb::BrokerPosition {
-            position_identifier: format!("{}", 1000 + i),
-            ticket: format!("{}", 500_000 + i),
-            symbol: "XAUUSD".into(),
-            side: pb::Side::Buy.into(),
-            volume: format!("0.{:02}", 1 + spread(i, r, 99)),
-            open_price: format!("{}.{:02}", 2300 + spread(i, 7 + r, 100), spread(i, 3, 100)),
-            current_price: "2350.00".into(),
-            open_time: ts(now - chrono::Duration::hours(2)),
-            ..Default::default()
+        .map(|i| {
+            let volume = format!("0.{:02}", 1 + spread(i, r, 99));
+            let open = format!("{}.{:02}", 2300 + spread(i, 7 + r, 100), spread(i, 3, 100));
+            pb::BrokerPosition {
+                ticket: format!("{}", 500_000 + i),
+                ..samples::broker(&format!("{}", 1000 + i), "XAUUSD", pb::Side::Buy, &volume, &open, "2350.00")
+                    .opened(now - chrono::Duration::hours(2))
+            }
         })
         .collect();
     let platform = (0..n)
-        .map(|i| pb::PlatformPosition {
-            platform_trade_id: format!("T-{i}"),
-            symbol: "XAUUSD".into(),
-            side: pb::Side::Buy.into(),
-            volume: format!("0.{:02}", 1 + spread(i, 11 + r, 99)),
-            entry_price: format!("{}.{:02}", 2300 + spread(i, 13 + r, 100), spread(i, 5, 100)),
-            ..Default::default()
+        .map(|i| {
+            let volume = format!("0.{:02}", 1 + spread(i, 11 + r, 99));
+            let entry = format!("{}.{:02}", 2300 + spread(i, 13 + r, 100), spread(i, 5, 100));
+            samples::platform(&format!("T-{i}"), "XAUUSD", pb::Side::Buy, &volume, &entry, "")
         })
         .collect();
     request(user, round, broker, platform)
 }
 
+/// A sync of these positions in a USD account whose equity moves with the round.
 fn request(
     user: Uuid,
     round: u64,
@@ -116,23 +94,9 @@ fn request(
     platform: Vec<pb::PlatformPosition>,
 ) -> pb::SubmitBrokerSyncRequest {
     let now = Utc::now();
-    pb::SubmitBrokerSyncRequest {
-        request_id: Uuid::new_v4().to_string(),
-        user_id: user.to_string(),
-        started_time: ts(now - chrono::Duration::milliseconds(300)),
-        finished_time: ts(now),
-        result: Some(pb::submit_broker_sync_request::Result::Snapshot(pb::SyncSnapshot {
-            account: Some(pb::AccountSnapshot {
-                balance: "10000.00".into(),
-                equity: format!("{}.00", 9_500 + round % 1_000),
-                margin: "500.00".into(),
-                currency: "USD".into(),
-                broker_time: ts(now),
-            }),
-            broker_positions: broker,
-            platform_positions: platform,
-        })),
-    }
+    let equity = format!("{}.00", 9_500 + round % 1_000);
+    let account = samples::account("USD", "10000.00", &equity, "500.00", now);
+    samples::snapshot_sync(user, now, chrono::Duration::milliseconds(300), account, broker, platform)
 }
 
 /// Runs the ingest benchmark: `concurrency` callers pushing full syncs for `duration`.

@@ -15,6 +15,7 @@ use trading_monitor::pb;
 use trading_monitor::pb::guards_service_client::GuardsServiceClient;
 use trading_monitor::pb::positions_service_client::PositionsServiceClient;
 use trading_monitor::pb::reconciliation_service_client::ReconciliationServiceClient;
+use trading_monitor::samples::{self, BrokerExt};
 use uuid::Uuid;
 
 use crate::report::{Tally, report};
@@ -43,10 +44,6 @@ pub fn users(n: usize, secret: &SecretString) -> anyhow::Result<Users> {
     Ok(Users { ids, auth })
 }
 
-fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
-    Some(pb::timestamp(t))
-}
-
 /// One demo-like sync for user `i`: five positions in XAUUSD/EURUSD/BTCUSD/GBPUSD/USDJPY matched with the
 /// platform except one entry slippage every seventh user, in a GBP or USD account.
 pub fn seed_sync(i: usize) -> pb::SubmitBrokerSyncRequest {
@@ -62,48 +59,20 @@ pub fn seed_sync(i: usize) -> pb::SubmitBrokerSyncRequest {
     let mut platform = Vec::new();
     for (n, (symbol, open, current)) in legs.iter().enumerate() {
         let side = if n % 2 == 0 { pb::Side::Buy } else { pb::Side::Sell };
+        let id = format!("{}", 10 * i + n);
+        let profit = if n == 2 { "" } else { "12.30" };
         broker.push(pb::BrokerPosition {
-            position_identifier: format!("{}", 10 * i + n),
             ticket: format!("{}", 90_000 + 10 * i + n),
-            symbol: (*symbol).into(),
-            side: side.into(),
-            volume: "0.10".into(),
-            open_price: (*open).into(),
-            current_price: (*current).into(),
-            profit: if n == 2 { String::new() } else { "12.30".into() },
-            swap: "-0.40".into(),
-            commission: "-1.00".into(),
-            open_time: ts(now - chrono::Duration::hours(3)),
-            ..Default::default()
+            ..samples::broker(&id, symbol, side, "0.10", open, current)
+                .reported("-0.40", "-1.00", profit)
+                .opened(now - chrono::Duration::hours(3))
         });
         let entry = if n == 0 && i.is_multiple_of(7) { "2348.00" } else { open };
-        platform.push(pb::PlatformPosition {
-            platform_trade_id: format!("T-{i}-{n}"),
-            symbol: (*symbol).into(),
-            side: side.into(),
-            volume: "0.10".into(),
-            entry_price: entry.into(),
-            position_identifier: format!("{}", 10 * i + n),
-            ..Default::default()
-        });
+        platform.push(samples::platform(&format!("T-{i}-{n}"), symbol, side, "0.10", entry, &id));
     }
-    pb::SubmitBrokerSyncRequest {
-        request_id: Uuid::new_v4().to_string(),
-        user_id: user_id(i).to_string(),
-        started_time: ts(now - chrono::Duration::milliseconds(500)),
-        finished_time: ts(now),
-        result: Some(pb::submit_broker_sync_request::Result::Snapshot(pb::SyncSnapshot {
-            account: Some(pb::AccountSnapshot {
-                balance: "10000.00".into(),
-                equity: "9650.00".into(),
-                margin: "800.00".into(),
-                currency: if i.is_multiple_of(2) { "GBP" } else { "USD" }.into(),
-                broker_time: ts(now),
-            }),
-            broker_positions: broker,
-            platform_positions: platform,
-        })),
-    }
+    let currency = if i.is_multiple_of(2) { "GBP" } else { "USD" };
+    let account = samples::account(currency, "10000.00", "9650.00", "800.00", now);
+    samples::snapshot_sync(user_id(i), now, chrono::Duration::milliseconds(500), account, broker, platform)
 }
 
 /// Submits one sync per user (8 at a time) and the quotes P&L conversion needs.
@@ -134,16 +103,10 @@ pub async fn seed(channel: Channel, secret: &SecretString, n: usize) -> anyhow::
     for task in tasks {
         task.await??;
     }
-    let quote = |symbol: &str, bid: &str, ask: &str| pb::Quote {
-        symbol: symbol.into(),
-        bid: bid.into(),
-        ask: ask.into(),
-        quote_time: ts(Utc::now()),
-    };
-    let mut request = tonic::Request::new(pb::SubmitQuotesRequest {
-        quotes: vec![quote("GBPUSD", "1.26500", "1.26520"), quote("USDJPY", "151.200", "151.230")],
-        candle_closes: vec![],
-    });
+    let mut request = tonic::Request::new(samples::quotes(vec![
+        samples::quote("GBPUSD", "1.26500", "1.26520"),
+        samples::quote("USDJPY", "151.200", "151.230"),
+    ]));
     request.metadata_mut().insert("authorization", auth);
     GuardsServiceClient::new(channel).submit_quotes(request).await?;
     println!("seeded {n} users in {:.1} s", started.elapsed().as_secs_f64());

@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 use trading_monitor::pb;
 use trading_monitor::pb::guards_service_client::GuardsServiceClient;
 use trading_monitor::pb::reconciliation_service_client::ReconciliationServiceClient;
-use uuid::Uuid;
+use trading_monitor::samples;
 
 use crate::reads::Users;
 use crate::report::percentile;
@@ -143,15 +143,8 @@ pub async fn run(
         tick.tick().await;
         let user = users.ids[writes as usize % users.ids.len()];
         let now = chrono::Utc::now();
-        let sync = pb::SubmitBrokerSyncRequest {
-            request_id: Uuid::new_v4().to_string(),
-            user_id: user.to_string(),
-            started_time: Some(pb::timestamp(now - chrono::Duration::milliseconds(10))),
-            finished_time: Some(pb::timestamp(now)),
-            result: Some(pb::submit_broker_sync_request::Result::Failure(pb::SyncFailure {
-                error_message: format!("bench t={}", now_nanos()),
-            })),
-        };
+        let took = chrono::Duration::milliseconds(10);
+        let sync = samples::failed_sync_at(user, now, took, &format!("bench t={}", now_nanos()));
         match recon.submit_broker_sync(request(sync, &writer_auth)).await {
             Ok(_) => writes += 1,
             Err(status) => *write_errors.entry(format!("{:?}", status.code())).or_default() += 1,

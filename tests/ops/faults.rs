@@ -1,7 +1,7 @@
 //! Restarts under load (issue 11): PostgreSQL killed and restarted while syncs and reads run, on a cluster of the
 //! test's own; Redis killed and restarted under reads. Nothing acknowledged is lost, failed calls say UNAVAILABLE
 //! and succeed on retry, and everything recovers by itself. The figures are printed (`--nocapture`) and
-//! recorded in RELIABILITY.md.
+//! recorded in docs/reliability.md.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use tonic::Code;
 use trading_monitor::pb;
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 /// What a group of callers saw.
 #[derive(Default)]

@@ -10,7 +10,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 /// A chromedriver this test started; stopped (by PID) when dropped.
 struct Driver {
@@ -109,7 +109,7 @@ async fn chromium_renders_the_status_page_and_a_cross_origin_page_calls_the_api(
     })
     .await;
     let gateway = app.http.unwrap();
-    let alice = crate::rest::seed(&app).await;
+    let alice = seed(&app).await;
     let own = token(alice, &[]);
     let expected_pnl = app.open_positions(alice).await.positions[0].unrealized_pnl.clone();
     assert!(!expected_pnl.is_empty());

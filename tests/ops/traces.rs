@@ -14,7 +14,7 @@ use tonic::Code;
 use trading_monitor::pb;
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 /// A resource's attributes.
 type Attributes = HashMap<String, Val>;

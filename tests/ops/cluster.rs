@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use trading_monitor::pb;
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 /// A Redis Cluster of six `redis-server`s (3 primaries with one replica each), stopped by PID when dropped.
 struct RedisCluster {

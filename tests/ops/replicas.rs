@@ -1,5 +1,5 @@
 //! Replicas on one Redis: a write acknowledged by one is seen by the other's cached reads within the stated
-//! bounds (README "Cache"), also across Redis faults; quotes revalue cached reads without invalidating them;
+//! bounds (docs/cache.md), also across Redis faults; quotes revalue cached reads without invalidating them;
 //! uncached reads are consistent snapshots; hot keys are refreshed ahead.
 
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use trading_monitor::pb;
 use trading_monitor::pb::Side::Buy;
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 /// While both replicas hear the invalidation channel.
 const HEARING_BOUND: Duration = Duration::from_millis(100);

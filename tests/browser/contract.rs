@@ -8,7 +8,7 @@ use std::process::Command;
 
 use uuid::Uuid;
 
-use crate::helpers::*;
+use trading_testkit::*;
 
 fn tool(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
@@ -57,7 +57,7 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
         args.server.rate_limit_per_user = 0;
     })
     .await;
-    let alice = crate::rest::seed(&app).await;
+    let alice = seed(&app).await;
     let base = format!("http://{}", app.http.unwrap());
     // Once as a user reading their own data, once as a trading backend that may read anyone and write.
     for (who, token) in [("user", token(alice, &[])), ("backend", token(Uuid::new_v4(), &[READ_ANY, SYNC_WRITE]))] {
