@@ -16,7 +16,6 @@ use crate::feed::Hub;
 use crate::market_view::MarketView;
 use crate::storage::Db;
 
-mod book;
 mod decode;
 mod encode;
 pub mod encoded;

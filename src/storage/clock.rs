@@ -181,5 +181,5 @@ async fn fan_out_stale(
     if event_type == EventType::MarketAlertRaised {
         details["severity"] = json!("warning");
     }
-    super::quotes::fan_out(tx, symbol, event_type, message, details).await
+    super::events::fan_out(tx, symbol, event_type, message, details).await
 }

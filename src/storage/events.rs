@@ -1,7 +1,8 @@
-//! Reads of the append-only event log, newest first, with keyset paging on (occurred_at, event_id).
+//! The append-only event log: reads newest first, with keyset paging on (occurred_at, event_id), and the alert
+//! events appended to the log of every holder of a symbol.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{StorageError, parse_stored};
@@ -119,4 +120,26 @@ pub async fn list(pool: &PgPool, q: &EventQuery) -> Result<EventPage, StorageErr
             .collect()
         }
     }
+}
+
+/// Appends an event (at the server's time) to the log of every user holding an open position in `symbol`.
+pub(super) async fn fan_out(
+    tx: &mut Transaction<'_, Postgres>,
+    symbol: &str,
+    event_type: EventType,
+    message: &str,
+    details: serde_json::Value,
+) -> Result<Vec<Uuid>, StorageError> {
+    Ok(sqlx::query_scalar!(
+        r#"INSERT INTO events (user_id, event_type, occurred_at, symbol, message, details)
+           SELECT DISTINCT p.user_id, $2, now(), $1, $3, $4::jsonb
+           FROM positions p WHERE p.symbol = $1 AND p.status = 'open'
+           RETURNING user_id"#,
+        symbol,
+        event_type.as_str(),
+        message,
+        details
+    )
+    .fetch_all(&mut **tx)
+    .await?)
 }

@@ -273,7 +273,7 @@ async fn clear(tx: &mut Transaction<'_, Postgres>, alert_id: Uuid, e: &Evaluatio
     sqlx::query!("UPDATE market_alerts SET cleared_at = now() WHERE alert_id = $1", alert_id)
         .execute(&mut **tx)
         .await?;
-    fan_out(
+    super::events::fan_out(
         tx,
         &e.symbol,
         EventType::MarketAlertCleared,
@@ -309,7 +309,7 @@ async fn raise(tx: &mut Transaction<'_, Postgres>, e: &Evaluation, b: Breach) ->
     )
     .fetch_one(&mut **tx)
     .await?;
-    fan_out(
+    super::events::fan_out(
         tx,
         &e.symbol,
         EventType::MarketAlertRaised,
@@ -335,26 +335,4 @@ async fn raise(tx: &mut Transaction<'_, Postgres>, e: &Evaluation, b: Breach) ->
         raised_at: row.raised_at,
         observed_at: row.observed_at,
     })
-}
-
-/// Appends an event (at the server's time) to the log of every user holding an open position in `symbol`.
-pub(super) async fn fan_out(
-    tx: &mut Transaction<'_, Postgres>,
-    symbol: &str,
-    event_type: EventType,
-    message: &str,
-    details: serde_json::Value,
-) -> Result<Vec<Uuid>, StorageError> {
-    Ok(sqlx::query_scalar!(
-        r#"INSERT INTO events (user_id, event_type, occurred_at, symbol, message, details)
-           SELECT DISTINCT p.user_id, $2, now(), $1, $3, $4::jsonb
-           FROM positions p WHERE p.symbol = $1 AND p.status = 'open'
-           RETURNING user_id"#,
-        symbol,
-        event_type.as_str(),
-        message,
-        details
-    )
-    .fetch_all(&mut **tx)
-    .await?)
 }

@@ -12,7 +12,7 @@ use trading_monitor::pb::guards_service_server::{GuardsService, GuardsServiceSer
 use trading_monitor::pb::positions_service_server::{PositionsService, PositionsServiceServer};
 use trading_monitor::pb::reconciliation_service_server::{ReconciliationService, ReconciliationServiceServer};
 
-use crate::reads::Users;
+use crate::seed::Users;
 
 /// Canned responses, one per read RPC of the mix.
 #[derive(Clone)]

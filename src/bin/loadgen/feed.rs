@@ -17,7 +17,7 @@ use trading_monitor::pb::reconciliation_service_client::ReconciliationServiceCli
 use trading_monitor::samples;
 use uuid::Uuid;
 
-use crate::reads::seed_sync;
+use crate::seed::seed_sync;
 
 /// How much market to feed while the mix runs.
 #[derive(Debug, Clone, Copy)]

@@ -8,6 +8,7 @@ mod feed;
 mod ingest;
 mod reads;
 mod report;
+mod seed;
 mod sink;
 mod watch;
 
@@ -185,15 +186,15 @@ async fn main() -> anyhow::Result<()> {
             let shape = ingest::Shape { users: *users, positions: *positions, book: *book };
             ingest::run(&args.jwt_secret, &channels, args.duration, concurrency, shape).await
         }
-        Mode::Seed { users } => reads::seed(channels[0].clone(), &args.jwt_secret, *users).await,
+        Mode::Seed { users } => seed::seed(channels[0].clone(), &args.jwt_secret, *users).await,
         Mode::Tokens { users } => {
-            for auth in reads::users(*users, &args.jwt_secret)?.auth {
+            for auth in seed::users(*users, &args.jwt_secret)?.auth {
                 println!("{}", auth.to_str()?.trim_start_matches("Bearer "));
             }
             Ok(())
         }
         Mode::Mix { users, metrics, label, quotes_per_sec, syncs_per_sec } => {
-            let users = reads::users(*users, &args.jwt_secret)?;
+            let users = seed::users(*users, &args.jwt_secret)?;
             let concurrency = args.concurrency.unwrap_or(100).max(1);
             let market = (*quotes_per_sec > 0.0 || *syncs_per_sec > 0.0).then(|| {
                 let feeding = feed::Feeding { quotes_per_sec: *quotes_per_sec, syncs_per_sec: *syncs_per_sec };
@@ -203,13 +204,13 @@ async fn main() -> anyhow::Result<()> {
             reads::mix(label, &channels, &users, args.duration, concurrency, metrics.as_deref(), market).await
         }
         Mode::ReplicaLatency { reader, users, samples } => {
-            let users = reads::users(*users, &args.jwt_secret)?;
+            let users = seed::users(*users, &args.jwt_secret)?;
             let reader = self::channels(reader, 1).await?.remove(0);
             let auth = feed::writer_auth(&args.jwt_secret)?;
             reads::replica_latency(reader, channels[0].clone(), &users, *samples, auth).await
         }
         Mode::Stampede { users, requests, metrics } => {
-            let users = reads::users(*users, &args.jwt_secret)?;
+            let users = seed::users(*users, &args.jwt_secret)?;
             reads::stampede(&channels, &users, *requests, metrics).await
         }
         Mode::Watch {
@@ -222,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
             database_url,
             label,
         } => {
-            let users = reads::users(*users, &args.jwt_secret)?;
+            let users = seed::users(*users, &args.jwt_secret)?;
             let writer = match writer {
                 Some(w) => self::channels(w, 1).await?.remove(0),
                 None => channels[0].clone(),
@@ -241,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Mode::OtlpSink { .. } => unreachable!("served above"),
         Mode::EchoServer { listen, users } => {
-            let users = reads::users((*users).max(1), &args.jwt_secret)?;
+            let users = seed::users((*users).max(1), &args.jwt_secret)?;
             echo::serve(*listen, channels[0].clone(), &users).await
         }
     }

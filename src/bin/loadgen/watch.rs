@@ -18,8 +18,8 @@ use trading_monitor::pb::guards_service_client::GuardsServiceClient;
 use trading_monitor::pb::reconciliation_service_client::ReconciliationServiceClient;
 use trading_monitor::samples;
 
-use crate::reads::Users;
 use crate::report::percentile;
+use crate::seed::Users;
 
 /// What one run measures.
 pub struct Plan {

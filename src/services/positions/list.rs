@@ -7,11 +7,11 @@ use prost::Message;
 use tonic::Request;
 use uuid::Uuid;
 
+use super::book::BookView;
 use super::fields::{priced_fields, valuation};
 use crate::cache::Rpc;
 use crate::domain::pnl::{self, Valuation};
 use crate::pb;
-use crate::services::book::BookView;
 use crate::services::decode::{self, caller, target_user};
 use crate::services::encode::{dec, opt_ts, ts};
 use crate::services::encoded::Encoded;

@@ -1,7 +1,7 @@
 //! `trading.v1.PositionsService`: open positions with unrealized P&L, and single positions. Each RPC is listed
 //! here; what it does is in the module named beside it.
 //!
-//! Both are served from the user's cached book (`services::book`) and valued against the replica-local market
+//! Both are served from the user's cached book (`book`, which the guards read too) and valued against the replica-local market
 //! snapshot when the response is built, so new prices never invalidate anything: the book changes only with
 //! the user's syncs. `ListOpenPositions` is served as bytes ([`ListOpenPositionsBytes`]): the server answers
 //! its path before the generated trait is reached (see `services::encoded`).
@@ -14,11 +14,10 @@ use super::{AppState, RpcResult};
 use crate::pb;
 use crate::pb::positions_service_server::{PositionsService, PositionsServiceServer};
 
+mod book;
 mod fields;
 mod get;
 mod list;
-
-pub(super) use fields::fixed_fields;
 
 /// The PositionsService implementation.
 #[derive(Debug, Clone)]

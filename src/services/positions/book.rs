@@ -7,9 +7,9 @@ use std::sync::Arc;
 use prost::Message;
 use uuid::Uuid;
 
-use super::positions::fixed_fields;
-use super::{ApiError, AppState};
+use super::fields::fixed_fields;
 use crate::cache::{self, Freshness, Rpc};
+use crate::services::{ApiError, AppState};
 use crate::storage::{self, Book, Db};
 
 /// Cache kind of a user's book.
@@ -46,7 +46,11 @@ impl cache::CacheValue for BookView {
 
 impl AppState {
     /// The user's book, from cache or PostgreSQL (one statement).
-    pub(super) async fn book(&self, rpc: Rpc, user_id: Uuid) -> Result<(Arc<BookView>, Freshness), ApiError> {
+    pub(in crate::services) async fn book(
+        &self,
+        rpc: Rpc,
+        user_id: Uuid,
+    ) -> Result<(Arc<BookView>, Freshness), ApiError> {
         let db = self.db.clone();
         let load = move || async move { load_book(db, user_id).await.map(BookView::new) };
         self.cache.get(rpc, user_id, BOOK, "", load).await
@@ -54,6 +58,6 @@ impl AppState {
 }
 
 /// Loads a user's book (one statement).
-pub(super) async fn load_book(db: Db, user_id: Uuid) -> Result<Book, ApiError> {
+async fn load_book(db: Db, user_id: Uuid) -> Result<Book, ApiError> {
     Ok(db.run("book.load", storage::book::load(db.pool()?, user_id)).await?)
 }
