@@ -9,37 +9,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
-scripts/ensure-services.sh
-export SQLX_OFFLINE=true
-cargo build --release --quiet --bin trading-monitor --bin loadgen
+bench_init ingest
 
-db="tm_bench_ingest_$$"
 port=50091
-secret="bench-secret-0123456789abcdef0123456789"
-psql -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE \"$db\""
-server_pid=""
-cleanup() {
-  if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
-}
-trap cleanup EXIT
+serve "${SERVER_BIN:-target/release/trading-monitor}" "$port"
+server_pid=$last_pid
 
-TM_JWT_SECRET="$secret" RUST_LOG=warn "${SERVER_BIN:-target/release/trading-monitor}" serve \
-  --listen "127.0.0.1:$port" --database-url "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable" &
-server_pid=$!
-for _ in $(seq 1 50); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.2
-done
-
-before=$(cpu_ticks "$server_pid")
 args=("$@")
 # Options before the mode go to loadgen itself; `ingest ...` may be given explicitly to pass mode options.
 if ! printf '%s\n' "${args[@]}" | grep -qx ingest; then args+=(ingest); fi
-TM_JWT_SECRET="$secret" target/release/loadgen --target "http://127.0.0.1:$port" "${args[@]}" | tee /tmp/bench-ingest.$$
-after=$(cpu_ticks "$server_pid")
-calls=$(sed -n 's/.* \([0-9][0-9]*\) ok.*/\1/p' /tmp/bench-ingest.$$ | head -n 1)
-rm -f /tmp/bench-ingest.$$
-hz=$(getconf CLK_TCK)
-echo "server CPU: $(( (after - before) * 1000 / hz )) ms in total${calls:+, $(( (after - before) * 1000000 / hz / calls )) us per sync}"
+measured "$server_pid" --target "http://127.0.0.1:$port" "${args[@]}"
 echo "server peak memory: $(awk '/VmHWM/ { print $2, $3 }' "/proc/$server_pid/status")"

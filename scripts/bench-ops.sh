@@ -16,68 +16,38 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
-scripts/ensure-services.sh
-cargo build --release --quiet --bin trading-monitor --bin loadgen
+bench_init ops
 
 duration="${DURATION:-20s}"
 rounds="${ROUNDS:-2}"
 limit="${LIMIT:-16}"
 users=1000
-db="tm_bench_ops_$$"
 port=50083 admin_port=9183 redis_port=6383 sink_port=4383
-secret="bench-secret-0123456789abcdef0123456789"
-export TM_JWT_SECRET="$secret"
 target="http://127.0.0.1:$port"
-loadgen=target/release/loadgen
-server_pid="" redis_pid="" sink_pid=""
-hz=$(getconf CLK_TCK)
+server_pid="" sink_pid=""
 
-cleanup() {
-  stop "$server_pid"; stop "$redis_pid"; stop "$sink_pid"
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
-}
-trap cleanup EXIT
-
-# Runs loadgen with "$@" while measuring the server's CPU time; prints the CPU per request it answered
-# (refused calls included: they cost the server too).
-measured() {
-  local before after out requests
-  before=$(cpu_ticks "$server_pid")
-  out=$("$loadgen" "$@")
-  after=$(cpu_ticks "$server_pid")
-  echo "$out"
-  requests=$(echo "$out" | sed -n 's/.*: \([0-9][0-9]*\) ok, \([0-9][0-9]*\) errors.*/\1 \2/p' | head -n 1 | awk '{ print $1 + $2 }')
-  if [[ -n "$requests" && "$requests" -gt 0 ]]; then
-    echo "  server CPU  $(( (after - before) * 1000000 / hz / requests )) us per request ($(( (after - before) * 1000 / hz )) ms in total)"
-  fi
-}
-
-# start_server BINARY [serve flags...]: the server under test, with the environment the caller exported.
+# start_server BINARY [serve flags...]: the server under test (replacing the previous one), with the
+# environment the caller exported.
 start_server() {
   local bin="$1"; shift
   stop "$server_pid"
-  RUST_LOG=warn "$bin" serve --listen "127.0.0.1:$port" \
-    --database-url "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable" \
-    --redis-url "redis://127.0.0.1:$redis_port" --admin-listen "127.0.0.1:$admin_port" \
-    --rate-limit-per-user 0 "$@" &
-  server_pid=$!
-  wait_port "$port"; wait_port "$admin_port"
+  serve "$bin" "$port" --redis-url "redis://127.0.0.1:$redis_port" --admin-listen "127.0.0.1:$admin_port" \
+    --rate-limit-per-user 0 "$@"
+  server_pid=$last_pid
+  wait_port "$admin_port"
   # Until the replica reads through Redis (it answers from PostgreSQL before its Redis client connects).
   sleep 1
 }
 
-psql -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE \"$db\""
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --loglevel warning &
-redis_pid=$!
-wait_port "$redis_port"
+start_redis "$redis_port"
 start_server target/release/trading-monitor
 
-echo "== machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%FT%TZ)"
+machine
 $loadgen --target "$target" seed --users "$users"
 
 # mix STREAMS LABEL: the 5:3:2 read mix.
 mix() {
-  measured --target "$target" --duration "$duration" --concurrency "$1" \
+  measured "$server_pid" --target "$target" --duration "$duration" --concurrency "$1" \
     mix --users "$users" --metrics "127.0.0.1:$admin_port" --label "$2"
 }
 
@@ -97,6 +67,7 @@ for round in $(seq 1 "$rounds"); do
     stop "$sink_pid"
     "$loadgen" otlp-sink --listen "127.0.0.1:$sink_port" > "/tmp/bench-ops-sink-$$.out" &
     sink_pid=$!
+    track "$sink_pid"
     wait_port "$sink_port"
     OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_TRACES_SAMPLER=parentbased_traceidratio \
       OTEL_TRACES_SAMPLER_ARG="$sampled" start_server target/release/trading-monitor

@@ -18,62 +18,36 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
-scripts/ensure-services.sh
-cargo build --release --quiet --bin trading-monitor --bin loadgen
+bench_init reads
 
 duration="${DURATION:-30s}"
 users=1000
-db="tm_bench_reads_$$"
 port=50093 metrics_port=9193 redis_port=6393 echo_port=50094 replica_port=50095 cluster_base=7191
-secret="bench-secret-0123456789abcdef0123456789"
-export TM_JWT_SECRET="$secret"
 target="http://127.0.0.1:$port"
-loadgen=target/release/loadgen
-server_pid="" echo_pid="" redis_pid="" replica_pid="" cluster=""
-hz=$(getconf CLK_TCK)
+server_pid="" cluster=""
+trap 'if [[ -n "$cluster" ]]; then scripts/redis-cluster.sh stop "$cluster_base"; fi; bench_cleanup' EXIT
 
-cleanup() {
-  stop "$server_pid"; stop "$echo_pid"; stop "$redis_pid"; stop "$replica_pid"
-  if [[ -n "$cluster" ]]; then scripts/redis-cluster.sh stop "$cluster_base"; fi
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
-}
-trap cleanup EXIT
-
-# Runs loadgen with "$@" while measuring process $1's CPU time; prints the CPU per request it served.
-measured() {
-  local pid=$1; shift
-  local before after out requests
-  before=$(cpu_ticks "$pid")
-  out=$("$loadgen" "$@")
-  after=$(cpu_ticks "$pid")
-  echo "$out"
-  requests=$(echo "$out" | sed -n 's/.*: \([0-9][0-9]*\) ok,.*/\1/p' | head -n 1)
-  if [[ -n "$requests" && "$requests" -gt 0 ]]; then
-    echo "  server CPU  $(( (after - before) * 1000000 / hz / requests )) us per request ($(( (after - before) * 1000 / hz )) ms in total)"
-  fi
-}
-
+# start_server REDIS-URL [serve flags...]: the server under test (replacing the previous one).
 start_server() {
   local redis_url="$1"; shift
-  RUST_LOG=warn target/release/trading-monitor serve --listen "127.0.0.1:$port" \
-    --database-url "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable" \
-    --redis-url "$redis_url" --admin-listen "127.0.0.1:$metrics_port" ${SERVER_ARGS:-} "$@" &
-  server_pid=$!
-  wait_port "$port"; wait_port "$metrics_port"
+  stop "$server_pid"
+  serve target/release/trading-monitor "$port" --redis-url "$redis_url" --admin-listen "127.0.0.1:$metrics_port" \
+    ${SERVER_ARGS:-} "$@"
+  server_pid=$last_pid
+  wait_port "$metrics_port"
 }
 
-psql -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE \"$db\""
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --loglevel warning &
-redis_pid=$!
-wait_port "$redis_port"
+start_redis "$redis_port"
+redis_pid=$last_pid
 start_server "redis://127.0.0.1:$redis_port"
 
-echo "== machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%FT%TZ)"
+machine
 $loadgen --target "$target" seed --users "$users"
 
 echo "== 1. baseline: bare tonic echo server"
 $loadgen --target "$target" echo-server --listen "127.0.0.1:$echo_port" --users "$users" &
 echo_pid=$!
+track "$echo_pid"
 wait_port "$echo_port"
 measured "$echo_pid" --target "http://127.0.0.1:$echo_port" --duration "$duration" mix --users "$users" --label "bare echo"
 stop "$echo_pid"; echo_pid=""
@@ -93,11 +67,9 @@ echo "== 5. stampede"
 $loadgen --target "$target" stampede --users "$users" --requests 1000 --metrics "127.0.0.1:$metrics_port"
 
 echo "== 6. cross-replica invalidation latency"
-RUST_LOG=warn target/release/trading-monitor serve --listen "127.0.0.1:$replica_port" --skip-migrations \
-  --database-url "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable" --redis-url "redis://127.0.0.1:$redis_port" \
-  ${SERVER_ARGS:-} &
-replica_pid=$!
-wait_port "$replica_port"
+serve target/release/trading-monitor "$replica_port" --skip-migrations --redis-url "redis://127.0.0.1:$redis_port" \
+  ${SERVER_ARGS:-}
+replica_pid=$last_pid
 sleep 2 # both replicas hear the invalidation channel
 $loadgen --target "http://127.0.0.1:$replica_port" replica-latency --reader "$target" --users "$users" --samples 500
 stop "$replica_pid"; replica_pid=""
@@ -123,7 +95,6 @@ add_history() {
 
 echo "== 8. uncached, 1,000,000 events"
 add_history "$db"
-stop "$server_pid"
 start_server "redis://127.0.0.1:$redis_port" --cache-disabled
 mix --label "uncached, 1M events"
 echo "  (every request is one PostgreSQL statement: pg loads = round trips)"
@@ -132,17 +103,15 @@ if [[ -n "${BASELINE_BIN:-}" ]]; then
   echo "== 8b. uncached, 1,000,000 events, baseline build $BASELINE_BIN"
   stop "$server_pid"
   base_db="${db}_baseline"
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE \"$base_db\""
-  RUST_LOG=warn "$BASELINE_BIN" serve --listen "127.0.0.1:$port" \
-    --database-url "postgres://postgres@127.0.0.1:5432/$base_db?sslmode=disable" --cache-disabled \
-    --admin-listen "127.0.0.1:$metrics_port" &
-  server_pid=$!
-  wait_port "$port"; wait_port "$metrics_port"
+  create_database "$base_db"
+  DATABASE_URL="postgres://postgres@127.0.0.1:5432/$base_db?sslmode=disable" serve "$BASELINE_BIN" "$port" \
+    --cache-disabled --admin-listen "127.0.0.1:$metrics_port"
+  server_pid=$last_pid
+  wait_port "$metrics_port"
   $loadgen --target "$target" seed --users "$users"
   add_history "$base_db"
   mix --label "baseline, uncached, 1M events"
   stop "$server_pid"; server_pid=""
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS \"$base_db\" WITH (FORCE)"
 fi
 
 echo "== 9. cached, Redis Cluster (3 primaries + 3 replicas), reads only"

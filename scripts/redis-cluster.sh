@@ -3,7 +3,7 @@
 # (cluster bus ports BASE+100..BASE+105), nothing persisted, files under /tmp/tm-redis-cluster-BASE.
 #   scripts/redis-cluster.sh start 7101     # starts it, waits until healthy, prints the URL for --redis-url
 #   scripts/redis-cluster.sh stop 7101      # stops exactly the processes it started (by PID) and cleans up
-# (The integration test starts its own cluster on free ports: tests/api/cluster.rs.)
+# (The integration test starts its own cluster on free ports: tests/ops/cluster.rs.)
 set -euo pipefail
 action="${1:?start or stop}"
 base="${2:-7101}"
