@@ -84,13 +84,16 @@ pub trait EncodedMethod: Send + Sync + 'static {
     const PATH: &'static str;
     /// The request message.
     type Request: prost::Message + Default + Send + 'static;
-    /// Answers one request.
-    fn serve(state: AppState, request: Request<Self::Request>)
-    -> BoxFuture<'static, Result<Response<Encoded>, Status>>;
+    /// Answers one request; `state` is shared, not cloned, per call (cloning `AppState` clones its
+    /// cancellation token, which takes a lock).
+    fn serve(
+        state: Arc<AppState>,
+        request: Request<Self::Request>,
+    ) -> BoxFuture<'static, Result<Response<Encoded>, Status>>;
 }
 
 /// One [`EncodedMethod`] as a unary service.
-struct Method<M>(AppState, PhantomData<M>);
+struct Method<M>(Arc<AppState>, PhantomData<M>);
 
 impl<M: EncodedMethod> UnaryService<M::Request> for Method<M> {
     type Response = Encoded;
@@ -151,7 +154,7 @@ where
         if request.uri().path() != M::PATH {
             return Box::pin(self.generated.call(request));
         }
-        let (state, max) = (AppState::clone(&self.state), self.max_decoding);
+        let (state, max) = (Arc::clone(&self.state), self.max_decoding);
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(EncodedCodec::<M::Request>::default())
                 .apply_max_message_size_config(Some(max), None);

@@ -6,6 +6,8 @@
 //! the user's syncs. `ListOpenPositions` is served as bytes ([`ListOpenPositionsBytes`]): the server answers
 //! its path before the generated trait is reached (see `services::encoded`).
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use tonic::{Request, Response, Status};
 
@@ -45,7 +47,7 @@ impl EncodedMethod for ListOpenPositionsBytes {
     type Request = pb::ListOpenPositionsRequest;
 
     fn serve(
-        state: AppState,
+        state: Arc<AppState>,
         request: Request<Self::Request>,
     ) -> BoxFuture<'static, Result<Response<Encoded>, Status>> {
         Box::pin(async move { list::serve(&state, request).await })

@@ -4,6 +4,8 @@
 //! `GetReconciliationStatus` is served from stored bytes ([`GetReconciliationStatusBytes`]): the server answers
 //! its path before the generated trait is reached (see `services::encoded`).
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use tonic::{Request, Response, Status};
 
@@ -47,7 +49,7 @@ impl EncodedMethod for GetReconciliationStatusBytes {
     type Request = pb::GetReconciliationStatusRequest;
 
     fn serve(
-        state: AppState,
+        state: Arc<AppState>,
         request: Request<Self::Request>,
     ) -> BoxFuture<'static, Result<Response<Encoded>, Status>> {
         Box::pin(async move { status::serve(&state, request).await })
