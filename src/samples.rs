@@ -106,16 +106,24 @@ pub fn snapshot_sync(
     brokers: Vec<pb::BrokerPosition>,
     platforms: Vec<pb::PlatformPosition>,
 ) -> pb::SubmitBrokerSyncRequest {
+    let snapshot =
+        pb::SyncSnapshot { account: Some(account), broker_positions: brokers, platform_positions: platforms };
+    sync_request(user, finished, took, pb::submit_broker_sync_request::Result::Snapshot(snapshot))
+}
+
+/// A sync of `user` with this result, finished at `finished` after `took`, with a fresh request id.
+fn sync_request(
+    user: Uuid,
+    finished: DateTime<Utc>,
+    took: Duration,
+    result: pb::submit_broker_sync_request::Result,
+) -> pb::SubmitBrokerSyncRequest {
     pb::SubmitBrokerSyncRequest {
         request_id: Uuid::new_v4().to_string(),
         user_id: user.to_string(),
         started_time: ts(finished - took),
         finished_time: ts(finished),
-        result: Some(pb::submit_broker_sync_request::Result::Snapshot(pb::SyncSnapshot {
-            account: Some(account),
-            broker_positions: brokers,
-            platform_positions: platforms,
-        })),
+        result: Some(result),
     }
 }
 
@@ -149,15 +157,8 @@ pub fn failed_sync_at(
     took: Duration,
     message: &str,
 ) -> pb::SubmitBrokerSyncRequest {
-    pb::SubmitBrokerSyncRequest {
-        request_id: Uuid::new_v4().to_string(),
-        user_id: user.to_string(),
-        started_time: ts(finished - took),
-        finished_time: ts(finished),
-        result: Some(pb::submit_broker_sync_request::Result::Failure(pb::SyncFailure {
-            error_message: message.into(),
-        })),
-    }
+    let failure = pb::SyncFailure { error_message: message.into() };
+    sync_request(user, finished, took, pb::submit_broker_sync_request::Result::Failure(failure))
 }
 
 /// A failed sync for `user`, finished just now after 2 s.
