@@ -99,8 +99,9 @@ fn rpc_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// The registry, with the cache's counters and the pool read at scrape time.
-    pub fn new(cache: Cache, pool: PgPool) -> Metrics {
+    /// The registry, with the cache's counters, the pool and the `collectors` of other rooms (the feed's lag)
+    /// read at scrape time.
+    pub fn new(cache: Cache, pool: PgPool, collectors: Vec<Box<dyn Collector>>) -> Metrics {
         let mut registry = Registry::default();
         let rpc_requests = Family::<MethodCode, Counter>::default();
         let rpc_duration = Family::<Method, Histogram, fn() -> Histogram>::new_with_constructor(rpc_histogram);
@@ -133,6 +134,9 @@ impl Metrics {
         own.register("rpc_duration_seconds", "Time to the response headers of each gRPC call", rpc_duration.clone());
         own.register_collector(Box::new(CacheCollector(cache)));
         own.register_collector(Box::new(PoolCollector(pool)));
+        for collector in collectors {
+            own.register_collector(collector);
+        }
         own.register(
             "pg_pool_acquire_seconds",
             "Time each PostgreSQL call waited for a pooled connection",

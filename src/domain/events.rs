@@ -25,5 +25,41 @@ stored_enum!(
         MarketAlertCleared => "market_alert_cleared",
         /// The pre-liquidation countdown of a CRITICAL account ran out.
         LiquidationDue => "liquidation_due",
+        /// A kind this version does not know: written by a newer version of the service (during a rolling
+        /// deploy). Read as such (callers see `EVENT_TYPE_UNSPECIFIED`), never written.
+        Unknown => "unknown",
     }
 );
+
+impl EventType {
+    /// The stored kind, or [`EventType::Unknown`] for one this version does not know: one stored event of a
+    /// newer kind must not make a whole page of the log unreadable.
+    pub fn from_stored(text: &str) -> EventType {
+        text.parse().unwrap_or(EventType::Unknown)
+    }
+
+    /// The kinds a caller may filter on (all but [`EventType::Unknown`]).
+    pub fn filterable() -> impl Iterator<Item = EventType> {
+        EventType::ALL.iter().copied().filter(|t| *t != EventType::Unknown)
+    }
+}
+
+/// Deserializes a stored kind leniently (see [`EventType::from_stored`]).
+pub fn deserialize_lenient<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<EventType, D::Error> {
+    let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
+    Ok(EventType::from_stored(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_of_a_newer_version_reads_as_unknown_and_is_not_a_filter() {
+        assert_eq!(EventType::from_stored("position_opened"), EventType::PositionOpened);
+        assert_eq!(EventType::from_stored("margin_call_due"), EventType::Unknown);
+        assert!(EventType::filterable().all(|t| t != EventType::Unknown));
+        let row: serde_json::Value = serde_json::json!("margin_call_due");
+        assert_eq!(deserialize_lenient(row).unwrap(), EventType::Unknown);
+    }
+}

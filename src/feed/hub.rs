@@ -11,6 +11,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::lag::Lag;
 use super::token::DatabaseTag;
 use crate::domain::events::EventType;
 use crate::market_view::MarketView;
@@ -22,6 +23,8 @@ use crate::telemetry::error_chain;
 pub const CHANNEL: &str = "trading_events";
 /// Events per feed read.
 const PAGE: i64 = 500;
+/// A transaction the reader has owed this long is logged (once) with the session holding it.
+const OVERDUE_AFTER: Duration = Duration::from_secs(60);
 /// Books loaded at once for one batch.
 const BOOK_LOADS: usize = 8;
 
@@ -73,13 +76,14 @@ impl Per {
     }
 }
 
-/// One read of the feed: every event after `from` up to and including `up_to` (possibly none: the position
-/// still advances), with the books of the accounts that changed and are watched for their guard status.
+/// One read of the feed: the events `up_to` has read and `from` had not (possibly none: the position still
+/// advances, or a transaction it waited for ended), with the books of the accounts that changed and are watched
+/// for their guard status.
 #[derive(Debug)]
 pub struct Batch {
-    /// Where the read started (exclusive).
+    /// Where the read started.
     pub from: FeedPosition,
-    /// Where it ended (inclusive): everything up to here has been read.
+    /// Where it ended.
     pub up_to: FeedPosition,
     /// The events, in feed order.
     pub events: Vec<FeedEvent>,
@@ -102,6 +106,8 @@ struct Inner {
     batches: broadcast::Sender<Arc<Batch>>,
     /// `up_to` of the last batch sent (`None` until the first read).
     position: Mutex<Option<FeedPosition>>,
+    /// The transactions the reader waits for.
+    lag: Lag,
     streams: Mutex<Streams>,
     wake: Notify,
 }
@@ -117,7 +123,7 @@ struct Streams {
 
 impl Inner {
     fn last_position(&self) -> Option<FeedPosition> {
-        *self.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn set_position(&self, at: FeedPosition) {
@@ -168,10 +174,16 @@ impl Hub {
                 tag: OnceLock::new(),
                 batches,
                 position: Mutex::new(None),
+                lag: Lag::default(),
                 streams: Mutex::new(Streams::default()),
                 wake: Notify::new(),
             }),
         }
+    }
+
+    /// The transactions the reader waits for (`/metrics` reads it).
+    pub fn lag(&self) -> Lag {
+        self.inner.lag.clone()
     }
 
     /// The pool streams read from.
@@ -247,10 +259,42 @@ impl Hub {
                 }
                 Err(_) => {}
             }
+            self.log_overdue().await;
             tokio::select! {
                 () = self.inner.wake.notified() => {}
                 () = tokio::time::sleep(self.inner.settings.safety_interval) => {}
                 () = stop.cancelled() => break,
+            }
+        }
+    }
+
+    /// Logs, once each, the transactions the reader has owed for longer than [`OVERDUE_AFTER`], with the session
+    /// (or prepared transaction) holding each: such a session also holds PostgreSQL's xmin back, which keeps
+    /// vacuum from removing dead rows anywhere in the cluster.
+    async fn log_overdue(&self) {
+        let overdue = self.inner.lag.overdue(OVERDUE_AFTER);
+        if overdue.is_empty() {
+            return;
+        }
+        match feed::blockers(&self.inner.pool, &overdue).await {
+            Ok(blockers) => {
+                for b in blockers {
+                    tracing::warn!(
+                        tx = b.tx,
+                        pid = b.pid,
+                        database = b.database,
+                        user = b.user,
+                        application = b.application,
+                        state = b.state,
+                        transaction_start = b.transaction_start.map(|t| t.to_rfc3339()),
+                        prepared_gid = b.prepared_gid,
+                        "a transaction has been running for over a minute: watch streams deliver its events when \
+                         it commits, and it holds the cluster's xmin back"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), transactions = ?overdue, "cannot look up long-running transactions")
             }
         }
     }
@@ -268,19 +312,23 @@ impl Hub {
             None => {
                 // First read: start now (streams catch up on what came before from the table themselves).
                 let at = feed::now(&inner.pool).await?;
-                inner.set_position(at);
+                inner.set_position(at.clone());
                 at
             }
         };
         loop {
-            let page = feed::page(&inner.pool, None, at, PAGE).await?;
+            let page = feed::page(&inner.pool, None, &at, PAGE).await?;
             show_alerts_of(&inner.market, &page.events).await;
             let books = self.books_for(&page.events).await;
-            let batch = Batch { from: at, up_to: page.next, events: page.events, books };
+            inner.lag.observe(&page.next, page.capped);
+            let moved = !page.events.is_empty() || page.next != at;
+            let batch = Batch { from: at, up_to: page.next.clone(), events: page.events, books };
             at = page.next;
-            inner.set_position(at);
-            // No receivers is fine: nobody watches.
-            let _ = inner.batches.send(Arc::new(batch));
+            inner.set_position(at.clone());
+            // Nothing new, not even a transaction that ended: nothing to tell. No receivers is fine: nobody watches.
+            if moved {
+                let _ = inner.batches.send(Arc::new(batch));
+            }
             if page.caught_up {
                 return Ok(());
             }

@@ -99,7 +99,7 @@ impl Application {
             http_listener,
             demo_users: Vec::new(),
             state: AppState {
-                metrics: crate::metrics::Metrics::new(cache.clone(), pool.clone()),
+                metrics: crate::metrics::Metrics::new(cache.clone(), pool.clone(), vec![Box::new(hub.lag())]),
                 db: storage::Db::new(pool),
                 rules: Arc::new(rules),
                 cache,
@@ -161,7 +161,8 @@ impl Application {
         let reporter = HealthReporter::new();
         health::set_all(&reporter, ServingStatus::NotServing).await;
         if let Some(listener) = admin_listener {
-            background.spawn("admin listener", admin::serve(listener, state.metrics.clone(), state.db.clone()));
+            let admin = admin::serve(listener, state.metrics.clone(), state.db.clone(), stop.clone());
+            background.spawn("admin listener", admin);
         }
         background.spawn(
             "health probe",

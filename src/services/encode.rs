@@ -56,6 +56,8 @@ pub fn event_type(t: EventType) -> pb::EventType {
         EventType::MarketAlertRaised => pb::EventType::MarketAlertRaised,
         EventType::MarketAlertCleared => pb::EventType::MarketAlertCleared,
         EventType::LiquidationDue => pb::EventType::LiquidationDue,
+        // A kind a newer version wrote: the contract says enums may gain values, so callers handle this one.
+        EventType::Unknown => pb::EventType::Unspecified,
     }
 }
 

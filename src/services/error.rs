@@ -134,6 +134,9 @@ pub enum ApiError {
         /// The deadline it had.
         timeout: Duration,
     },
+    /// A database statement ran past its time limit (`--db-statement-timeout`); nothing was applied.
+    #[error("a database statement exceeded its time limit; nothing was applied")]
+    StatementTimeout,
     /// A handler panicked (the layer that caught it logged it).
     #[error("internal error")]
     Panicked,
@@ -173,6 +176,7 @@ impl ApiError {
             ApiError::Overloaded { limit } => ApiError::Overloaded { limit: *limit },
             ApiError::DeadlineExceeded { timeout } => ApiError::DeadlineExceeded { timeout: *timeout },
             ApiError::Panicked => ApiError::Panicked,
+            ApiError::StatementTimeout => ApiError::StatementTimeout,
             ApiError::Internal(source) => ApiError::Internal(source.to_string().into()),
         }
     }
@@ -302,6 +306,9 @@ impl From<ApiError> for Status {
                     TokenProblem::Ahead => {
                         "resume_token is ahead of this database's event log (it was issued elsewhere)"
                     }
+                    TokenProblem::UnsupportedVersion => {
+                        "resume_token was issued by a newer version of this service (an upgrade is under way)"
+                    }
                 };
                 let text = format!("{text}: re-read the current state and watch again from NOW");
                 let details =
@@ -350,6 +357,9 @@ impl From<ApiError> for Status {
                 status(Code::DeadlineExceeded, message, R::Timeout, &[], ErrorDetails::new())
             }
             ApiError::Panicked => status(Code::Internal, "internal error", R::Internal, &[], ErrorDetails::new()),
+            // The server's own time bound, like a deadline: no retry hint, since retrying a statement that already
+            // ran for the whole limit adds to the load that made it slow.
+            ApiError::StatementTimeout => status(Code::DeadlineExceeded, message, R::Timeout, &[], ErrorDetails::new()),
             ApiError::Internal(source) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "internal error");
                 status(Code::Internal, "internal error", R::Internal, &[], ErrorDetails::new())
@@ -366,6 +376,14 @@ impl From<StorageError> for ApiError {
                 ApiError::Unavailable("database unavailable".into())
             }
             StorageError::Down => ApiError::Unavailable("database unavailable".into()),
+            StorageError::Busy(source) => {
+                tracing::info!(error = %error_chain(&source), "database busy");
+                ApiError::Unavailable("database busy".into())
+            }
+            StorageError::TimedOut(source) => {
+                tracing::info!(error = %error_chain(&source), "database statement timed out");
+                ApiError::StatementTimeout
+            }
             StorageError::Conflict(source) => {
                 tracing::info!(error = %error_chain(&source), "write aborted by a concurrent one");
                 ApiError::Aborted
@@ -401,7 +419,7 @@ impl From<CacheError> for ApiError {
 /// What the cache asks of a failed load: whether PostgreSQL was unreachable (then a stale value may be served).
 impl LoadError for ApiError {
     fn is_unavailable(&self) -> bool {
-        matches!(self, ApiError::Unavailable(_))
+        matches!(self, ApiError::Unavailable(_) | ApiError::StatementTimeout)
     }
 
     fn share(&self) -> Self {
@@ -470,6 +488,7 @@ mod tests {
             (ApiError::Aborted, Code::Aborted, "CONCURRENT_UPDATE"),
             (ApiError::Unavailable("database unavailable".into()), Code::Unavailable, "DATABASE_UNAVAILABLE"),
             (ApiError::Internal("boom".into()), Code::Internal, "INTERNAL"),
+            (ApiError::StatementTimeout, Code::DeadlineExceeded, "TIMEOUT"),
             (ApiError::Unauthenticated(AuthError::Expired), Code::Unauthenticated, "TOKEN_EXPIRED"),
             (ApiError::Unauthenticated(AuthError::Signature), Code::Unauthenticated, "TOKEN_INVALID"),
             (ApiError::Unauthenticated(AuthError::Missing), Code::Unauthenticated, "TOKEN_MISSING"),

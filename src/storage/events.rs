@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{StorageError, parse_stored};
+use super::StorageError;
 use crate::domain::events::EventType;
 
 /// One event.
@@ -13,7 +13,8 @@ use crate::domain::events::EventType;
 pub struct EventRow {
     /// Increasing id.
     pub event_id: i64,
-    /// What happened.
+    /// What happened ([`EventType::Unknown`] for a kind a newer version wrote).
+    #[serde(deserialize_with = "crate::domain::events::deserialize_lenient")]
     pub event_type: EventType,
     /// When.
     pub occurred_at: DateTime<Utc>,
@@ -56,7 +57,7 @@ pub async fn list(pool: &PgPool, q: &EventQuery) -> Result<EventPage, StorageErr
             let r = $r;
             Ok(EventRow {
                 event_id: r.event_id,
-                event_type: parse_stored(&r.event_type)?,
+                event_type: EventType::from_stored(&r.event_type),
                 occurred_at: r.occurred_at,
                 sync_id: r.sync_id,
                 position_id: r.position_id,

@@ -80,14 +80,17 @@ impl Db {
         self.observe(result)
     }
 
-    /// Passes a call's result on, closing the gate if it found PostgreSQL unreachable. A pool that timed out is
-    /// not proof of that (it may only be saturated): the probe is woken to find out, on a connection of its own.
+    /// Passes a call's result on, closing the gate if it found PostgreSQL unreachable (a connection-level
+    /// failure). A busy pool or server, or a statement that timed out, is not proof of that: it fails this call
+    /// only; a busy one wakes the probe to find out.
     fn observe<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
-        if let Err(StorageError::Unavailable(cause)) = &result {
-            if !matches!(cause, sqlx::Error::PoolTimedOut) {
+        match &result {
+            Err(StorageError::Unavailable(_)) => {
                 self.set_down(true);
+                self.gate.noticed.notify_one();
             }
-            self.gate.noticed.notify_one();
+            Err(StorageError::Busy(_)) => self.gate.noticed.notify_one(),
+            _ => {}
         }
         result
     }

@@ -48,9 +48,18 @@ pub struct DatabaseSettings {
 /// Storage failures, split by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// PostgreSQL cannot be reached, refused the connection, or the pool is exhausted: retry later.
+    /// PostgreSQL cannot be reached or the connection died (I/O, TLS, SQLSTATE class 08, 57P01-57P03, the pool
+    /// closed): retry later. Only this closes the fail-fast gate ([`gate`]).
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// PostgreSQL answers but has no room for this call: no pooled connection within the acquire timeout, or
+    /// 53300 too_many_connections. This call only: a saturated server is not a down one.
+    #[error("database busy")]
+    Busy(#[source] sqlx::Error),
+    /// The statement ran past `statement_timeout` (or was cancelled): 57014. This call only; its transaction was
+    /// rolled back.
+    #[error("database statement timed out")]
+    TimedOut(#[source] sqlx::Error),
     /// The transaction conflicted with a concurrent one (SQLSTATE 40001 serialization failure, 40P01 deadlock)
     /// and was rolled back: the same request can be retried.
     #[error("transaction aborted by a concurrent one")]
@@ -71,8 +80,12 @@ pub enum StorageError {
 
 impl From<sqlx::Error> for StorageError {
     fn from(err: sqlx::Error) -> Self {
-        if is_unavailable(&err) {
+        if is_connection_level(&err) {
             StorageError::Unavailable(err)
+        } else if is_busy(&err) {
+            StorageError::Busy(err)
+        } else if is_timed_out(&err) {
+            StorageError::TimedOut(err)
         } else if is_conflict(&err) {
             StorageError::Conflict(err)
         } else {
@@ -87,17 +100,32 @@ impl From<ParseEnumError> for StorageError {
     }
 }
 
-/// Whether an error means "the database is not there right now" rather than "this query is wrong".
-fn is_unavailable(err: &sqlx::Error) -> bool {
+/// Whether an error means "the database is not there right now" (the connection failed or died) rather than
+/// "this call could not run" or "this query is wrong".
+fn is_connection_level(err: &sqlx::Error) -> bool {
     match err {
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-        // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 53300 too_many_connections,
-        // 57014 query_canceled (statement timeout), 08xxx connection exceptions.
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| matches!(&*c, "57P01" | "57P02" | "57P03" | "53300" | "57014") || c.starts_with("08")),
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => true,
+        // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08xxx connection exceptions.
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|c| matches!(&*c, "57P01" | "57P02" | "57P03") || c.starts_with("08"))
+        }
         _ => false,
     }
+}
+
+/// Whether PostgreSQL had no room for the call: the pool's acquire timed out (it also retries 53300 until
+/// then), or a connection was refused with 53300 too_many_connections.
+fn is_busy(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db.code().as_deref() == Some("53300"),
+        _ => false,
+    }
+}
+
+/// Whether the statement was cancelled: 57014 query_canceled (`statement_timeout`, or `pg_cancel_backend`).
+fn is_timed_out(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }
 
 /// Whether a transaction lost to a concurrent one (serialization failure or deadlock).
@@ -178,12 +206,33 @@ pub async fn migrations_applied(pool: &PgPool) -> Result<bool, StorageError> {
     Ok(MIGRATOR.iter().all(|m| applied.binary_search(&m.version).is_ok()))
 }
 
-/// One round trip on a connection of its own (not the pool's, whose acquire keeps retrying to connect for its
-/// whole timeout): how the health probe learns quickly whether PostgreSQL is back.
+/// Whether PostgreSQL answers, for the health probe: one round trip on an idle pooled connection when there is
+/// one (the common case, and the only way that works while the role is at its connection limit), else on a
+/// connection of its own (not a pool acquire, which keeps retrying to connect for its whole timeout). Only a
+/// connection-level failure counts as down: a server that refuses a new connection with 53300, or is otherwise
+/// saturated, is up, and reporting it down would take every replica out of service together.
 pub async fn probe(pool: &PgPool) -> Result<(), StorageError> {
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect_with(&pool.connect_options()).await?;
-    sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(&mut conn).await?;
-    let _ = conn.close().await;
-    Ok(())
+    // `try_acquire` takes only an idle connection, never one a waiting call would get, and does not ping.
+    if let Some(mut pooled) = pool.try_acquire() {
+        match sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(&mut *pooled).await {
+            Ok(_) => return Ok(()),
+            // A dead pooled connection (PostgreSQL restarted since) says nothing of the server now: drop it and
+            // ask with a new one.
+            Err(_) => pooled.close_on_drop(),
+        }
+    }
+    match sqlx::PgConnection::connect_with(&pool.connect_options()).await {
+        Ok(mut conn) => {
+            sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(&mut conn).await?;
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Err(e) if is_connection_level(&e) => Err(StorageError::Unavailable(e)),
+        Err(e) => match StorageError::from(e) {
+            // It answered: too many connections, or busy.
+            StorageError::Busy(_) | StorageError::TimedOut(_) => Ok(()),
+            other => Err(other),
+        },
+    }
 }

@@ -1,6 +1,8 @@
-//! The event log as a feed (`storage::feed`), the base of watch streams: read forward from a position, it never
-//! skips an event that commits late and never returns one twice, and commits wake `LISTEN trading_events`.
+//! The event log as a feed (`storage::feed`), the base of watch streams: read forward from a position, it reads a
+//! transaction's events when it commits (not when every older transaction has ended), never skips one that
+//! commits late, never returns one twice, and commits wake `LISTEN trading_events`.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
@@ -19,8 +21,9 @@ async fn walk(
     let mut all = Vec::new();
     let mut at = from;
     loop {
-        let page = feed::page(&app.pool, user, at, limit).await.unwrap();
-        assert!(page.next >= at, "the position never moves back");
+        let page = feed::page(&app.pool, user, &at, limit).await.unwrap();
+        assert!(page.next.covers(&at), "the position never moves back");
+        assert!(page.events.iter().all(|e| e.owed_by(&at)), "nothing read twice");
         at = page.next;
         all.extend(page.events);
         if page.caught_up {
@@ -39,7 +42,7 @@ async fn walk_until(
 ) -> (Vec<feed::FeedEvent>, FeedPosition) {
     let (mut all, mut at) = (Vec::new(), from);
     for _ in 0..100 {
-        let (more, next) = walk(app, user, at, 100).await;
+        let (more, next) = walk(app, user, at.clone(), 100).await;
         all.extend(more);
         at = next;
         if done(&all) {
@@ -50,8 +53,13 @@ async fn walk_until(
     panic!("the feed never showed the expected events: {all:?}");
 }
 
+/// The events of these users, by id.
+fn of(events: &[feed::FeedEvent], users: &[Uuid]) -> Vec<i64> {
+    events.iter().filter(|e| users.contains(&e.user_id)).map(|e| e.event.event_id).collect()
+}
+
 #[tokio::test]
-async fn a_late_commit_is_not_skipped_and_nothing_is_read_twice() {
+async fn a_late_commit_is_read_when_it_lands_and_nothing_is_skipped_or_read_twice() {
     let app = spawn_app().await;
     let (early, late) = (Uuid::new_v4(), Uuid::new_v4());
     let start = feed::now(&app.pool).await.unwrap();
@@ -68,31 +76,39 @@ async fn a_late_commit_is_not_skipped_and_nothing_is_read_twice() {
     // A later one commits first (through the API: a whole sync).
     app.submit(sync(late, "1000", vec![], vec![])).await.unwrap();
 
-    // Nothing of the later writer is read while the earlier is still running, and the position stops before both.
-    let (seen, at) = walk(&app, None, start, 100).await;
-    assert!(seen.is_empty(), "read past a running writer: {seen:?}");
+    // The later writer's events are read while the earlier still runs; the earlier one's are not.
+    let (before, at) = walk_until(&app, None, start.clone(), |e| !of(e, &[late]).is_empty()).await;
+    assert!(of(&before, &[early]).is_empty(), "read a running writer's event: {before:?}");
     slow.commit().await.unwrap();
 
-    // Both now, the earlier transaction first, each event once.
-    let (seen, end) =
-        walk_until(&app, None, at, |e| e.iter().any(|e| e.user_id == early) && e.iter().any(|e| e.user_id == late))
-            .await;
-    let users: Vec<Uuid> = seen.iter().map(|e| e.user_id).collect();
-    assert_eq!(users.first(), Some(&early), "{users:?}");
-    assert!(users[1..].iter().all(|u| *u == late) && users.len() >= 2, "{users:?}");
-    let mut positions: Vec<FeedPosition> = seen.iter().map(|e| e.position).collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "strictly increasing: {positions:?}");
+    // Once it commits: its event, once, and nothing of the later writer again.
+    let (after, end) = walk_until(&app, None, at, |e| !of(e, &[early]).is_empty()).await;
+    assert!(of(&after, &[late]).is_empty(), "read again: {after:?}");
+    let mut seen = of(&before, &[early, late]);
+    seen.extend(of(&after, &[early, late]));
+    let unique: HashSet<i64> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "read twice: {seen:?}");
+    let stored: HashSet<i64> = sqlx::query_scalar("SELECT event_id FROM events WHERE user_id = $1 OR user_id = $2")
+        .bind(early)
+        .bind(late)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(unique, stored, "every stored event, once");
 
-    // Walking one event per page gives exactly the same events.
-    let (one_by_one, _) = walk(&app, None, at, 1).await;
-    assert_eq!(one_by_one[..seen.len()], seen[..]);
-    positions.dedup();
-    assert_eq!(positions.len(), seen.len());
+    // Walking from the start one event per page, now that both committed, reads the same events, in
+    // transaction order (the earlier writer's first).
+    let (one_by_one, _) = walk(&app, None, start.clone(), 1).await;
+    let ordered = of(&one_by_one, &[early, late]);
+    assert_eq!(ordered.iter().copied().collect::<HashSet<_>>(), stored);
+    assert_eq!(one_by_one.iter().find(|e| e.user_id == early || e.user_id == late).map(|e| e.user_id), Some(early));
 
     // Nothing more after the end; a user's feed holds only that user's events.
-    assert!(walk(&app, None, end, 100).await.0.iter().all(|e| e.user_id != early && e.user_id != late));
+    assert!(of(&walk(&app, None, end, 100).await.0, &[early, late]).is_empty());
     let (mine, _) = walk(&app, Some(late), start, 100).await;
-    assert_eq!(mine.len(), seen.len() - 1);
+    assert_eq!(mine.len(), of(&before, &[late]).len());
     assert!(mine.iter().all(|e| e.user_id == late));
 }
 
@@ -100,20 +116,25 @@ async fn a_late_commit_is_not_skipped_and_nothing_is_read_twice() {
 async fn a_rolled_back_writer_leaves_nothing_and_the_position_moves_past_it() {
     let app = spawn_app().await;
     let start = feed::now(&app.pool).await.unwrap();
+    let ghost = Uuid::new_v4();
     let mut aborted = app.pool.begin().await.unwrap();
     sqlx::query(
         "INSERT INTO events (user_id, event_type, occurred_at, message) VALUES ($1, 'sync_completed', now(), 'x')",
     )
-    .bind(Uuid::new_v4())
+    .bind(ghost)
     .execute(&mut *aborted)
     .await
     .unwrap();
-    let held = feed::page(&app.pool, None, start, 10).await.unwrap();
+    let xid: i64 =
+        sqlx::query_scalar("SELECT (pg_current_xact_id()::text)::bigint").fetch_one(&mut *aborted).await.unwrap();
+    let held = feed::page(&app.pool, None, &start, 10).await.unwrap();
+    assert!(held.next.owes(xid, 1), "the running writer is owed");
     aborted.rollback().await.unwrap();
     let user = Uuid::new_v4();
     app.submit(sync(user, "1000", vec![], vec![])).await.unwrap();
-    let (seen, _) = walk_until(&app, None, held.next, |e| !e.is_empty()).await;
-    assert!(seen.iter().all(|e| e.user_id == user), "{seen:?}");
+    let (seen, end) = walk_until(&app, None, held.next, |e| e.iter().any(|e| e.user_id == user)).await;
+    assert!(seen.iter().all(|e| e.user_id != ghost), "{seen:?}");
+    assert!(!end.owed.iter().any(|(tx, _)| *tx == xid), "the rolled-back writer is owed no more");
 }
 
 #[tokio::test]

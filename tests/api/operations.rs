@@ -298,3 +298,90 @@ async fn a_connection_holds_at_most_its_streams_and_oversized_metadata_is_refuse
     println!("12 KiB of metadata against an 8 KiB limit: {:?}", refused.unwrap_err().code());
     app.guards().get_guard_status(authed(pb::GetGuardStatusRequest::default(), &mine)).await.unwrap();
 }
+
+/// Issue 18, reproduced from outside: a replica whose pool is healthy went NOT_SERVING, and failed every call,
+/// when its role reached its connection limit (the probe's new connection got 53300): every replica does the
+/// same, so partial saturation became a total outage.
+#[tokio::test]
+async fn a_role_at_its_connection_limit_with_a_healthy_pool_stays_serving_and_answers() {
+    use sqlx::postgres::PgConnectOptions;
+    use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+    use std::str::FromStr;
+
+    let database = fresh_database().await;
+    // Roles are the cluster's: managed from the maintenance database, which outlives the test's.
+    let admin = PgPool::connect(&url_for("postgres")).await.unwrap();
+    let role = format!("tm_limited_{}", Uuid::new_v4().simple());
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN NOSUPERUSER PASSWORD 'limited'"),
+        format!("GRANT pg_read_all_data, pg_write_all_data TO {role}"),
+    ] {
+        sqlx::query(AssertSqlSafe(sql)).execute(&admin).await.unwrap();
+    }
+    let server = PgConnectOptions::from_str(&url_for(&database)).unwrap();
+    let url =
+        format!("postgres://{role}:limited@{}:{}/{database}?sslmode=disable", server.get_host(), server.get_port());
+    let mut args = serve_args(&database);
+    args.database.database_url = url.clone();
+    args.database.db_max_connections = 4;
+    args.server.skip_migrations = true;
+    let app = spawn_with_args(args, database.clone()).await;
+    wait_for(&app, ServingStatus::Serving).await;
+    let user = Uuid::new_v4();
+    app.submit(sync(user, "1000", vec![], vec![])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // The role may now hold exactly what the server holds.
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND backend_start < now() - interval '1 second'",
+    )
+    .bind(&role)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(held >= 2, "the server holds {held} connections");
+    sqlx::query(AssertSqlSafe(format!("ALTER ROLE {role} CONNECTION LIMIT {held}"))).execute(&admin).await.unwrap();
+    // The premise: one more connection as the role is refused with 53300.
+    let refused = PgConnection::connect(&url).await.map(|_| ()).unwrap_err();
+    assert!(matches!(&refused, sqlx::Error::Database(e) if e.code().as_deref() == Some("53300")), "{refused}");
+
+    // For 3 s (15 probes): every service SERVING, and calls answered on the pool's connections.
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        for service in SERVICES {
+            assert_eq!(health(&app, service).await, ServingStatus::Serving, "{service}");
+        }
+        app.submit(sync(user, "1000", vec![], vec![])).await.unwrap();
+        assert!(!app.all_events(user).await.is_empty());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    drop(app); // drops the database (WITH FORCE), ending the role's sessions
+    sqlx::query(AssertSqlSafe(format!("DROP ROLE IF EXISTS {role}"))).execute(&admin).await.unwrap();
+}
+
+/// Issue 18: one statement hitting `statement_timeout` (57014) closed the gate and failed every call in flight.
+#[tokio::test]
+async fn a_statement_timeout_fails_only_its_own_call_and_leaves_the_gate_open() {
+    let app = spawn_app_with(|args| args.database.db_statement_timeout = Duration::from_secs(2)).await;
+    wait_for(&app, ServingStatus::Serving).await;
+    let blocker = hold_symbol(&app, "XAUUSD").await;
+    let batch = || quotes(vec![quote("XAUUSD", "2000", "2000.10")]);
+    // A waits for the symbol's lock from 0 s and hits the statement timeout at 2 s. B waits from 1 s (its limit
+    // is 3 s); the lock is free at 2.4 s, so B succeeds — unless A's timeout closed the gate and aborted it.
+    let (a, b, ()) = tokio::join!(
+        app.quote(batch()),
+        async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            app.quote(batch()).await
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(2400)).await;
+            blocker.rollback().await.unwrap();
+        },
+    );
+    let a = a.unwrap_err();
+    assert_eq!(code_and_reason(&a), (Code::DeadlineExceeded, "TIMEOUT".into()), "{a:?}");
+    b.expect("a call in flight when another timed out");
+    assert_eq!(health(&app, "").await, ServingStatus::Serving);
+}

@@ -95,8 +95,8 @@ fn assert_once_each(events: &[pb::ReconciliationEvent]) {
 }
 
 #[tokio::test]
-async fn a_watch_gets_every_event_once_across_a_resume_even_when_writers_commit_out_of_order() {
-    let app = spawn_app().await;
+async fn a_late_commit_is_delivered_when_it_lands_once_even_across_a_resume_on_another_replica() {
+    let (app, other) = spawn_replicas_with(|_| {}).await;
     // A fresh quote, or the clock would (rightly) add a stale-quote event for the held symbol.
     app.quote(quotes(vec![quote("XAUUSD", "2000", "2000.10")])).await.unwrap();
     let user = Uuid::new_v4();
@@ -116,27 +116,87 @@ async fn a_watch_gets_every_event_once_across_a_resume_even_when_writers_commit_
     app.submit(sync(user, "1000", vec![broker("1", "XAUUSD", pb::Side::Buy, "1", "2000", "2000")], vec![]))
         .await
         .unwrap();
-    // Nothing is delivered past the running writer (an `event_id > last` cursor would deliver the sync now and
-    // skip the slow event for ever).
-    let early = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await;
-    assert!(
-        early.is_err() || matches!(&early, Ok(Some(Ok(m))) if matches!(m.kind, Some(EventKind::Heartbeat(_)))),
-        "delivered past a running writer: {early:?}"
-    );
-    slow.commit().await.unwrap();
 
-    // The earlier transaction's event first; then the client drops the stream after it and resumes.
-    let (first, token_after_first) = events_until(&mut stream, |e| !e.is_empty()).await;
-    assert_eq!(first[0].message, "slow");
+    // The sync's events are delivered while the earlier writer still runs (it holds back only its own).
+    let synced = stored_ids(&app, user).await;
+    let (first, token_after_sync) =
+        events_until(&mut stream, |e| ids(e).into_iter().collect::<HashSet<_>>() == synced).await;
+    assert!(first.iter().all(|e| e.message != "slow" && !e.sync_id.is_empty()), "{first:?}");
+
+    // The client goes away; the writer commits; the client resumes on another replica from its last token and
+    // gets exactly the late event: it was owed, and the token carried that.
     drop(stream);
-    let mut resumed = watch_events(&app, events_request("", &token_after_first), &mine).await.unwrap();
-    let stored = stored_ids(&app, user).await;
-    let (rest, _) = events_until(&mut resumed, |e| e.len() + 1 >= stored.len()).await;
+    slow.commit().await.unwrap();
+    let mut resumed = watch_events(&other, events_request("", &token_after_sync), &mine).await.unwrap();
+    let (rest, _) = events_until(&mut resumed, |e| !e.is_empty()).await;
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0].message, "slow");
     let mut all = first;
     all.extend(rest);
     assert_once_each(&all);
-    assert_eq!(ids(&all).into_iter().collect::<HashSet<_>>(), stored, "exactly the stored events");
-    assert!(all[1..].iter().all(|e| e.user_id == user.to_string() && !e.sync_id.is_empty()));
+    assert_eq!(
+        ids(&all).into_iter().collect::<HashSet<_>>(),
+        stored_ids(&app, user).await,
+        "exactly the stored events"
+    );
+    // And nothing more: the next message is a heartbeat.
+    let next = next(&mut resumed).await.unwrap();
+    assert!(matches!(next.kind, Some(EventKind::Heartbeat(_))), "{next:?}");
+}
+
+/// Reproduced from outside (issue 18): a session left open in a transaction on another database of the same
+/// cluster (`psql -d postgres`, `BEGIN; SELECT pg_current_xact_id();`) held back every watch for as long as it
+/// stayed open, while a unary read already said CRITICAL.
+#[tokio::test]
+async fn a_transaction_left_open_on_another_database_of_the_cluster_does_not_hold_back_guard_updates() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let user = Uuid::new_v4();
+    app.submit(sync(user, "10000", vec![], vec![])).await.unwrap();
+
+    let mut elsewhere = sqlx::PgConnection::connect(&url_for("postgres")).await.unwrap();
+    let mut forgotten = elsewhere.begin().await.unwrap();
+    let xid: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text").fetch_one(&mut *forgotten).await.unwrap();
+    // The premise: it holds back the oldest running transaction this service's database sees.
+    let held_back: bool = sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot()) <= $1::text::xid8")
+        .bind(&xid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(held_back, "transaction {xid} does not hold back the cluster's xmin");
+
+    let request = pb::WatchGuardStatusRequest {
+        heartbeat_interval: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+        ..Default::default()
+    };
+    let mut stream = watch_guards(&app, request, &token(user, &[])).await.unwrap();
+    let (first, _) = update(&mut stream).await;
+    assert_eq!(level(&first), pb::DrawdownLevel::Normal);
+
+    // CRITICAL, "close everything": a unary read says so at once...
+    app.submit(sync(user, "7000", vec![], vec![])).await.unwrap();
+    let unary = app.guard_status(user).await;
+    assert_eq!(unary.drawdown.as_ref().unwrap().level(), pb::DrawdownLevel::Critical);
+
+    // ...and the watch within seconds, while that transaction stays open.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let critical = loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(pb::WatchGuardStatusResponse { kind: Some(GuardKind::Update(changed)), .. }))) => {
+                break changed;
+            }
+            Ok(Some(Ok(_heartbeat))) => {}
+            Ok(other) => panic!("the stream ended: {other:?}"),
+            Err(_) => panic!("no guard update within 5 s while transaction {xid} is open on database postgres"),
+        }
+    };
+    assert_eq!(critical.user_id, user.to_string());
+    assert_eq!(level(&critical), pb::DrawdownLevel::Critical);
+    assert!(critical.status.as_ref().unwrap().drawdown.as_ref().unwrap().should_close_all);
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT pg_xact_status($1::text::xid8)").bind(&xid).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(status.as_deref(), Some("in progress"), "it came past the open transaction, not after it");
+    forgotten.rollback().await.unwrap();
 }
 
 #[tokio::test]
@@ -206,10 +266,13 @@ async fn bad_requests_and_tokens_are_refused_with_reasons() {
     // Malformed, from another database, from the future.
     let mut ahead = base64_decode(&good);
     ahead[9..17].copy_from_slice(&(i64::MAX / 2).to_be_bytes());
+    let mut newer = base64_decode(&good);
+    newer[0] = 3;
     let cases = [
         ("garbage".to_owned(), &app, "malformed"),
         (good.clone(), &other, "other_database"),
         (base64_encode(&ahead), &app, "ahead"),
+        (base64_encode(&newer), &app, "unsupported_version"),
     ];
     for (resume, server, why) in cases {
         let status = watch_events(server, events_request("", &resume), &mine).await.unwrap_err();
@@ -569,4 +632,37 @@ async fn a_stream_ends_when_its_token_expires() {
         }
     };
     assert_eq!(code_and_reason(&ended), (tonic::Code::Unauthenticated, "TOKEN_EXPIRED".into()));
+}
+
+/// Issue 18: during a rolling deploy a newer replica writes an event kind this version does not know (as the
+/// migration adding `liquidation_due` once did). It reads as `EVENT_TYPE_UNSPECIFIED` everywhere, and the
+/// feed, the watches and the event reads keep working, instead of one row failing every page.
+#[tokio::test]
+async fn an_event_kind_of_a_newer_version_reads_as_unspecified_and_breaks_nothing() {
+    let app = spawn_app().await;
+    let user = Uuid::new_v4();
+    let mine = token(user, &[]);
+    let mut stream = watch_events(&app, events_request("", ""), &mine).await.unwrap();
+    caught_up(&mut stream).await;
+
+    // The newer version's migration widened the check; its replica wrote the new kind.
+    sqlx::query("ALTER TABLE events DROP CONSTRAINT events_event_type_check").execute(&app.pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (user_id, event_type, occurred_at, message) VALUES ($1, 'margin_call_due', now(), 'new')",
+    )
+    .bind(user)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.submit(failed_sync(user, "after the new kind")).await.unwrap();
+
+    let (seen, _) = events_until(&mut stream, |e| e.len() >= 2).await;
+    assert_eq!(seen[0].message, "new");
+    assert_eq!(seen[0].event_type(), pb::EventType::Unspecified);
+    assert_eq!(seen[1].event_type(), pb::EventType::SyncFailed);
+    let listed = app.all_events(user).await;
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().any(|e| e.event_type() == pb::EventType::Unspecified));
+    let status = app.status(user).await;
+    assert_eq!(status.recent_events.len(), 2);
 }

@@ -162,13 +162,12 @@ async fn chromium_renders_the_status_page_and_a_cross_origin_page_calls_the_api(
     let before = trading_monitor::storage::feed::now(&app.pool).await.unwrap();
     let submitted = std::time::Instant::now();
     app.submit(sync(alice, "1", vec![], vec![])).await.unwrap();
-    // When the sync's events became deliverable: any transaction running anywhere in the PostgreSQL cluster
-    // (parallel tests hold some open on purpose) holds delivery back until it ends (storage::feed), so the
+    // When the sync's events became deliverable (at its commit; a page read from `before` shows them), so the
     // second is counted from there; both times are printed.
     let pool = app.pool.clone();
     let deliverable = tokio::spawn(async move {
         loop {
-            let page = trading_monitor::storage::feed::page(&pool, Some(alice), before, 100).await.unwrap();
+            let page = trading_monitor::storage::feed::page(&pool, Some(alice), &before, 100).await.unwrap();
             if !page.events.is_empty() {
                 return std::time::Instant::now();
             }

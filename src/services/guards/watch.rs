@@ -82,14 +82,16 @@ impl GuardsWatch {
                 self.send_status(out, user, None, token).await?;
             }
             (Snapshot::All { mut after }, _) => {
-                let start = self.common.cursor;
+                let start = self.common.cursor.clone();
                 loop {
                     let db = &self.common.state.db;
                     let ids =
                         db.run("accounts.ids_after", storage::accounts::ids_after(db.pool()?, after, PAGE)).await?;
                     for user in &ids {
-                        let token =
-                            token::encode(self.common.tag, Token { position: start, snapshot_after: Some(*user) });
+                        let token = token::encode(
+                            self.common.tag,
+                            &Token { position: start.clone(), snapshot_after: Some(*user) },
+                        );
                         self.send_status(out, *user, None, token).await?;
                     }
                     if (ids.len() as i64) < PAGE {
@@ -124,11 +126,11 @@ impl Follower for GuardsWatch {
         loop {
             out.check()?;
             let db = &self.common.state.db;
-            let page = db.run("feed.page", feed::page(db.pool()?, self.user, self.common.cursor, PAGE)).await?;
+            let page = db.run("feed.page", feed::page(db.pool()?, self.user, &self.common.cursor, PAGE)).await?;
             // The hub does this for its batches, but this page may be ahead of them.
             crate::feed::hub::show_alerts_of(&self.common.state.market, &page.events).await;
             let changed: HashSet<Uuid> = page.events.iter().map(|e| e.user_id).collect();
-            self.send_changed(out, changed.into_iter().collect(), None, page.next).await?;
+            self.send_changed(out, changed.into_iter().collect(), None, &page.next).await?;
             if page.caught_up {
                 return Ok(());
             }
@@ -140,15 +142,15 @@ impl Follower for GuardsWatch {
         let changed = batch
             .events
             .iter()
-            .filter(|e| e.position > self.common.cursor && self.user.is_none_or(|u| u == e.user_id))
+            .filter(|e| e.owed_by(&self.common.cursor) && self.user.is_none_or(|u| u == e.user_id))
             .map(|e| e.user_id)
             .collect();
-        self.send_changed(out, changed, Some(batch), batch.up_to).await
+        self.send_changed(out, changed, Some(batch), &batch.up_to).await
     }
 }
 
 impl GuardsWatch {
-    /// Sends the accounts whose status changed among `users`, then moves the cursor to `to`. Until the last
+    /// Sends the accounts whose status changed among `users`, then moves the cursor over `to`. Until the last
     /// one, messages carry the token of the cursor before: a stream resumed in between judges them all again
     /// (a repeated status is harmless; a skipped one would not be).
     async fn send_changed(
@@ -156,19 +158,20 @@ impl GuardsWatch {
         out: &mut Out<GuardMessage>,
         mut users: Vec<Uuid>,
         batch: Option<&Batch>,
-        to: FeedPosition,
+        to: &FeedPosition,
     ) -> Result<(), End> {
         users.sort_unstable();
         users.dedup();
         let before = self.common.token();
-        let after = token::encode(self.common.tag, Token::at(to));
+        let moved = self.common.cursor.join(to);
+        let after = token::encode(self.common.tag, &Token::at(moved.clone()));
         let last = users.len().saturating_sub(1);
         for (i, user) in users.into_iter().enumerate() {
             let book = batch.and_then(|b| b.books.get(&user)).cloned();
             let token = if i == last { after.clone() } else { before.clone() };
             self.send_status_if_changed(out, user, book, token).await?;
         }
-        self.common.cursor = self.common.cursor.max(to);
+        self.common.cursor = moved;
         Ok(())
     }
 

@@ -90,9 +90,7 @@ pub fn event_types(values: &[i32]) -> Result<Option<Vec<EventType>>, ApiError> {
             let field = format!("event_types[{i}]");
             let t = pb::EventType::try_from(*v)
                 .map_err(|_| ApiError::invalid(&field, format!("{v} is not an EventType")))?;
-            EventType::ALL
-                .iter()
-                .copied()
+            EventType::filterable()
                 .find(|d| encode::event_type(*d) == t)
                 .ok_or_else(|| ApiError::invalid(&field, "EVENT_TYPE_UNSPECIFIED is not a filter"))
         })

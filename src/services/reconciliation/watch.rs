@@ -33,7 +33,7 @@ pub async fn watch_events(
     let cursor = if !req.resume_token.is_empty() {
         stream::resume(state, opened.tag, &req.resume_token).await?.position
     } else if start == pb::WatchStart::Oldest {
-        FeedPosition::START
+        FeedPosition::start()
     } else {
         state.hub.position().await?
     };
@@ -74,11 +74,11 @@ impl Follower for EventsWatch {
         loop {
             out.check()?;
             let db = &self.common.state.db;
-            let page = db.run("feed.page", feed::page(db.pool()?, self.user, self.common.cursor, PAGE)).await?;
+            let page = db.run("feed.page", feed::page(db.pool()?, self.user, &self.common.cursor, PAGE)).await?;
             for event in &page.events {
-                self.offer(out, event).await?;
+                self.offer(out, event, &page.next).await?;
             }
-            self.common.cursor = self.common.cursor.max(page.next);
+            self.common.cursor = self.common.cursor.join(&page.next);
             if page.caught_up {
                 return Ok(());
             }
@@ -88,21 +88,22 @@ impl Follower for EventsWatch {
     async fn apply(&mut self, out: &mut Out<EventMessage>, batch: &Batch) -> Result<(), End> {
         for event in &batch.events {
             if self.user.is_none_or(|u| u == event.user_id) {
-                self.offer(out, event).await?;
+                self.offer(out, event, &batch.up_to).await?;
             }
         }
-        self.common.cursor = self.common.cursor.max(batch.up_to);
+        self.common.cursor = self.common.cursor.join(&batch.up_to);
         Ok(())
     }
 }
 
 impl EventsWatch {
-    /// Sends one event if it is after the cursor and passes the filter; the cursor moves over it either way.
-    async fn offer(&mut self, out: &mut Out<EventMessage>, event: &FeedEvent) -> Result<(), End> {
-        if event.position <= self.common.cursor {
+    /// Sends one event of a page or batch ending at `to` if the cursor has not read it and it passes the filter;
+    /// the cursor moves over it (and over everything of `to` before it) either way.
+    async fn offer(&mut self, out: &mut Out<EventMessage>, event: &FeedEvent, to: &FeedPosition) -> Result<(), End> {
+        if !event.owed_by(&self.common.cursor) {
             return Ok(());
         }
-        self.common.cursor = event.position;
+        self.common.cursor = self.common.cursor.through(to, event.tx, event.event.event_id);
         if self.types.as_ref().is_some_and(|types| !types.contains(&event.event.event_type)) {
             return Ok(());
         }

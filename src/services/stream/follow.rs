@@ -49,7 +49,7 @@ enum Wake {
 impl Common {
     /// The resume token of the cursor.
     pub fn token(&self) -> String {
-        token::encode(self.tag, Token::at(self.cursor))
+        token::encode(self.tag, &Token::at(self.cursor.clone()))
     }
 
     /// The next thing to do, or the end (shutdown, token expired, client gone).
@@ -83,29 +83,31 @@ pub trait Follower {
     fn common(&mut self) -> &mut Common;
     /// A heartbeat message with this resume token.
     fn heartbeat(resume_token: String) -> Self::Message;
-    /// Sends what the table holds after the cursor, up to the feed's horizon.
+    /// Sends what the table holds that the cursor has not read, as far as the feed is readable.
     async fn catch_up(&mut self, out: &mut Out<Self::Message>) -> Result<(), End>;
-    /// Sends what a batch holds after the cursor (the batch starts at or before it, and ends after it).
+    /// Sends what a batch holds that the cursor has not read (the cursor has read the batch's start).
     async fn apply(&mut self, out: &mut Out<Self::Message>, batch: &Batch) -> Result<(), End>;
 }
 
 /// A stream's life after its first snapshot: catch up from the table, say so with a heartbeat, then follow the
-/// batches, going back to the table when it lagged or a batch starts past the cursor, with a heartbeat whenever
-/// the stream has been silent for its interval.
+/// batches, going back to the table when it lagged or a batch starts where the cursor has not read, with a
+/// heartbeat whenever the stream has been silent for its interval.
 pub async fn follow<F: Follower>(stream: &mut F, out: &mut Out<F::Message>) -> Result<(), End> {
     stream.catch_up(out).await?;
     beat(stream, out).await?;
     loop {
         match stream.common().next(out).await? {
             Wake::Batch(batch) => {
-                let cursor = stream.common().cursor;
-                if batch.up_to <= cursor {
+                let cursor = &stream.common().cursor;
+                if cursor.covers(&batch.up_to) {
                     continue;
                 }
-                if batch.from > cursor {
-                    stream.catch_up(out).await?;
-                } else {
+                // A batch this stream has not read the start of (it lagged, or its cursor came from a token of
+                // another replica), or one whose owed transactions would not fit: the table instead.
+                if cursor.covers(&batch.from) && cursor.fits_with(&batch.up_to) {
                     stream.apply(out, &batch).await?;
+                } else {
+                    stream.catch_up(out).await?;
                 }
             }
             Wake::Lagged => stream.catch_up(out).await?,
@@ -184,7 +186,7 @@ impl Opened {
 /// The token a request resumes from: made for this database and not ahead of its feed.
 pub async fn resume(state: &AppState, tag: DatabaseTag, text: &str) -> Result<Token, ApiError> {
     let token = token::decode(tag, text).map_err(ApiError::ResumeTokenInvalid)?;
-    if token.position > state.db.run("feed.now", feed::now(state.db.pool()?)).await? {
+    if token.position.horizon > state.db.run("feed.xmax", feed::xmax(state.db.pool()?)).await? {
         return Err(ApiError::ResumeTokenInvalid(TokenProblem::Ahead));
     }
     Ok(token)

@@ -99,6 +99,9 @@ pub struct Out<M> {
     stopping: CancellationToken,
     /// When the caller's token expires.
     pub(super) expires: Instant,
+    /// Whether [`Out::finish`] ran: if the task is dropped without it (it panicked), the stream ends INTERNAL,
+    /// not with a status OK that a client would take for a normal end.
+    finished: bool,
 }
 
 impl<M: Send + 'static> Out<M> {
@@ -116,6 +119,7 @@ impl<M: Send + 'static> Out<M> {
             last_sent: Instant::now(),
             stopping: state.stopping.clone(),
             expires: Instant::now() + left,
+            finished: false,
         };
         (out, Delivery { rx, abort: Some(abort_rx), ended: false })
     }
@@ -153,6 +157,7 @@ impl<M: Send + 'static> Out<M> {
 
     /// Ends the stream: with its error as the last message (ahead of the queue if the queue is full).
     pub fn finish(mut self, end: End) {
+        self.finished = true;
         let status = match end {
             End::Gone => return,
             End::Expired => Status::from(ApiError::Unauthenticated(AuthError::Expired)),
@@ -165,6 +170,13 @@ impl<M: Send + 'static> Out<M> {
                 Status::from(error)
             }
         };
+        self.last_word(status);
+    }
+}
+
+impl<M> Out<M> {
+    /// Sends the stream's final status, ahead of the queue if the queue is full.
+    fn last_word(&mut self, status: Status) {
         match self.tx.try_send(Err(status)) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(Err(status))) => {
@@ -174,5 +186,57 @@ impl<M: Send + 'static> Out<M> {
             }
             Err(TrySendError::Full(Ok(_))) => {}
         }
+    }
+}
+
+impl<M> Drop for Out<M> {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::error!("a watch stream's task ended without finishing (it panicked): the stream ends INTERNAL");
+            self.last_word(Status::from(ApiError::Panicked));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn stream() -> (Out<u32>, Delivery<u32>) {
+        let (tx, rx) = mpsc::channel(4);
+        let (abort_tx, abort_rx) = oneshot::channel();
+        let out = Out {
+            tx,
+            abort: Some(abort_tx),
+            send_timeout: Duration::from_secs(1),
+            last_sent: Instant::now(),
+            stopping: CancellationToken::new(),
+            expires: Instant::now() + Duration::from_secs(60),
+            finished: false,
+        };
+        (out, Delivery { rx, abort: Some(abort_rx), ended: false })
+    }
+
+    #[tokio::test]
+    async fn a_stream_whose_task_panics_ends_internal_not_ok() {
+        let (mut out, mut delivery) = stream();
+        let task = tokio::spawn(async move {
+            out.send(7).await.ok();
+            panic!("a bug in a stream task");
+        });
+        assert!(task.await.is_err(), "the task panicked");
+        assert_eq!(delivery.next().await.map(|m| m.ok()), Some(Some(7)));
+        let last = delivery.next().await.expect("a final status").expect_err("an error");
+        assert_eq!(last.code(), tonic::Code::Internal);
+        assert!(delivery.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_normally_ends_with_nothing_more() {
+        let (out, mut delivery) = stream();
+        out.finish(End::Gone);
+        assert!(delivery.next().await.is_none());
     }
 }
