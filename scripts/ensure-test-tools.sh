@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the browser and API-contract tests need, when missing (safe to run repeatedly):
 #   - Debian's chromium and chromium-driver (the browser test drives headless Chromium; no browser downloads)
-#   - a local virtualenv .venv/ with schemathesis and openapi-spec-validator, pinned (scripts/requirements-test.txt)
+#   - a local virtualenv .venv/ with the pinned Python tools (scripts/requirements-test.txt): schemathesis and
+#     openapi-spec-validator for the tests, hadolint, check-jsonschema and kubernetes-validate for docker/ and deploy/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
