@@ -8,7 +8,7 @@
 #   measured "$last_pid" --target http://127.0.0.1:50096 --duration 20s mix --users 1000
 #
 # bench_init exports TM_JWT_SECRET (the servers verify, and loadgen mints, with it) and sets: $db (the database
-# name), $db_url (its URL), $loadgen (the release loadgen), $hz (clock ticks per second).
+# name), $db_url (its URL), $loadgen (the release loadgen, or $LOADGEN_BIN), $hz (clock ticks per second).
 
 # wait_port PORT: until something listens on 127.0.0.1:PORT (10 s at most; fails after).
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
@@ -42,9 +42,12 @@ create_database() {
 bench_init() {
   scripts/ensure-services.sh
   export SQLX_OFFLINE=true
-  cargo build --release --quiet -p trading-monitor --bin trading-monitor --bin loadgen
+  # BENCH_PREBUILT=1: the caller built (and copied) the binaries, so sources may change during the run.
+  if [[ -z "${BENCH_PREBUILT:-}" ]]; then
+    cargo build --release --quiet -p trading-monitor --bin trading-monitor --bin loadgen
+  fi
   export TM_JWT_SECRET="bench-secret-0123456789abcdef0123456789"
-  loadgen=target/release/loadgen
+  loadgen="${LOADGEN_BIN:-target/release/loadgen}"
   hz=$(getconf CLK_TCK)
   db="tm_bench_${1}_$$"
   db_url="postgres://postgres@127.0.0.1:5432/$db?sslmode=disable"

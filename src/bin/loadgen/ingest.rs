@@ -32,6 +32,8 @@ pub struct Shape {
     pub positions: usize,
     /// Book shape.
     pub book: Book,
+    /// Whether one stream watches every user's events meanwhile.
+    pub watch_all: bool,
 }
 
 /// One user's sync: `n` broker positions, each matched by identifier with a platform position.
@@ -107,7 +109,7 @@ pub async fn run(
     concurrency: usize,
     shape: Shape,
 ) -> anyhow::Result<()> {
-    let Shape { users, positions, book } = shape;
+    let Shape { users, positions, book, watch_all } = shape;
     let scopes = vec!["trading:sync:write".to_owned()];
     let token = mint_hs256(
         secret,
@@ -122,6 +124,7 @@ pub async fn run(
     let auth: MetadataValue<_> = format!("Bearer {token}").parse()?;
     let users: Vec<Uuid> = (0..users).map(|_| Uuid::new_v4()).collect();
     let deadline = Instant::now() + duration;
+    let watcher = if watch_all { Some(watch_everyone(secret, channels[0].clone(), deadline).await?) } else { None };
     let started = Instant::now();
     let mut tasks = Vec::new();
     for caller in 0..concurrency {
@@ -151,5 +154,44 @@ pub async fn run(
     }
     let label = format!("ingest ({positions} {book:?} positions/side/sync, {concurrency} callers)").to_lowercase();
     report(&label, total, started.elapsed());
+    if let Some(watcher) = watcher {
+        println!("  watcher     {} events received on one stream of every user", watcher.await??);
+    }
     Ok(())
+}
+
+/// Opens one stream of every user's events and counts the events it receives until `deadline`.
+async fn watch_everyone(
+    secret: &SecretString,
+    channel: Channel,
+    deadline: Instant,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<u64>>> {
+    let scopes = vec!["trading:read:any".to_owned()];
+    let spec = TokenSpec {
+        user_id: Uuid::new_v4(),
+        scopes: &scopes,
+        ttl: Duration::from_secs(3600),
+        issuer: None,
+        audience: None,
+    };
+    let auth: MetadataValue<_> = format!("Bearer {}", mint_hs256(secret, &spec)?).parse()?;
+    let mut request =
+        tonic::Request::new(pb::WatchReconciliationEventsRequest { user_id: "-".into(), ..Default::default() });
+    request.metadata_mut().insert("authorization", auth);
+    let mut stream = ReconciliationServiceClient::new(channel).watch_reconciliation_events(request).await?.into_inner();
+    Ok(tokio::spawn(async move {
+        let mut events = 0u64;
+        let until = tokio::time::Instant::from_std(deadline);
+        while let Ok(message) = tokio::time::timeout_at(until, stream.message()).await {
+            match message? {
+                Some(pb::WatchReconciliationEventsResponse {
+                    kind: Some(pb::watch_reconciliation_events_response::Kind::Event(_)),
+                    ..
+                }) => events += 1,
+                Some(_) => {}
+                None => anyhow::bail!("the watch stream ended before the run did"),
+            }
+        }
+        Ok(events)
+    }))
 }

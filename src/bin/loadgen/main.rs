@@ -58,6 +58,10 @@ enum Mode {
         /// nearest-first pass does all the work, and many pairs diverge).
         #[arg(long, value_enum, default_value_t = ingest::Book::Keyed)]
         book: ingest::Book,
+        /// Meanwhile, watch every user's events on one stream (`WatchReconciliationEvents`, user `-`), so the
+        /// server's feed reader works as it does with watchers; prints how many events the stream received.
+        #[arg(long)]
+        watch_all: bool,
     },
     /// Load demo-like data for the read benchmark's users (one sync each, plus FX quotes).
     Seed {
@@ -180,10 +184,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let channels = channels(&args.target, args.connections).await?;
     match &args.mode {
-        Mode::Ingest { users, positions, book } => {
+        Mode::Ingest { users, positions, book, watch_all } => {
             let concurrency = args.concurrency.unwrap_or(8).max(1);
             anyhow::ensure!(*users >= concurrency, "--users must be at least --concurrency");
-            let shape = ingest::Shape { users: *users, positions: *positions, book: *book };
+            let shape = ingest::Shape { users: *users, positions: *positions, book: *book, watch_all: *watch_all };
             ingest::run(&args.jwt_secret, &channels, args.duration, concurrency, shape).await
         }
         Mode::Seed { users } => seed::seed(channels[0].clone(), &args.jwt_secret, *users).await,
