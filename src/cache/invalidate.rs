@@ -20,7 +20,12 @@ impl Cache {
     /// each user's generation in Redis and announcing them on the invalidation channel (one pipelined round
     /// trip). Call after the write committed, before acknowledging it.
     pub async fn invalidate(&self, users: &[Uuid]) {
-        if users.is_empty() || !self.inner.settings.enabled {
+        if users.is_empty() {
+            return;
+        }
+        // This replica's own watchers read at once; the others hear the announcement below.
+        self.inner.writes.notify_one();
+        if !self.inner.settings.enabled {
             return;
         }
         for user in users {

@@ -96,17 +96,24 @@ impl Epochs {
 pub(super) struct ListenerTarget {
     pub(super) epochs: Epochs,
     pub(super) l1: L1,
+    /// Woken when another replica wrote (see `Cache::writes`).
+    pub(super) writes: Arc<tokio::sync::Notify>,
+    pub(super) announcements: super::commits::Announcements,
 }
 
 impl Invalidations for ListenerTarget {
     fn users(&self, users: &[Uuid]) {
         for user in users {
             self.epochs.bump(*user);
+            self.announcements.heard(*user);
         }
+        self.writes.notify_one();
     }
 
     fn flush(&self) {
         self.l1.invalidate_all();
+        // Announcements may have been missed: whoever waits for writes should look again.
+        self.writes.notify_one();
     }
 }
 

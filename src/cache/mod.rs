@@ -36,6 +36,7 @@
 //! trusting that user's Redis values for `stale_max_age`.
 
 mod breaker;
+mod commits;
 mod error;
 mod flight;
 mod invalidate;
@@ -62,6 +63,8 @@ pub use error::{CacheError, LoadError};
 pub use metrics::{Event, Freshness, Metrics, Rpc, Snapshot};
 pub use settings::CacheSettings;
 pub use value::CacheValue;
+#[cfg(test)]
+pub(crate) use value::assert_layout;
 
 use flight::Flights;
 use l1::{Epochs, L1, ListenerTarget};
@@ -81,11 +84,15 @@ struct Inner {
     epochs: Epochs,
     /// Users whose Redis values this replica must not trust (an invalidation failed to reach Redis).
     distrusted: moka::sync::Cache<Uuid, ()>,
+    /// Announcements heard, and commits the feed showed before theirs (`commits`).
+    announcements: commits::Announcements,
     /// Users whose invalidation has not reached Redis yet; retried in the background until it does.
     pending: std::sync::Mutex<std::collections::HashSet<Uuid>>,
     flights: Flights,
     breaker: Breaker,
     metrics: Metrics,
+    /// Woken whenever a replica (this one or another, heard on the invalidation channel) acknowledged a write.
+    writes: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -100,6 +107,8 @@ impl Cache {
     pub fn new(settings: CacheSettings) -> Result<Cache, fred::error::Error> {
         let l1 = l1::new(&settings);
         let epochs = Epochs::new();
+        let writes = Arc::new(tokio::sync::Notify::new());
+        let announcements = commits::Announcements::new(settings.ttl.mul_f64(1.0 + settings.ttl_jitter.max(0.0)));
         let (redis, hearing) = if settings.enabled {
             let config = Config::from_url(&settings.redis_url)?;
             let pool = Builder::from_config(config.clone())
@@ -131,7 +140,12 @@ impl Cache {
                 lease: settings.hearing_lease,
                 timeout: settings.redis_timeout.max(Duration::from_millis(250)),
             };
-            let target = ListenerTarget { epochs: epochs.clone(), l1: l1.clone() };
+            let target = ListenerTarget {
+                epochs: epochs.clone(),
+                l1: l1.clone(),
+                writes: writes.clone(),
+                announcements: announcements.clone(),
+            };
             let hearing = listener::start(config, listener, target)?;
             (Some(pool), Some(hearing))
         } else {
@@ -139,6 +153,7 @@ impl Cache {
         };
         let inner = Arc::new(Inner {
             distrusted: moka::sync::Cache::builder().time_to_live(settings.stale_max_age).build(),
+            announcements,
             pending: std::sync::Mutex::new(std::collections::HashSet::new()),
             flights: Flights::default(),
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_cooldown),
@@ -148,6 +163,7 @@ impl Cache {
             hearing,
             l1,
             epochs,
+            writes,
         });
         let cache = Cache { inner };
         if cache.inner.redis.is_some() {
@@ -186,6 +202,13 @@ impl Cache {
             .hearing
             .as_ref()
             .map_or((0, 0), |h| (h.messages.load(Ordering::Relaxed), h.flushes.load(Ordering::Relaxed)))
+    }
+
+    /// Wakes its waiter whenever a write was acknowledged: by this replica (`invalidate`), or by another one
+    /// (heard on the invalidation channel, while this replica hears it). The feed's hub waits on it, so the one
+    /// message every write already publishes after its commit is also what wakes every replica's watchers.
+    pub fn writes(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.writes.clone()
     }
 
     /// Loads in progress (shared by their concurrent callers); zero when the cache is idle.

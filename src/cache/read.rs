@@ -127,15 +127,19 @@ impl Cache {
     {
         let metrics = &self.inner.metrics;
         let settings = &self.inner.settings;
-        let usable =
-            self.inner.redis.is_some() && !self.inner.distrusted.contains_key(&user) && self.inner.breaker.allow();
+        let usable = self.inner.redis.is_some()
+            && !self.inner.distrusted.contains_key(&user)
+            && !self.inner.announcements.unannounced(&user)
+            && self.inner.breaker.allow();
         let mut generation = None;
         let mut stale = None;
         if usable && let Some(pool) = &self.inner.redis {
             let found = self.redis_call(Some(rpc), "MGET", redis::lookup(pool, self.gen_key(user), key.clone())).await;
             if let Some((current, stored)) = found {
                 generation = Some(current);
-                if let Some(s) = stored.filter(|s| s.generation == current) {
+                // A value of another generation is out of date; one of another layout version was stored by a
+                // replica of another build (a rolling deploy) and may not decode into this one's type correctly.
+                if let Some(s) = stored.filter(|s| s.generation == current && s.schema == T::SCHEMA) {
                     let now = now_ms();
                     let left = Duration::from_millis(u64::try_from(s.fresh_until_ms - now).unwrap_or(0));
                     let wanted = if refresh {
@@ -181,7 +185,7 @@ impl Cache {
                 };
                 if let Some(pool) = &self.inner.redis {
                     let fresh_until_ms = read_at_ms + i64::try_from(freshness.as_millis()).unwrap_or(i64::MAX);
-                    let stored = Stored { generation, read_at_ms, fresh_until_ms, payload };
+                    let stored = Stored { schema: T::SCHEMA, generation, read_at_ms, fresh_until_ms, payload };
                     let lifetime = i64::try_from(settings.stale_max_age.as_millis()).unwrap_or(i64::MAX);
                     let _ = self.redis_call(Some(rpc), "SET", redis::write(pool, key, stored, lifetime)).await;
                 }
@@ -240,7 +244,7 @@ mod tests {
     struct Response {
         value: u64,
     }
-    crate::postcard_cache_value!(Response);
+    crate::postcard_cache_value!(Response, schema = 1);
 
     /// A load error of a caller: never "unavailable".
     #[derive(Debug, thiserror::Error)]

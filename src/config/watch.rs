@@ -27,10 +27,15 @@ pub struct WatchArgs {
     /// Messages buffered per watch before the client must read.
     #[arg(long, env = "TM_WATCH_BUFFER", default_value_t = 64)]
     pub watch_buffer: usize,
-    /// The event feed is re-read this often even without a notification (NOTIFY is only a wake-up and is lost
-    /// while the listening connection is down); also how often heartbeat positions advance.
+    /// The event feed is re-read this often even without a wake-up (writes wake every replica's reader over the
+    /// cache's Redis channel; a wake-up is only a hint), while this replica hears that channel; also how often
+    /// heartbeat positions advance.
     #[arg(long, env = "TM_WATCH_SAFETY_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
     pub watch_safety_interval: Duration,
+    /// The event feed is re-read this often while this replica cannot hear other replicas' writes (Redis
+    /// unreachable, or the cache disabled): how late a watcher here may learn of another replica's write then.
+    #[arg(long, env = "TM_WATCH_POLL_INTERVAL", value_parser = humantime::parse_duration, default_value = "100ms")]
+    pub watch_poll_interval: Duration,
     /// How often the clock records time-driven changes as events (a quote going stale, a liquidation countdown
     /// running out): the most they are late.
     #[arg(long, env = "TM_CLOCK_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
@@ -55,6 +60,7 @@ impl WatchArgs {
     pub fn hub_settings(&self) -> Result<crate::feed::HubSettings, ConfigError> {
         Ok(crate::feed::HubSettings {
             safety_interval: nonzero(self.watch_safety_interval, "--watch-safety-interval")?,
+            poll_interval: nonzero(self.watch_poll_interval, "--watch-poll-interval")?,
             // Batches a stream may fall behind before it re-reads from the table instead: each holds at most
             // one feed page (500 events), so this bounds what slow streams pin.
             capacity: 256,

@@ -1,4 +1,4 @@
-//! The replica's feed reader and the batches it broadcasts (see the module doc of `watch`).
+//! The replica's feed reader and the batches it broadcasts (see the module doc of `feed`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -6,21 +6,19 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::lag::Lag;
 use super::token::DatabaseTag;
+use crate::cache::Cache;
 use crate::domain::events::EventType;
 use crate::market_view::MarketView;
 use crate::storage::feed::{self, FeedEvent, FeedPosition};
 use crate::storage::{Book, StorageError};
 use crate::telemetry::error_chain;
 
-/// The channel the events trigger notifies (`migrations/20261201000004_event_feed.sql`).
-pub const CHANNEL: &str = "trading_events";
 /// Events per feed read.
 const PAGE: i64 = 500;
 /// A transaction the reader has owed this long is logged (once) with the session holding it.
@@ -31,8 +29,11 @@ const BOOK_LOADS: usize = 8;
 /// How the hub reads and what it allows.
 #[derive(Debug, Clone)]
 pub struct HubSettings {
-    /// Re-read this often without a notification.
+    /// Re-read this often without a wake-up while this replica hears other replicas' writes (a safety net:
+    /// a wake-up is only a hint).
     pub safety_interval: Duration,
+    /// Re-read this often while it does not (Redis away, or the cache disabled): the bounded fallback.
+    pub poll_interval: Duration,
     /// Batches a slow stream may fall behind before it must re-read from the table.
     pub capacity: usize,
     /// Streams per caller.
@@ -109,7 +110,13 @@ struct Inner {
     /// The transactions the reader waits for.
     lag: Lag,
     streams: Mutex<Streams>,
-    wake: Notify,
+    /// Woken by every write acknowledged by any replica (`Cache::writes`).
+    wake: Arc<Notify>,
+    /// Whether other replicas' writes are heard, which sets how often to re-read without a wake-up; told of
+    /// the commits each batch shows before it goes out.
+    cache: Cache,
+    /// When the last read of the feed began (`None` while resting).
+    read_started: Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +136,20 @@ impl Inner {
     fn set_position(&self, at: FeedPosition) {
         *self.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(at);
     }
+
+    /// Whether a stream is open on this replica.
+    fn watched(&self) -> bool {
+        self.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner).total > 0
+    }
+
+    /// Stops following while nobody watches: forgets the position (the next stream starts from the database's
+    /// position then, and the next read too; a stream whose first batch does not start where it is reads the
+    /// table in between) and what was owed.
+    fn rest(&self) {
+        *self.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *self.read_started.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.lag.clear();
+    }
 }
 
 /// An open stream, counted against the limits until dropped.
@@ -144,6 +165,10 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut streams = self.hub.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         streams.total -= 1;
+        if streams.total == 0 {
+            // The last stream: the reader rests from now on, and its position goes stale, so forget it now.
+            self.hub.rest();
+        }
         decrement(&mut streams.per_caller, self.caller);
         match self.guard {
             Some(None) => streams.guard_all -= 1,
@@ -163,8 +188,8 @@ fn decrement(counts: &mut HashMap<Uuid, usize>, key: Uuid) {
 }
 
 impl Hub {
-    /// A hub over `pool`; it reads once [`Hub::run`] runs.
-    pub fn new(pool: PgPool, market: MarketView, settings: HubSettings) -> Hub {
+    /// A hub over `pool`, woken by the writes `cache` hears of; it reads once [`Hub::run`] runs.
+    pub fn new(pool: PgPool, market: MarketView, settings: HubSettings, cache: Cache) -> Hub {
         let (batches, _) = broadcast::channel(settings.capacity.max(1));
         Hub {
             inner: Arc::new(Inner {
@@ -176,7 +201,9 @@ impl Hub {
                 position: Mutex::new(None),
                 lag: Lag::default(),
                 streams: Mutex::new(Streams::default()),
-                wake: Notify::new(),
+                wake: cache.writes(),
+                cache,
+                read_started: Mutex::new(None),
             }),
         }
     }
@@ -213,6 +240,10 @@ impl Hub {
         }
         *mine += 1;
         streams.total += 1;
+        if streams.total == 1 {
+            // The reader rests while nobody watches: start it.
+            self.inner.wake.notify_one();
+        }
         match guard {
             Some(None) => streams.guard_all += 1,
             Some(Some(user)) => *streams.guard_users.entry(user).or_default() += 1,
@@ -241,29 +272,51 @@ impl Hub {
         }
     }
 
-    /// Reads the feed on every notification and every safety interval until `stop` is cancelled.
+    /// Reads the feed whenever a write is acknowledged (by any replica: the cache's invalidation channel carries
+    /// the news) and, without one, every safety interval, or every poll interval while other replicas' writes
+    /// cannot be heard; until `stop` is cancelled. While no stream is open on the replica it does not read at
+    /// all (a replica that only takes writes and reads spends nothing on the feed), and the first stream to
+    /// open wakes it.
     pub async fn run(self, stop: CancellationToken) {
-        // Aborted when this future ends or is dropped (the server aborts it at shutdown).
-        let _listener = AbortOnDrop(tokio::spawn(listen(self.inner.pool.clone(), self.clone(), stop.clone())));
         let mut failing = false;
         loop {
-            match self.read_forward().await {
-                Ok(()) if failing => {
-                    tracing::info!("event feed readable again");
-                    failing = false;
+            if !self.inner.watched() {
+                self.inner.rest();
+            } else {
+                match self.read_forward().await {
+                    Ok(()) if failing => {
+                        tracing::info!("event feed readable again");
+                        failing = false;
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        tracing::warn!(error = %error_chain(&e), "cannot read the event feed; retrying");
+                        failing = true;
+                    }
+                    Err(_) => {}
                 }
-                Ok(()) => {}
-                Err(e) if !failing => {
-                    tracing::warn!(error = %error_chain(&e), "cannot read the event feed; retrying");
-                    failing = true;
-                }
-                Err(_) => {}
+                self.log_overdue().await;
             }
-            self.log_overdue().await;
-            tokio::select! {
-                () = self.inner.wake.notified() => {}
-                () = tokio::time::sleep(self.inner.settings.safety_interval) => {}
-                () = stop.cancelled() => break,
+            // Until a wake-up, or until the re-read is due: after the safety interval while other replicas'
+            // writes are heard, after the poll interval while they are not (checked every tick, so losing Redis
+            // shortens a wait already begun).
+            let read_at = tokio::time::Instant::now();
+            let settings = &self.inner.settings;
+            let tick = settings.poll_interval.min(settings.safety_interval);
+            loop {
+                tokio::select! {
+                    () = self.inner.wake.notified() => break,
+                    () = tokio::time::sleep(tick) => {}
+                    () = stop.cancelled() => return,
+                }
+                let idle = if self.inner.cache.hearing_invalidations() {
+                    settings.safety_interval
+                } else {
+                    settings.poll_interval
+                };
+                if read_at.elapsed() >= idle {
+                    break;
+                }
             }
         }
     }
@@ -317,7 +370,16 @@ impl Hub {
             }
         };
         loop {
+            let started = std::time::Instant::now();
             let page = feed::page(&inner.pool, None, &at, PAGE).await?;
+            let since = inner.read_started.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(started);
+            if !page.events.is_empty() {
+                // Before anyone hears of these commits, make sure this replica's reads show them.
+                let mut users: Vec<Uuid> = page.events.iter().map(|e| e.user_id).collect();
+                users.sort_unstable();
+                users.dedup();
+                inner.cache.committed(&users, since);
+            }
             show_alerts_of(&inner.market, &page.events).await;
             let books = self.books_for(&page.events).await;
             inner.lag.observe(&page.next, page.capped);
@@ -371,60 +433,4 @@ pub async fn show_alerts_of(market: &MarketView, events: &[FeedEvent]) {
     {
         tracing::warn!(error = %error_chain(&e), "cannot refresh the market snapshot for watchers");
     }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Wakes the hub on every notification. A lost connection (or any error) also wakes it, since notifications
-/// may have been missed, and the listener is rebuilt.
-async fn listen(pool: PgPool, hub: Hub, stop: CancellationToken) {
-    loop {
-        if pool.is_closed() || stop.is_cancelled() {
-            return;
-        }
-        let mut listener = match connect(&pool).await {
-            Ok(listener) => listener,
-            Err(_) if pool.is_closed() => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN for events; relying on periodic re-reads");
-                tokio::select! {
-                    () = tokio::time::sleep(hub.inner.settings.safety_interval) => continue,
-                    () = stop.cancelled() => return,
-                }
-            }
-        };
-        hub.inner.wake.notify_one();
-        loop {
-            match listener.try_recv().await {
-                Ok(Some(_)) => {
-                    // Coalesce: one read covers every notification already received.
-                    while listener.next_buffered().is_some() {}
-                    hub.inner.wake.notify_one();
-                }
-                Ok(None) => {
-                    tracing::info!("event listener connection lost; reconnecting");
-                    hub.inner.wake.notify_one();
-                }
-                Err(_) if pool.is_closed() => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "event listener failed; reconnecting");
-                    hub.inner.wake.notify_one();
-                    break;
-                }
-            }
-        }
-    }
-}
-
-async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
 }

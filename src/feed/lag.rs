@@ -45,6 +45,14 @@ pub struct LagSnapshot {
 }
 
 impl Lag {
+    /// Forgets everything owed: the reader stopped reading (nobody on the replica watches).
+    pub fn clear(&self) {
+        let mut state = self.lock();
+        state.owed.clear();
+        state.logged.clear();
+        state.capped = false;
+    }
+
     /// Records where a read left the reader.
     pub fn observe(&self, position: &FeedPosition, capped: bool) {
         let now = Instant::now();

@@ -1,9 +1,12 @@
 //! The event feed followed live, per replica: what the watch streams (`services::stream`) follow.
 //!
-//! - [`hub`]: one reader per replica. A `PgListener` on `trading_events` wakes it when events commit, and it
-//!   re-reads every safety interval anyway (a notification is only a wake-up and is lost while the listening
-//!   connection is down). Each read is one feed page for every user, whatever the number of watchers; pages are
-//!   broadcast as batches to the replica's streams, with the books of watched accounts loaded once per batch.
+//! - [`hub`]: one reader per replica. It wakes when any replica acknowledges a write: every write already
+//!   publishes its users on the cache's invalidation channel after its commit, and every replica hears it, so
+//!   one bus carries both (PostgreSQL's NOTIFY, which serialised every event-writing commit of the cluster on
+//!   one lock, is gone). It re-reads every safety interval anyway (a wake-up is only a hint), and every poll
+//!   interval while it cannot hear other replicas (Redis away, or the cache disabled). Each read is one feed
+//!   page for every user, whatever the number of watchers; pages are broadcast as batches to the replica's
+//!   streams, with the books of watched accounts loaded once per batch.
 //! - [`lag`]: the transactions the reader waits for, as metrics, and the log of long-running ones.
 //! - [`clock`]: records time-driven changes (a held symbol's quote going stale, a liquidation countdown running
 //!   out) as events, so watchers hear of them.

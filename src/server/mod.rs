@@ -91,7 +91,7 @@ impl Application {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
-        let hub = Hub::new(pool.clone(), market.clone(), hub_settings);
+        let hub = Hub::new(pool.clone(), market.clone(), hub_settings, cache.clone());
         Ok(Application {
             listener,
             local_addr,

@@ -120,3 +120,68 @@ pub async fn load(pool: &PgPool, user_id: Uuid) -> Result<Book, StorageError> {
     }
     Ok(Book { read_at, account, positions, divergences })
 }
+
+/// A book with every optional field set and every list non-empty: what the cached layout's tests encode.
+#[cfg(test)]
+pub(crate) fn sample() -> Book {
+    use rust_decimal::Decimal;
+
+    use crate::domain::drawdown::DrawdownLevel;
+    use crate::domain::{CloseReason, DivergenceKind, Side};
+    let at = |s: i64| DateTime::from_timestamp(1_765_000_000 + s, 123_000_000).unwrap_or_default();
+    let d = |text: &str| text.parse::<Decimal>().unwrap_or_default();
+    let (user_id, position_id) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    Book {
+        read_at: at(0),
+        account: Some(AccountRow {
+            user_id,
+            currency: Some("GBP".into()),
+            balance: Some(d("1000.50")),
+            equity: Some(d("990.25")),
+            margin: Some(d("100")),
+            equity_time: Some(at(1)),
+            peak_equity: Some(d("1200")),
+            drawdown_level: DrawdownLevel::Warning,
+            drawdown_level_since: Some(at(2)),
+            warning_drawdown_pct: Some(d("10")),
+            max_drawdown_pct: Some(d("20")),
+            min_equity: Some(d("500")),
+        }),
+        positions: vec![PositionRow {
+            position_id,
+            user_id,
+            position_identifier: "1001".into(),
+            ticket: "500001".into(),
+            symbol: "XAUUSD".into(),
+            side: Side::Sell,
+            volume: d("0.10"),
+            open_price: d("2350.00"),
+            open_time: at(3),
+            current_price: d("2351.10"),
+            current_price_time: at(4),
+            take_profit: Some(d("2300")),
+            stop_loss: Some(d("2400")),
+            swap: Some(d("-0.50")),
+            commission: Some(d("-1.00")),
+            profit: Some(d("-11.00")),
+            matched: true,
+            platform_trade_id: Some("T-1".into()),
+            closed: Some((at(5), CloseReason::ClosedAtBroker)),
+            last_seen_at: at(6),
+        }],
+        divergences: vec![DivergenceRow {
+            divergence_id: Uuid::from_u128(3),
+            kind: DivergenceKind::VolumeMismatch,
+            symbol: "XAUUSD".into(),
+            position_id: Some(position_id),
+            position_identifier: Some("1001".into()),
+            platform_trade_id: Some("T-1".into()),
+            broker_value: Some("0.10".into()),
+            platform_value: Some("0.20".into()),
+            difference_pct: Some(d("50")),
+            message: "volumes differ".into(),
+            detected_at: at(7),
+            resolved_at: Some(at(8)),
+        }],
+    }
+}

@@ -38,6 +38,26 @@ async fn a_second_read_is_a_hit_with_the_data_time_of_the_first() {
 }
 
 #[tokio::test]
+async fn a_value_stored_under_another_layout_version_is_a_miss_and_is_replaced() {
+    let (a, b) = spawn_replicas_with(|_| {}).await;
+    let user = Uuid::new_v4();
+    a.submit(sync(user, "10000", vec![gold()], vec![])).await.unwrap();
+    assert_eq!(status(&a, user).await.0, "miss", "loaded and stored in Redis by A");
+    // As if a replica of another build (another layout of the cached struct) had stored it: the header's
+    // layout version (bytes 1-2, big-endian; 1 today) becomes 7.
+    let keys = redis_cli(6379, &["--scan", "--pattern", &format!("{}:{{u:{user}}}:status:*", a.key_prefix)]);
+    let key = keys.lines().next().expect("the status is in Redis");
+    let schema_byte = || redis_cli(6379, &["GETRANGE", key, "2", "2"]);
+    assert_eq!(schema_byte(), "\u{1}");
+    redis_cli(6379, &["SETRANGE", key, "2", "\u{7}"]);
+    assert_eq!(schema_byte(), "\u{7}");
+    assert_eq!(status(&b, user).await.0, "miss", "B must not decode bytes of another layout as its own");
+    // B stored its own value in their place.
+    assert_eq!(schema_byte(), "\u{1}");
+    assert_eq!(status(&a, user).await.0, "hit");
+}
+
+#[tokio::test]
 async fn an_acknowledged_sync_invalidates_the_status_and_the_positions_of_its_user() {
     let app = spawn_app().await;
     let (user, other) = (Uuid::new_v4(), Uuid::new_v4());

@@ -32,9 +32,11 @@ impl BookView {
     }
 }
 
-crate::postcard_cache_value!(Book);
+crate::postcard_cache_value!(Book, schema = 1);
 
 impl cache::CacheValue for BookView {
+    const SCHEMA: u16 = <Book as cache::CacheValue>::SCHEMA;
+
     fn encode(&self) -> Vec<u8> {
         cache::CacheValue::encode(&self.book)
     }
@@ -60,4 +62,14 @@ impl AppState {
 /// Loads a user's book (one statement).
 async fn load_book(db: Db, user_id: Uuid) -> Result<Book, ApiError> {
     Ok(db.run("book.load", storage::book::load(db.pool()?, user_id)).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cached_layout_of_a_book_is_pinned_to_its_schema() {
+        cache::assert_layout(&BookView::new(storage::book::sample()), 1, 0x9659_bf7a_066c_9662);
+    }
 }

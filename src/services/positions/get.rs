@@ -23,7 +23,7 @@ struct ClosedPosition {
     row: PositionRow,
 }
 
-crate::postcard_cache_value!(ClosedPosition);
+crate::postcard_cache_value!(ClosedPosition, schema = 1);
 
 /// Answers one position.
 pub async fn get(state: &AppState, request: Request<pb::GetPositionRequest>) -> RpcResult<pb::GetPositionResponse> {
@@ -62,4 +62,16 @@ pub async fn get(state: &AppState, request: Request<pb::GetPositionRequest>) -> 
         prices_as_of: opt_ts(market.read_at),
     };
     Ok(cached(response, freshness))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cached_layout_of_a_closed_position_is_pinned_to_its_schema() {
+        let book = storage::book::sample();
+        let closed = ClosedPosition { read_at: book.read_at, row: book.positions[0].clone() };
+        crate::cache::assert_layout(&closed, 1, 0x1cd6_d28a_0913_7077);
+    }
 }

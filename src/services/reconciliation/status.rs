@@ -37,7 +37,7 @@ pub struct StatusView {
     open_divergences: i32,
 }
 
-crate::postcard_cache_value!(StatusView);
+crate::postcard_cache_value!(StatusView, schema = 1);
 
 impl StatusView {
     /// The response with its first `limit` events and its state at `now`.
@@ -122,4 +122,23 @@ pub async fn serve(
         .get(Rpc::GetReconciliationStatus, user_id, STATUS, &format!("n={loaded}"), move || load(db, user_id, loaded))
         .await?;
     Ok(cached(view.respond(limit as usize, Utc::now(), state.rules.stale_sync_after), freshness))
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    #[test]
+    fn the_cached_layout_of_a_status_is_pinned_to_its_schema() {
+        let view = StatusView {
+            base: vec![1, 2, 3],
+            events: vec![vec![4, 5], vec![6]],
+            total_syncs: 42,
+            last_sync_failed: true,
+            last_success_at: DateTime::from_timestamp(1_765_000_000, 5_000_000),
+            open_positions: 3,
+            open_divergences: 1,
+        };
+        crate::cache::assert_layout(&view, 1, 0x3572_7084_ae31_2ddc);
+    }
 }
