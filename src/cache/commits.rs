@@ -40,6 +40,12 @@ impl Announcements {
         self.unannounced.invalidate(&user);
     }
 
+    /// A writer announced `user` without bumping the generation (its Redis call failed): Redis values of the
+    /// user may be from before its write until the next bumped announcement, or for one freshness at most.
+    pub(super) fn not_bumped(&self, user: Uuid) {
+        self.unannounced.insert(user, ());
+    }
+
     /// Whether Redis may be missing a committed write of `user`.
     pub(super) fn unannounced(&self, user: &Uuid) -> bool {
         self.unannounced.contains_key(user)

@@ -96,10 +96,14 @@ impl Cache {
             .is_some()
     }
 
-    /// Best effort: announces the users on the channel without bumping their generations.
+    /// Best effort: announces the users on the channel without bumping their generations, saying so
+    /// (`nb,…`): the receivers then ignore the users' Redis values too, not only their L1 entries.
     async fn announce_only(&self, users: &[Uuid]) {
         let Some(pool) = &self.inner.redis else { return };
-        let message = users.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+        let message = std::iter::once(super::listener::NOT_BUMPED.to_owned())
+            .chain(users.iter().map(Uuid::to_string))
+            .collect::<Vec<_>>()
+            .join(",");
         let channel = format!("{}:invalidations", self.inner.settings.key_prefix);
         let client = pool.next_connected().with_options(&Cache::options());
         let publish = client.publish::<i64, _, _>(channel, message);

@@ -110,6 +110,12 @@ impl Invalidations for ListenerTarget {
         self.writes.notify_one();
     }
 
+    fn not_bumped(&self, users: &[Uuid]) {
+        for user in users {
+            self.announcements.not_bumped(*user);
+        }
+    }
+
     fn flush(&self) {
         self.l1.invalidate_all();
         // Announcements may have been missed: whoever waits for writes should look again.

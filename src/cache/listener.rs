@@ -13,7 +13,9 @@
 //!   way tracking would need: flush the L1.
 //!
 //! So: pub/sub on one dedicated connection per replica, on the channel `<prefix>:invalidations`; a message is a
-//! comma-separated list of user ids.
+//! comma-separated list of user ids, led by `nb` ([`NOT_BUMPED`]) when the writer could not bump their
+//! generations: the receivers then must not trust those users' Redis values either (an older replica skips the
+//! `nb`, which is no id, and treats the rest as before).
 //!
 //! **Knowing that we hear.** Every replica publishes a heartbeat on the channel every `heartbeat` (250 ms) and
 //! counts itself as hearing only while its *own* heartbeats come back within the lease (1 s): that proves the
@@ -34,10 +36,15 @@ use uuid::Uuid;
 
 use super::stored::now_ms;
 
+/// The first item of an announcement whose generations were not bumped.
+pub(super) const NOT_BUMPED: &str = "nb";
+
 /// What the listener does to the cache when it hears something.
 pub(super) trait Invalidations: Send + Sync + 'static {
     /// Other replicas changed these users' data.
     fn users(&self, users: &[Uuid]);
+    /// … and could not bump their generations: their Redis values may be from before the change.
+    fn not_bumped(&self, users: &[Uuid]);
     /// Messages may have been lost: forget everything held in-process.
     fn flush(&self);
 }
@@ -208,5 +215,50 @@ fn heard(text: &str, own: &str, hearing: &Hearing, cache: &impl Invalidations) {
         hearing.messages.fetch_add(1, Ordering::Relaxed);
         let users: Vec<Uuid> = text.split(',').filter_map(|u| Uuid::try_parse(u).ok()).collect();
         cache.users(&users);
+        if text.split(',').next() == Some(NOT_BUMPED) {
+            cache.not_bumped(&users);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Heard {
+        users: Mutex<Vec<Uuid>>,
+        not_bumped: Mutex<Vec<Uuid>>,
+    }
+
+    impl Invalidations for Arc<Heard> {
+        fn users(&self, users: &[Uuid]) {
+            self.users.lock().unwrap().extend_from_slice(users);
+        }
+        fn not_bumped(&self, users: &[Uuid]) {
+            self.not_bumped.lock().unwrap().extend_from_slice(users);
+        }
+        fn flush(&self) {}
+    }
+
+    #[test]
+    fn an_announcement_led_by_nb_says_the_generations_were_not_bumped() {
+        let hearing = Hearing {
+            subscribed: AtomicBool::new(true),
+            last_heartbeat_ms: AtomicI64::new(now_ms()),
+            lease_ms: 1_000,
+            sent: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+        };
+        let heard_by = Arc::new(Heard::default());
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        heard(&format!("{a}"), "hb:me", &hearing, &heard_by);
+        heard(&format!("{NOT_BUMPED},{b}"), "hb:me", &hearing, &heard_by);
+        heard("hb:other", "hb:me", &hearing, &heard_by);
+        assert_eq!(*heard_by.users.lock().unwrap(), vec![a, b]);
+        assert_eq!(*heard_by.not_bumped.lock().unwrap(), vec![b]);
     }
 }

@@ -86,6 +86,9 @@ struct Inner {
     distrusted: moka::sync::Cache<Uuid, ()>,
     /// Announcements heard, and commits the feed showed before theirs (`commits`).
     announcements: commits::Announcements,
+    /// When a connection to Redis was last re-established (ms since the epoch; 0: never): Redis values read
+    /// from PostgreSQL before it are not served as fresh.
+    reconnected_at: Arc<std::sync::atomic::AtomicI64>,
     /// Users whose invalidation has not reached Redis yet; retried in the background until it does.
     pending: std::sync::Mutex<std::collections::HashSet<Uuid>>,
     flights: Flights,
@@ -108,6 +111,7 @@ impl Cache {
         let l1 = l1::new(&settings);
         let epochs = Epochs::new();
         let writes = Arc::new(tokio::sync::Notify::new());
+        let reconnected_at = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let announcements = commits::Announcements::new(settings.ttl.mul_f64(1.0 + settings.ttl_jitter.max(0.0)));
         let (redis, hearing) = if settings.enabled {
             let config = Config::from_url(&settings.redis_url)?;
@@ -121,12 +125,19 @@ impl Cache {
                 // Without a policy fred never reconnects after losing Redis.
                 .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
                 .build_pool(settings.pool_size.max(1))?;
-            let _connection_tasks = pool.connect();
+            // Listeners first, so the first connection is seen as such.
             for client in pool.clients() {
                 let l1 = l1.clone();
-                // Values written while this replica could not see Redis may be missing invalidations.
+                let reconnected_at = reconnected_at.clone();
+                let connected_before = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                // Values written while this replica could not see Redis may be missing invalidations. And a
+                // reconnect may follow a failover that lost generation bumps (asynchronous replication): a
+                // value read before it may pass for current again, so those count as misses from now on.
                 let _listener = client.on_reconnect(move |server| {
                     let l1 = l1.clone();
+                    if connected_before.swap(true, Ordering::AcqRel) {
+                        reconnected_at.fetch_max(stored::now_ms(), Ordering::AcqRel);
+                    }
                     async move {
                         tracing::debug!(server = %server, "redis connected: clearing L1");
                         l1.invalidate_all();
@@ -134,6 +145,7 @@ impl Cache {
                     }
                 });
             }
+            let _connection_tasks = pool.connect();
             let listener = ListenerSettings {
                 channel: format!("{}:invalidations", settings.key_prefix),
                 heartbeat: settings.heartbeat,
@@ -154,6 +166,7 @@ impl Cache {
         let inner = Arc::new(Inner {
             distrusted: moka::sync::Cache::builder().time_to_live(settings.stale_max_age).build(),
             announcements,
+            reconnected_at,
             pending: std::sync::Mutex::new(std::collections::HashSet::new()),
             flights: Flights::default(),
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_cooldown),

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -147,7 +148,10 @@ impl Cache {
                     } else {
                         Duration::ZERO
                     };
+                    // Read before a reconnect: a failover in between may have lost the bump that outdated it.
+                    let since_reconnect = s.read_at_ms >= self.inner.reconnected_at.load(Ordering::Acquire);
                     if now < s.fresh_until_ms
+                        && since_reconnect
                         && left > wanted
                         && let Some(value) = T::decode(&s.payload)
                     {

@@ -423,6 +423,24 @@ impl Hub {
     }
 }
 
+/// How recent an event a stream read from the table itself must be for [`show_commits_of`] to report it.
+const RECENT: Duration = Duration::from_secs(60);
+
+/// A stream catching up reads the table itself, and can come across commits as fresh as the hub's (a resume on
+/// another replica right after a writer died before invalidating, a stream that fell behind): tells the cache
+/// of the recent ones, as the hub does of its batches (`Cache::committed`). Older events' writers invalidated
+/// long ago; a transaction that ran for over [`RECENT`] before committing is what this misses.
+pub fn show_commits_of(cache: &Cache, events: &[FeedEvent]) {
+    let recent = chrono::Utc::now() - RECENT;
+    let mut users: Vec<Uuid> = events.iter().filter(|e| e.event.occurred_at >= recent).map(|e| e.user_id).collect();
+    if users.is_empty() {
+        return;
+    }
+    users.sort_unstable();
+    users.dedup();
+    cache.committed(&users, None);
+}
+
 /// Guard watchers judge alerts from the market snapshot: when `events` raise or clear alerts, re-reads it so it
 /// shows them (the periodic refresh may not have come by yet).
 pub async fn show_alerts_of(market: &MarketView, events: &[FeedEvent]) {

@@ -1,7 +1,7 @@
 //! The Redis cache: hits, invalidation, single flight, L1, refresh and the metrics of it (its faults: `ops`).
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::ConnectOptions;
 use sqlx::postgres::PgConnectOptions;
@@ -55,6 +55,44 @@ async fn a_value_stored_under_another_layout_version_is_a_miss_and_is_replaced()
     // B stored its own value in their place.
     assert_eq!(schema_byte(), "\u{1}");
     assert_eq!(status(&a, user).await.0, "hit");
+}
+
+/// Inserts an event of `user` straight into the database: a write whose writer did not (or could not) bump the
+/// user's generation in Redis.
+async fn write_without_bump(app: &TestApp, user: Uuid, message: &str) {
+    sqlx::query("INSERT INTO events (user_id, event_type, occurred_at, message) VALUES ($1, 'sync_failed', now(), $2)")
+        .bind(user)
+        .bind(message)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_announcement_without_a_generation_bump_makes_other_replicas_ignore_redis_for_its_users() {
+    let (a, b) = spawn_replicas_with(|_| {}).await;
+    until_hearing(&b).await;
+    let user = Uuid::new_v4();
+    // No position held, so no time-driven event (a stale quote) writes for this user meanwhile.
+    a.submit(sync(user, "10000", vec![], vec![])).await.unwrap();
+    assert_eq!(status(&a, user).await.0, "miss", "loaded and stored in Redis by A");
+    assert_eq!(status(&b, user).await.0, "hit", "B reads it from Redis");
+
+    // A's next write commits but its generation bump fails (say its breaker is open): only the announcement goes
+    // out, as `Cache::invalidate` sends it then.
+    write_without_bump(&a, user, "not bumped").await;
+    redis_cli(6379, &["PUBLISH", &format!("{}:invalidations", a.key_prefix), &format!("nb,{user}")]);
+
+    // B must not serve the Redis value from before the write, fresh as it looks (5 s TTL).
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let (served, now) = status(&b, user).await;
+        if now.recent_events.iter().any(|e| e.message == "not bumped") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B still serves the state from before the write ({served})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

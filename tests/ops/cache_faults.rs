@@ -296,3 +296,34 @@ async fn callers_sharing_a_stale_load_are_all_served_stale_and_counted_stale() {
     let after = app.cache.metrics().snapshot(Rpc::GetReconciliationStatus);
     assert_eq!((after.stale - before.stale, after.hits - before.hits), (10, 0), "{after:?}");
 }
+
+#[tokio::test]
+async fn values_read_before_a_redis_reconnect_are_not_served_as_fresh_after_it() {
+    let redis = RedisServer::start(None).await;
+    let app = spawn_app_with(|args| args.cache.redis_url = redis.url()).await;
+    until_hearing(&app).await;
+    let user = Uuid::new_v4();
+    // No position held, so no time-driven event (a stale quote) writes for this user meanwhile.
+    app.submit(sync(user, "10000", vec![], vec![])).await.unwrap();
+    assert_eq!(status(&app, user).await.0, "miss", "loaded and stored in Redis");
+
+    // A write whose generation bump a failover lost (asynchronous replication): committed, its bump gone, as if
+    // it never happened. The replica's connections drop and come back, as in a failover.
+    sqlx::query(
+        "INSERT INTO events (user_id, event_type, occurred_at, message) VALUES ($1, 'sync_failed', now(), 'lost bump')",
+    )
+    .bind(user)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    redis_cli(redis.port, &["CLIENT", "KILL", "TYPE", "normal"]);
+    until_redis_answers(&app.channel).await;
+
+    // The value in Redis is of the current generation and still within its TTL, but it was read before the
+    // reconnect: a miss, read again from PostgreSQL.
+    let (served, after) = status(&app, user).await;
+    assert!(
+        after.recent_events.iter().any(|e| e.message == "lost bump"),
+        "served the value read before the reconnect ({served})"
+    );
+}

@@ -127,6 +127,7 @@ impl Follower for GuardsWatch {
             out.check()?;
             let db = &self.common.state.db;
             let page = db.run("feed.page", feed::page(db.pool()?, self.user, &self.common.cursor, PAGE)).await?;
+            crate::feed::hub::show_commits_of(&self.common.state.cache, &page.events);
             // The hub does this for its batches, but this page may be ahead of them.
             crate::feed::hub::show_alerts_of(&self.common.state.market, &page.events).await;
             let changed: HashSet<Uuid> = page.events.iter().map(|e| e.user_id).collect();

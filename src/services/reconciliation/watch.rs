@@ -75,6 +75,7 @@ impl Follower for EventsWatch {
             out.check()?;
             let db = &self.common.state.db;
             let page = db.run("feed.page", feed::page(db.pool()?, self.user, &self.common.cursor, PAGE)).await?;
+            crate::feed::hub::show_commits_of(&self.common.state.cache, &page.events);
             for event in &page.events {
                 self.offer(out, event, &page.next).await?;
             }
