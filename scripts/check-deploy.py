@@ -6,7 +6,8 @@
   (docs/configuration.md is generated from the binaries' own definitions and checked by a test);
 - each Service, PodDisruptionBudget and HorizontalPodAutoscaler selects or targets a Deployment that exists,
   and every probe and Service port names a port the container declares;
-- terminationGracePeriodSeconds outlasts the preStop pause, the drain (TM_SHUTDOWN_GRACE) and the trace flush.
+- terminationGracePeriodSeconds outlasts the preStop pause, the drain (TM_SHUTDOWN_GRACE; the standalone gateway
+  closes what is still open TM_HTTP_MAX_TIMEOUT after the shutdown began) and the trace flush.
 """
 import pathlib
 import re
@@ -86,7 +87,10 @@ for name, deployment in deployments.items():
         pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
         if pre_stop[:1] == ["sleep"]:
             pause = int(pre_stop[1])
-        drain = seconds(env.get("TM_SHUTDOWN_GRACE", "10s")) if command != "trading-gateway" else 0
+        if command == "trading-gateway":
+            drain = seconds(env.get("TM_HTTP_MAX_TIMEOUT", "15s"))
+        else:
+            drain = seconds(env.get("TM_SHUTDOWN_GRACE", "10s"))
         grace = pod.get("terminationGracePeriodSeconds", 30)
         if grace <= pause + drain + TRACE_FLUSH_SECONDS:
             errors.append(f"Deployment {name}: terminationGracePeriodSeconds {grace} does not outlast preStop "

@@ -52,6 +52,12 @@ pub enum GatewayError {
     /// The response could not be written as JSON.
     #[error("cannot encode the response: {0}")]
     Internal(String),
+    /// The gateway already serves `--http-max-streams` streams: refused at once, never queued.
+    #[error("already serving {limit} streams")]
+    TooManyStreams {
+        /// The limit.
+        limit: u32,
+    },
 }
 
 impl GatewayError {
@@ -69,7 +75,7 @@ impl GatewayError {
             GatewayError::TokenMissing => Code::Unauthenticated,
             GatewayError::MethodNotAllowed(_) => Code::Unimplemented,
             GatewayError::BadRequest { .. } | GatewayError::UnsupportedMediaType(_) => Code::InvalidArgument,
-            GatewayError::PayloadTooLarge { .. } => Code::ResourceExhausted,
+            GatewayError::PayloadTooLarge { .. } | GatewayError::TooManyStreams { .. } => Code::ResourceExhausted,
             GatewayError::Internal(_) => Code::Internal,
         }
     }
@@ -138,6 +144,24 @@ impl GatewayError {
                 vec![error_info("UNSUPPORTED_MEDIA_TYPE")],
             ),
             GatewayError::Internal(_) => ("internal error".to_owned(), vec![]),
+            GatewayError::TooManyStreams { limit } => {
+                retry_after = Some(STREAM_RETRY_SECONDS);
+                (
+                    format!("the gateway is serving its limit of {limit} streams; retry shortly"),
+                    vec![
+                        json!({
+                            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                            "reason": TOO_MANY_STREAMS,
+                            "domain": ERROR_DOMAIN,
+                            "metadata": { "limit": limit.to_string() },
+                        }),
+                        json!({
+                            "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                            "retryDelay": format!("{STREAM_RETRY_SECONDS}s"),
+                        }),
+                    ],
+                )
+            }
         };
         if matches!(self, GatewayError::Internal(_) | GatewayError::Unavailable(_)) {
             tracing::warn!(error = %self, "gateway error");
@@ -159,6 +183,14 @@ impl GatewayError {
         response
     }
 }
+
+/// The `ErrorInfo` reason of a stream refused because the gateway serves `--http-max-streams` already.
+pub const TOO_MANY_STREAMS: &str = "TOO_MANY_STREAMS";
+/// The `ErrorInfo` reason of a stream ended because its client did not read for `--http-send-timeout`
+/// (the service's own reason for the same thing on its side).
+pub const SLOW_CONSUMER: &str = "SLOW_CONSUMER";
+/// What a refused stream is told to wait before retrying (`Retry-After`, `RetryInfo`), in seconds.
+const STREAM_RETRY_SECONDS: u64 = 1;
 
 /// The `ErrorInfo` reason of a watch whose resume token cannot be resumed.
 pub const RESUME_TOKEN_INVALID: &str = "RESUME_TOKEN_INVALID";

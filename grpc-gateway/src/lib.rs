@@ -8,9 +8,9 @@
 //! Modules, one concern each: [`template`] (path templates), [`routing`] (the route table), [`json`] (messages
 //! from and to JSON), [`headers`] (headers and metadata), [`upstream`] (the gRPC calls), [`errors`] (status →
 //! HTTP), [`openapi`] (the document), [`streaming`] (server-streaming RPCs as Server-Sent Events or NDJSON),
-//! [`page`] (the embedded status page), [`descriptors`] (the contract).
+//! [`page`] (the embedded status page), [`descriptors`] (the contract), [`args`] (the shared HTTP settings), and
+//! `serve` (the HTTP server: connection cap, header-read and idle timeouts, graceful shutdown).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub mod args;
 pub mod cli;
 pub mod descriptors;
 pub mod errors;
@@ -34,51 +35,16 @@ pub mod json;
 pub mod openapi;
 pub mod page;
 pub mod routing;
+mod serve;
 pub mod streaming;
 pub mod template;
 pub mod transcode;
 pub mod upstream;
 
+pub use args::HttpArgs;
 pub use errors::GatewayError;
 pub use routing::RouteTable;
-pub use upstream::Upstream;
-
-/// HTTP settings shared by the standalone gateway and the in-process one (`trading-monitor serve`).
-#[derive(clap::Args, Clone, Debug)]
-#[command(next_help_heading = "REST gateway")]
-pub struct HttpArgs {
-    /// Origins allowed to call the API from a browser (CORS), comma-separated, e.g.
-    /// `https://ops.example.com,http://localhost:3000`. Empty: no cross-origin access (same-origin pages, such as
-    /// the status page, and non-browser clients are unaffected).
-    #[arg(long = "http-cors-allow-origins", env = "TM_HTTP_CORS_ALLOW_ORIGINS", value_delimiter = ',')]
-    pub cors_allow_origins: Vec<String>,
-    /// Let cross-origin requests carry cookies or HTTP auth (`Access-Control-Allow-Credentials`). Not needed for
-    /// bearer tokens sent by script.
-    #[arg(long = "http-cors-allow-credentials", env = "TM_HTTP_CORS_ALLOW_CREDENTIALS", default_value_t = false)]
-    pub cors_allow_credentials: bool,
-    /// Largest accepted request body; larger ones get 413.
-    #[arg(long = "http-max-body-bytes", env = "TM_HTTP_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
-    pub max_body_bytes: usize,
-    /// Upper bound on a request's deadline: a longer `Grpc-Timeout`/`X-Request-Timeout` is cut to this, and a
-    /// request without one gets it.
-    #[arg(long = "http-max-timeout", env = "TM_HTTP_MAX_TIMEOUT", value_parser = humantime::parse_duration, default_value = "15s")]
-    pub max_timeout: Duration,
-    /// How long `/healthz` waits for the gRPC health service before answering 503.
-    #[arg(long = "http-health-timeout", env = "TM_HTTP_HEALTH_TIMEOUT", value_parser = humantime::parse_duration, default_value = "2s")]
-    pub health_timeout: Duration,
-}
-
-impl Default for HttpArgs {
-    fn default() -> Self {
-        HttpArgs {
-            cors_allow_origins: Vec::new(),
-            cors_allow_credentials: false,
-            max_body_bytes: 4 * 1024 * 1024,
-            max_timeout: Duration::from_secs(15),
-            health_timeout: Duration::from_secs(2),
-        }
-    }
-}
+pub use upstream::{Upstream, Upstreams};
 
 /// Why the gateway cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -92,18 +58,23 @@ pub enum StartError {
     /// A configured CORS origin is not an origin.
     #[error("invalid CORS origin {0:?} (expected e.g. https://ops.example.com)")]
     Origin(String),
+    /// A setting is out of its range.
+    #[error("invalid REST gateway setting {0}")]
+    Setting(String),
 }
 
 struct Inner {
     pool: DescriptorPool,
     table: RouteTable,
     transcoder: transcode::Transcoder,
-    upstream: Upstream,
+    upstreams: Upstreams,
     openapi: Bytes,
     args: HttpArgs,
     demo_users: Vec<page::DemoUser>,
     /// Turns true when the gateway shuts down: open streams end.
     closing: tokio::sync::watch::Sender<bool>,
+    /// One permit per stream the gateway may serve at once (`--http-max-streams`).
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// The gateway: its routes, its upstream and its settings.
@@ -113,8 +84,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Reads the contract and builds the route table and the OpenAPI document.
-    pub fn new(upstream: Upstream, args: HttpArgs) -> Result<Gateway, StartError> {
+    /// Reads the contract and builds the route table and the OpenAPI document. `upstreams` is one [`Upstream`]
+    /// for every call (the service in process) or [`upstream::connect`]'s pools (standalone).
+    pub fn new(upstreams: impl Into<Upstreams>, args: HttpArgs) -> Result<Gateway, StartError> {
+        args.validate().map_err(StartError::Setting)?;
         let pool = descriptors::pool()?;
         let table = RouteTable::from_pool(&pool)?;
         let document = openapi::document(&pool, &table, env!("CARGO_PKG_VERSION"));
@@ -125,8 +98,9 @@ impl Gateway {
                 pool,
                 table,
                 transcoder,
-                upstream,
+                upstreams: upstreams.into(),
                 openapi,
+                streams: Arc::new(tokio::sync::Semaphore::new(args.max_streams as usize)),
                 args,
                 demo_users: Vec::new(),
                 closing: tokio::sync::watch::channel(false).0,
@@ -166,13 +140,16 @@ impl Gateway {
             .layer(cors))
     }
 
-    /// Serves on `listener` until `shutdown` resolves.
+    /// Serves on `listener` until `shutdown` resolves, then ends the open streams, lets the connections finish
+    /// what they are answering (closing any still open `--http-max-timeout` later: no call outlives its
+    /// deadline) and returns. Connections are capped and timed out as [`HttpArgs`] says.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let address = listener.local_addr()?;
+        let router = self.router()?;
         tracing::info!(%address, "serving REST at http://{address}/ (OpenAPI at /openapi.json)");
         let gateway = self.clone();
         let shutdown = async move {
@@ -180,9 +157,17 @@ impl Gateway {
             // Streams end first, or the graceful shutdown would wait for them for ever.
             gateway.inner.closing.send_replace(true);
         };
-        axum::serve(listener, self.router()?.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let args = &self.inner.args;
+        let settings = serve::Settings {
+            max_connections: args.max_connections,
+            timeouts: serve::Timeouts {
+                header_read: args.header_read_timeout,
+                idle: args.idle_timeout,
+                send: args.send_timeout,
+            },
+            drain: args.max_timeout,
+        };
+        serve::run(listener, router, settings, shutdown).await;
         Ok(())
     }
 
@@ -242,27 +227,40 @@ impl Gateway {
         if let Some(extras) = &extras {
             streaming::resume_from(&mut message, extras.last_event_id.as_deref());
             let framing = streaming::Framing::of(&parts.headers);
+            // Refused at once at the cap, never queued; the place is held until the stream ends.
+            let slot = self
+                .inner
+                .streams
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| GatewayError::TooManyStreams { limit: self.inner.args.max_streams })?;
             let (metadata, messages) = upstream::server_streaming(
-                &self.inner.upstream,
+                &self.inner.upstreams.streams,
                 route.grpc_path.clone(),
                 metadata,
+                inbound.timeout,
                 Bytes::from(message.encode_to_vec()),
             )
             .await?;
             let gateway = self.clone();
+            let limits = streaming::StreamLimits {
+                closing: self.inner.closing.subscribe(),
+                send_timeout: self.inner.args.send_timeout,
+                slot: Some(slot),
+            };
             let mut response = streaming::respond(
                 route,
                 framing,
                 messages,
                 self.inner.pool.clone(),
                 move |route, bytes| gateway.response_json(route, bytes),
-                self.inner.closing.subscribe(),
+                limits,
             );
             headers::outbound(&metadata, response.headers_mut());
             return Ok(response);
         }
         let answer = upstream::unary(
-            &self.inner.upstream,
+            &self.inner.upstreams.unary,
             route.grpc_path.clone(),
             metadata,
             inbound.timeout,
@@ -303,11 +301,12 @@ async fn openapi_handler(State(gateway): State<Gateway>) -> Response {
 
 /// 200 `{"status":"SERVING"}` when the upstream's gRPC health service says SERVING, otherwise 503.
 async fn healthz(State(gateway): State<Gateway>) -> Response {
-    let (code, status) = match upstream::healthy(&gateway.inner.upstream, gateway.inner.args.health_timeout).await {
-        Ok(true) => (StatusCode::OK, "SERVING"),
-        Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNREACHABLE"),
-    };
+    let (code, status) =
+        match upstream::healthy(&gateway.inner.upstreams.unary, gateway.inner.args.health_timeout).await {
+            Ok(true) => (StatusCode::OK, "SERVING"),
+            Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING"),
+            Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNREACHABLE"),
+        };
     (code, [(header::CONTENT_TYPE, "application/json")], format!("{{\"status\":\"{status}\"}}")).into_response()
 }
 

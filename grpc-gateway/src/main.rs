@@ -20,8 +20,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let upstream = upstream::connect(&cli.upstream, cli.connect_timeout)?;
-    let gateway = Gateway::new(upstream, cli.http)?;
+    let upstreams = upstream::connect(&cli.upstream, &cli.connect_options())?;
+    let gateway = Gateway::new(upstreams, cli.http)?;
     if cli.print_openapi {
         println!("{}", String::from_utf8_lossy(&gateway.openapi_json()));
         return Ok(());

@@ -14,10 +14,16 @@
 //! query parameter (RFC 6750 §2.3); an `Authorization` header wins when both are present. URLs end up in
 //! histories and proxy logs, so prefer the header wherever the client can set one.
 //!
+//! Limits: the gateway serves at most `--http-max-streams` streams at once (one more is 429 `TOO_MANY_STREAMS`,
+//! refused before the service is called), and a stream whose client has not taken its next message for
+//! `--http-send-timeout` is ended and its upstream call cancelled (see [`respond`]).
+//!
 //! grpc-gateway itself does not do SSE (grpc-ecosystem/grpc-gateway#26); this module is written here for that
 //! reason, on axum's streaming body.
 
-use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -25,7 +31,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prost_reflect::{DynamicMessage, ReflectMessage, Value};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::errors::{self, GatewayError};
 use crate::routing::Route;
@@ -34,6 +40,9 @@ use crate::routing::Route;
 pub const ACCESS_TOKEN: &str = "access_token";
 /// What a reconnecting `EventSource` is told to wait, in milliseconds.
 const RETRY_MS: u32 = 2000;
+/// How long the last frame of a stream ended by the gateway's shutdown may wait for its client: a client that
+/// reads takes it at once, one that does not has its response cut off instead.
+const SHUTDOWN_FRAME_WAIT: Duration = Duration::from_secs(1);
 
 /// How a stream is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,16 +174,45 @@ fn kind(message: &DynamicMessage) -> Option<String> {
         .map(|f| f.name().to_owned())
 }
 
+/// What a stream's producer needs besides its messages: when to give up on its client, and when to stop.
+pub struct StreamLimits {
+    /// Turns true when the gateway shuts down: the stream ends at once with UNAVAILABLE (`SHUTTING_DOWN`), so
+    /// open streams never hold a graceful shutdown up.
+    pub closing: watch::Receiver<bool>,
+    /// How long a frame may wait for the client to take the one before it (`--http-send-timeout`).
+    pub send_timeout: Duration,
+    /// The stream's place under `--http-max-streams`, given back when the stream ends.
+    pub slot: Option<OwnedSemaphorePermit>,
+}
+
+/// How a frame's delivery went.
+enum Sent {
+    /// The client took it (into the response body).
+    Taken,
+    /// The response body is gone: the client went away.
+    Gone,
+    /// The gateway is shutting down.
+    Closing,
+    /// The client took nothing for the send timeout.
+    Stalled,
+}
+
 /// The HTTP response for an upstream stream: each message as it arrives, then the end. `to_json` turns a
-/// message's wire bytes into canonical JSON; `closing` turning true (the gateway shutting down) ends the stream
-/// with UNAVAILABLE, so open streams never hold a graceful shutdown up.
+/// message's wire bytes into canonical JSON.
+///
+/// The response ends, and `messages` is dropped (which cancels the upstream call and frees its share of the
+/// upstream connection's flow-control window), when the upstream stream ends, when the client goes away, when
+/// the gateway shuts down, or when the client has taken nothing for `limits.send_timeout`. A last error frame
+/// says why when it can still be queued; when it cannot (the client is not reading), the response is cut off
+/// instead (HTTP/1.1: the connection is closed without the chunked body's end; HTTP/2: the stream is reset), so
+/// the client never mistakes it for a stream that ended normally.
 pub fn respond(
     route: &Route,
     framing: Framing,
     mut messages: tonic::Streaming<Bytes>,
     pool: prost_reflect::DescriptorPool,
     to_json: impl Fn(&Route, Bytes) -> Result<Bytes, GatewayError> + Send + 'static,
-    mut closing: watch::Receiver<bool>,
+    limits: StreamLimits,
 ) -> Response {
     let route = route.clone();
     let output = route.method.output();
@@ -182,38 +220,72 @@ pub fn respond(
         Framing::Sse => Some(Bytes::from(format!(": trading-monitor stream\nretry: {RETRY_MS}\n\n"))),
         Framing::NdJson => None,
     };
-    let body = async_stream(move |tx| async move {
-        // Everything this task sends waits for the client (the channel holds one frame) but never past the
-        // gateway's shutdown; a client that went away is noticed at once, not at the next message.
+    let StreamLimits { mut closing, send_timeout, slot } = limits;
+    let body = async_stream(move |tx, cut| async move {
+        let _slot = slot;
+        // Everything this task sends waits for the client (the channel holds one frame), but never past the send
+        // timeout or the gateway's shutdown; a client that went away is noticed at once, not at the next message.
         let closing_for_sends = closing.clone();
         let send = |frame: Bytes| {
             let (tx, mut closing) = (tx.clone(), closing_for_sends.clone());
             async move {
                 tokio::select! {
-                    sent = tx.send(frame) => sent.is_ok(),
-                    () = async { let _ = closing.wait_for(|c| *c).await; } => false,
+                    sent = tokio::time::timeout(send_timeout, tx.send(frame)) => match sent {
+                        Ok(Ok(())) => Sent::Taken,
+                        Ok(Err(_)) => Sent::Gone,
+                        Err(_) => Sent::Stalled,
+                    },
+                    () = async { let _ = closing.wait_for(|c| *c).await; } => Sent::Closing,
                 }
             }
         };
-        if let Some(opening) = opening
-            && !send(opening).await
-        {
-            return;
+        // The last frame, an error: queued if there is room within `wait`, the response cut off otherwise.
+        let last = |status: serde_json::Value, wait: Duration| {
+            let (tx, cut) = (tx.clone(), cut.clone());
+            async move {
+                let frame = error_frame(framing, &status);
+                let queued = match tokio::time::timeout(wait, tx.send(frame)).await {
+                    Ok(sent) => sent.is_ok(),
+                    Err(_) => false,
+                };
+                if !queued {
+                    cut.cut();
+                }
+            }
+        };
+        let path = route.grpc_path.path().to_owned();
+        let (path, last) = (&path, &last);
+        let ended = |sent: Sent| async move {
+            match sent {
+                Sent::Taken | Sent::Gone => {}
+                // A client that reads takes it at once; one that does not is not waited for long.
+                Sent::Closing => last(shutting_down(), send_timeout.min(SHUTDOWN_FRAME_WAIT)).await,
+                Sent::Stalled => {
+                    tracing::info!(
+                        path = %path,
+                        timeout_ms = send_timeout.as_millis() as u64,
+                        "stream ended: its client took nothing for the send timeout"
+                    );
+                    let status = errors::own_status_json(
+                        tonic::Code::ResourceExhausted,
+                        errors::SLOW_CONSUMER,
+                        "the stream was ended because the client did not read; reconnect (resume with the last resume token)",
+                    );
+                    last(status, Duration::ZERO).await;
+                }
+            }
+        };
+        if let Some(opening) = opening {
+            match send(opening).await {
+                Sent::Taken => {}
+                other => return ended(other).await,
+            }
         }
         loop {
             let next = tokio::select! {
                 next = messages.next() => next,
                 () = tx.closed() => return,
-                () = async { let _ = closing.wait_for(|c| *c).await; } => {
-                    let status = errors::own_status_json(
-                        tonic::Code::Unavailable,
-                        "SHUTTING_DOWN",
-                        "the gateway is shutting down; reconnect (resume with the last resume token)",
-                    );
-                    // The client may be gone or stuck: do not wait for it.
-                    let _ = tx.try_send(error_frame(framing, &status));
-                    return;
-                }
+                () = async { let _ = closing.wait_for(|c| *c).await; } => return ended(Sent::Closing).await,
             };
             let frame = match next {
                 None => return,
@@ -226,9 +298,9 @@ pub fn respond(
                         Ok(json) => frame(framing, &json, decoded.as_ref()),
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot encode a stream message");
+                            drop(messages);
                             let status = errors::own_status_json(tonic::Code::Internal, "INTERNAL", "internal error");
-                            send(error_frame(framing, &status)).await;
-                            return;
+                            return ended(send(error_frame(framing, &status)).await).await;
                         }
                     }
                 }
@@ -241,12 +313,14 @@ pub fn respond(
                             "the trading-monitor service is unavailable; reconnect",
                         ),
                     };
-                    send(error_frame(framing, &json)).await;
-                    return;
+                    drop(messages);
+                    return ended(send(error_frame(framing, &json)).await).await;
                 }
             };
-            if !send(frame).await {
-                return; // the client went away, or the gateway is shutting down
+            match send(frame).await {
+                Sent::Taken => {}
+                // Returning drops `messages`, which cancels the upstream call.
+                other => return ended(other).await,
             }
         }
     });
@@ -263,15 +337,53 @@ pub fn respond(
     response
 }
 
+fn shutting_down() -> serde_json::Value {
+    errors::own_status_json(
+        tonic::Code::Unavailable,
+        "SHUTTING_DOWN",
+        "the gateway is shutting down; reconnect (resume with the last resume token)",
+    )
+}
+
+/// Set by a producer to end its response with an error (cut off) rather than normally.
+#[derive(Clone, Default)]
+struct Cut(Arc<AtomicBool>);
+
+impl Cut {
+    fn cut(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn is_cut(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// The error a cut-off response body ends with; hyper then closes the HTTP/1.1 connection or resets the
+/// HTTP/2 stream.
+#[derive(Debug, thiserror::Error)]
+#[error("the stream was cut off: its client did not read")]
+pub struct StreamCut;
+
 /// A body stream fed by a task through a channel of one frame: the task runs only as fast as the client reads.
-fn async_stream<F, Fut>(produce: F) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static
+/// When the task ends having called [`Cut::cut`], the body ends with [`StreamCut`] after the frames queued.
+fn async_stream<F, Fut>(produce: F) -> impl futures::Stream<Item = Result<Bytes, StreamCut>> + Send + 'static
 where
-    F: FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Fut,
+    F: FnOnce(tokio::sync::mpsc::Sender<Bytes>, Cut) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(produce(tx));
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|frame| (Ok(frame), rx)) })
+    let cut = Cut::default();
+    tokio::spawn(produce(tx, cut.clone()));
+    futures::stream::unfold(Some((rx, cut)), |state| async move {
+        let (mut rx, cut) = state?;
+        match rx.recv().await {
+            Some(frame) => Some((Ok(frame), Some((rx, cut)))),
+            // The sender is gone: the producer has ended, and set `cut` first if it was going to.
+            None if cut.is_cut() => Some((Err(StreamCut), None)),
+            None => None,
+        }
+    })
 }
 
 #[cfg(test)]

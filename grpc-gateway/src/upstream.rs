@@ -10,6 +10,7 @@ use http::uri::PathAndQuery;
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
+use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -23,17 +24,83 @@ use crate::errors::GatewayError;
 /// `BoxError` here, rustc cannot prove the handlers' futures `Send`).
 pub type Upstream = BoxCloneSyncService<http::Request<tonic::body::Body>, http::Response<tonic::body::Body>, Status>;
 
-/// A lazily connecting channel to `url`: calls made while the service is unreachable fail with UNAVAILABLE
-/// within `connect_timeout` instead of hanging.
-pub fn connect(url: &str, connect_timeout: Duration) -> Result<Upstream, tonic::transport::Error> {
-    let channel: Channel = Endpoint::from_str(url)?
-        .connect_timeout(connect_timeout)
+/// What the standalone gateway calls: unary calls and server streams over separate pools of HTTP/2 connections.
+///
+/// Separate, because a stream whose HTTP client stops reading stops reading its upstream stream too: its unread
+/// messages then hold part of its connection's flow-control window until `--http-send-timeout` ends it.
+/// A few such streams on a connection unary calls also used would leave those calls no window at all (they
+/// would time out, 504). Apart, a stalled stream can only slow other streams, and the stream connections get a
+/// small window per stream and a large one per connection, so that takes many stalled streams at once.
+#[derive(Clone)]
+pub struct Upstreams {
+    /// Where unary calls and `/healthz`'s health checks go.
+    pub unary: Upstream,
+    /// Where server-streaming calls go.
+    pub streams: Upstream,
+}
+
+impl From<Upstream> for Upstreams {
+    /// One upstream for both kinds of call (the in-process service, which has no connection to share).
+    fn from(upstream: Upstream) -> Upstreams {
+        Upstreams { unary: upstream.clone(), streams: upstream }
+    }
+}
+
+/// How the standalone gateway connects to its upstream (`--upstream-connections` etc.).
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// How long a TCP connection may take before calls fail with UNAVAILABLE.
+    pub connect_timeout: Duration,
+    /// HTTP/2 connections unary calls are spread over.
+    pub connections: usize,
+    /// HTTP/2 connections server streams are spread over.
+    pub stream_connections: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions { connect_timeout: Duration::from_secs(1), connections: 4, stream_connections: 4 }
+    }
+}
+
+/// Flow-control window per stream on the stream connections: what one stalled stream can leave unread there.
+pub const STREAM_WINDOW: u32 = 256 * 1024;
+/// Flow-control window per stream connection: shared by its streams, so 128 of them must stall at once to hold
+/// it all (against 2.5 with hyper's defaults, 2 MiB per stream and 5 MiB per connection, which unary
+/// connections keep: their responses are read at once).
+pub const STREAM_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+
+/// Lazily connecting pools of channels to `url`: calls made while the service is unreachable fail with
+/// UNAVAILABLE within the connect timeout instead of hanging. Every connection of a pool is opened on its first
+/// call, and each call goes to one of them (tower's power-of-two-choices balancer); a connection that breaks is
+/// reconnected on its next call. Must be called within a Tokio runtime.
+pub fn connect(url: &str, options: &ConnectOptions) -> Result<Upstreams, tonic::transport::Error> {
+    let endpoint = Endpoint::from_str(url)?
+        .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true)
-        .connect_lazy();
+        .keep_alive_while_idle(true);
+    let streams = endpoint
+        .clone()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(STREAM_CONNECTION_WINDOW);
+    Ok(Upstreams { unary: pool(endpoint, options.connections), streams: pool(streams, options.stream_connections) })
+}
+
+/// `n` connections to `endpoint` behind one service (at least one).
+fn pool(endpoint: Endpoint, n: usize) -> Upstream {
+    let channel = if n <= 1 {
+        endpoint.connect_lazy()
+    } else {
+        // Not `Channel::balance_list`: it keys connections by URI, so copies of one endpoint would be one.
+        let (channel, changes) = Channel::balance_channel(n);
+        for key in 0..n {
+            changes.try_send(Change::Insert(key, endpoint.clone())).expect("the channel holds n changes");
+        }
+        channel
+    };
     // A transport error (connection refused, reset, timeout) is "unavailable", whatever its text.
-    Ok(BoxCloneSyncService::new(channel.map_err(|e| Status::unavailable(format!("upstream transport: {e}")))))
+    BoxCloneSyncService::new(channel.map_err(|e| Status::unavailable(format!("upstream transport: {e}"))))
 }
 
 /// Wraps an in-process service (the service's own layered routes) as an [`Upstream`].
@@ -85,17 +152,25 @@ pub async fn unary(
 }
 
 /// Calls a server-streaming `path` with an encoded request: the response metadata and the message stream, or
-/// the status the call was refused with before its first message.
+/// the status the call was refused with before its first message. The service must accept the call (send its
+/// response headers) within `start_timeout`; the stream itself then has no deadline.
 pub async fn server_streaming(
     upstream: &Upstream,
     path: PathAndQuery,
     metadata: MetadataMap,
+    start_timeout: Duration,
     message: Bytes,
 ) -> Result<(MetadataMap, tonic::Streaming<Bytes>), GatewayError> {
-    let mut client = tonic::client::Grpc::new(upstream.clone());
-    client.ready().await.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-    let request = tonic::Request::from_parts(metadata, Default::default(), message);
-    match client.server_streaming(request, path, BytesCodec).await {
+    let start = async {
+        let mut client = tonic::client::Grpc::new(upstream.clone());
+        client.ready().await.map_err(|e| Status::unavailable(format!("upstream transport: {e}")))?;
+        let request = tonic::Request::from_parts(metadata, Default::default(), message);
+        client.server_streaming(request, path, BytesCodec).await
+    };
+    let started = tokio::time::timeout(start_timeout, start).await.unwrap_or_else(|_| {
+        Err(Status::deadline_exceeded("the service did not start the stream within the request's deadline"))
+    });
+    match started {
         Ok(response) => {
             let (metadata, messages, _) = response.into_parts();
             Ok((metadata, messages))

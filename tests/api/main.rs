@@ -13,4 +13,5 @@ mod market;
 mod operations;
 mod reads;
 mod rest;
+mod rest_limits;
 mod watch;

@@ -28,8 +28,9 @@ async fn standalone(upstream: SocketAddr, connect_timeout: Duration) -> SocketAd
         max_body_bytes: 64 * 1024,
         ..Default::default()
     };
-    let channel = trading_gateway::upstream::connect(&format!("http://{upstream}"), connect_timeout).unwrap();
-    let gateway = trading_gateway::Gateway::new(channel, args).unwrap();
+    let options = trading_gateway::upstream::ConnectOptions { connect_timeout, ..Default::default() };
+    let upstreams = trading_gateway::upstream::connect(&format!("http://{upstream}"), &options).unwrap();
+    let gateway = trading_gateway::Gateway::new(upstreams, args).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { gateway.serve(listener, std::future::pending()).await });
