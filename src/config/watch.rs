@@ -27,6 +27,16 @@ pub struct WatchArgs {
     /// Messages buffered per watch before the client must read.
     #[arg(long, env = "TM_WATCH_BUFFER", default_value_t = 64)]
     pub watch_buffer: usize,
+    /// Bytes of the most recent feed reads (their events, and the books of guard-watched accounts read with
+    /// them) each replica keeps for its streams to apply; a stream that falls further behind reads the event log
+    /// from PostgreSQL instead (it loses nothing, it costs a read). About 0.5–1 KB per event.
+    #[arg(long, env = "TM_WATCH_BATCH_MEMORY", default_value_t = 32 * 1024 * 1024)]
+    pub watch_batch_memory: usize,
+    /// Pages of the event log (500 events, or 500 accounts of an all-accounts snapshot) that watches catching up
+    /// may read at once on this replica; more wait their turn, so replays cannot take the database pool from
+    /// other calls. Each page after a catch-up's first also costs its caller one call of its rate limit.
+    #[arg(long, env = "TM_WATCH_CATCH_UP_CONCURRENCY", default_value_t = 4)]
+    pub watch_catch_up_concurrency: usize,
     /// The event feed is re-read this often even without a wake-up (writes wake every replica's reader over the
     /// cache's Redis channel; a wake-up is only a hint), while this replica hears that channel; also how often
     /// heartbeat positions advance.
@@ -61,9 +71,10 @@ impl WatchArgs {
         Ok(crate::feed::HubSettings {
             safety_interval: nonzero(self.watch_safety_interval, "--watch-safety-interval")?,
             poll_interval: nonzero(self.watch_poll_interval, "--watch-poll-interval")?,
-            // Batches a stream may fall behind before it re-reads from the table instead: each holds at most
-            // one feed page (500 events), so this bounds what slow streams pin.
+            // Batches a stream may fall behind before it re-reads from the table instead. What they hold is
+            // bounded by `batch_memory`, not by this.
             capacity: 256,
+            batch_memory: self.watch_batch_memory,
             max_per_user: self.watch_max_per_user,
             max_streams: self.watch_max_streams,
         })
@@ -75,6 +86,7 @@ impl WatchArgs {
             heartbeat: nonzero(self.watch_heartbeat, "--watch-heartbeat")?,
             send_timeout: nonzero(self.watch_send_timeout, "--watch-send-timeout")?,
             buffer: self.watch_buffer,
+            catch_up_concurrency: positive(self.watch_catch_up_concurrency, "--watch-catch-up-concurrency")?,
         })
     }
 
@@ -82,6 +94,10 @@ impl WatchArgs {
     pub fn clock_interval(&self) -> Result<Duration, ConfigError> {
         nonzero(self.clock_interval, "--clock-interval")
     }
+}
+
+fn positive(value: usize, name: &str) -> Result<usize, ConfigError> {
+    if value == 0 { Err(ConfigError(format!("{name} must be at least 1"))) } else { Ok(value) }
 }
 
 fn nonzero(value: Duration, name: &str) -> Result<Duration, ConfigError> {

@@ -38,6 +38,24 @@ impl EventType {
         text.parse().unwrap_or(EventType::Unknown)
     }
 
+    /// Whether an event of this kind can change an account's guard status (its drawdown verdict, its positions'
+    /// market alerts, its liquidation countdown). A failed sync changes no balance and no position, and a
+    /// divergence is the reconciliation's business: guard watchers need not re-judge the account for those. A
+    /// kind this version does not know might.
+    pub fn may_change_guards(self) -> bool {
+        match self {
+            EventType::SyncFailed | EventType::DivergenceDetected | EventType::DivergenceResolved => false,
+            EventType::SyncCompleted
+            | EventType::PositionOpened
+            | EventType::PositionClosed
+            | EventType::DrawdownLevelChanged
+            | EventType::MarketAlertRaised
+            | EventType::MarketAlertCleared
+            | EventType::LiquidationDue
+            | EventType::Unknown => true,
+        }
+    }
+
     /// The kinds a caller may filter on (all but [`EventType::Unknown`]).
     pub fn filterable() -> impl Iterator<Item = EventType> {
         EventType::ALL.iter().copied().filter(|t| *t != EventType::Unknown)

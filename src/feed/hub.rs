@@ -1,7 +1,7 @@
 //! The replica's feed reader and the batches it broadcasts (see the module doc of `feed`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -23,6 +23,10 @@ use crate::telemetry::error_chain;
 const PAGE: i64 = 500;
 /// A transaction the reader has owed this long is logged (once) with the session holding it.
 const OVERDUE_AFTER: Duration = Duration::from_secs(60);
+/// How often the hub reads the database's identity again while the feed is readable (it also does whenever
+/// the feed becomes readable after it was not): a failover behind an unchanged address can be noticed this late
+/// at most.
+const IDENTITY_RECHECK: Duration = Duration::from_secs(10);
 /// Books loaded at once for one batch.
 const BOOK_LOADS: usize = 8;
 
@@ -36,6 +40,9 @@ pub struct HubSettings {
     pub poll_interval: Duration,
     /// Batches a slow stream may fall behind before it must re-read from the table.
     pub capacity: usize,
+    /// Bytes of recent batches' contents (events, books) kept for streams to apply; older ones are let go of
+    /// and a stream that comes to them reads the table.
+    pub batch_memory: usize,
     /// Streams per caller.
     pub max_per_user: usize,
     /// Streams on this replica.
@@ -78,18 +85,90 @@ impl Per {
 }
 
 /// One read of the feed: the events `up_to` has read and `from` had not (possibly none: the position still
-/// advances, or a transaction it waited for ended), with the books of the accounts that changed and are watched
-/// for their guard status.
+/// advances, or a transaction it waited for ended), with the books of the accounts that changed in a way that
+/// can change a guard status and are watched for it.
+///
+/// The broadcast keeps the last `capacity` batches whoever has read them, so what they hold is kept apart
+/// ([`Contents`]) and only the most recent, up to `--watch-batch-memory` bytes, is kept alive by the hub: a
+/// stream that comes to a batch whose contents are gone reads the table instead, as when it lagged.
 #[derive(Debug)]
 pub struct Batch {
     /// Where the read started.
     pub from: FeedPosition,
     /// Where it ended.
     pub up_to: FeedPosition,
+    contents: std::sync::Weak<Contents>,
+}
+
+impl Batch {
+    /// What the batch holds, unless the hub has let go of it (the stream must then read the table).
+    pub fn contents(&self) -> Option<Arc<Contents>> {
+        self.contents.upgrade()
+    }
+}
+
+/// What a [`Batch`] holds.
+#[derive(Debug)]
+pub struct Contents {
     /// The events, in feed order.
     pub events: Vec<FeedEvent>,
-    /// Books read after the events, of watched accounts that have events in the batch.
+    /// Books read after the events, of watched accounts with events that can change their guard status.
     pub books: HashMap<Uuid, Arc<Book>>,
+    /// About how much memory the above takes.
+    bytes: usize,
+}
+
+impl Contents {
+    fn new(events: Vec<FeedEvent>, books: HashMap<Uuid, Arc<Book>>) -> Contents {
+        let bytes = events.iter().map(approximate_event_bytes).sum::<usize>()
+            + books.values().map(|b| approximate_book_bytes(b)).sum::<usize>();
+        Contents { events, books, bytes }
+    }
+}
+
+/// The contents of the most recent batches, kept alive up to a number of bytes (the newest always).
+#[derive(Debug, Default)]
+struct Retained {
+    kept: std::collections::VecDeque<Arc<Contents>>,
+    bytes: usize,
+}
+
+impl Retained {
+    /// Keeps `contents`, letting go of the oldest kept until the total fits in `budget` (but never of it).
+    fn keep(&mut self, contents: Arc<Contents>, budget: usize) {
+        self.bytes += contents.bytes;
+        self.kept.push_back(contents);
+        while self.bytes > budget && self.kept.len() > 1 {
+            if let Some(oldest) = self.kept.pop_front() {
+                self.bytes -= oldest.bytes;
+            }
+        }
+    }
+}
+
+/// About the heap and inline bytes of an event (its JSON details walked, not serialized).
+fn approximate_event_bytes(e: &FeedEvent) -> usize {
+    fn json(v: &serde_json::Value) -> usize {
+        size_of::<serde_json::Value>()
+            + match v {
+                serde_json::Value::String(s) => s.len(),
+                serde_json::Value::Array(a) => a.iter().map(json).sum(),
+                serde_json::Value::Object(o) => o.iter().map(|(k, v)| k.len() + 32 + json(v)).sum(),
+                _ => 0,
+            }
+    }
+    size_of::<FeedEvent>()
+        + e.event.message.len()
+        + e.event.symbol.as_ref().map_or(0, String::len)
+        + json(&e.event.details)
+}
+
+/// About the bytes of a book (its rows, plus a little per row for their strings).
+fn approximate_book_bytes(b: &Book) -> usize {
+    size_of::<Book>()
+        + b.account.as_ref().map_or(0, |_| 64)
+        + b.positions.len() * (size_of::<crate::storage::PositionRow>() + 64)
+        + b.divergences.len() * (size_of::<crate::storage::DivergenceRow>() + 64)
 }
 
 /// The replica's hub. Cheap to clone.
@@ -103,7 +182,8 @@ struct Inner {
     pool: PgPool,
     market: MarketView,
     settings: HubSettings,
-    tag: OnceLock<DatabaseTag>,
+    /// The database tag of resume tokens, once read; the reader reads it again now and then (a failover).
+    tag: Mutex<Option<DatabaseTag>>,
     batches: broadcast::Sender<Arc<Batch>>,
     /// `up_to` of the last batch sent (`None` until the first read).
     position: Mutex<Option<FeedPosition>>,
@@ -117,6 +197,10 @@ struct Inner {
     cache: Cache,
     /// When the last read of the feed began (`None` while resting).
     read_started: Mutex<Option<std::time::Instant>>,
+    /// The contents of the most recent batches, kept alive.
+    retained: Mutex<Retained>,
+    /// When the database's identity was last read by the reader.
+    identity_read: Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +232,7 @@ impl Inner {
     fn rest(&self) {
         *self.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         *self.read_started.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *self.retained.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Retained::default();
         self.lag.clear();
     }
 }
@@ -196,7 +281,7 @@ impl Hub {
                 pool,
                 market,
                 settings,
-                tag: OnceLock::new(),
+                tag: Mutex::new(None),
                 batches,
                 position: Mutex::new(None),
                 lag: Lag::default(),
@@ -204,6 +289,8 @@ impl Hub {
                 wake: cache.writes(),
                 cache,
                 read_started: Mutex::new(None),
+                retained: Mutex::new(Retained::default()),
+                identity_read: Mutex::new(None),
             }),
         }
     }
@@ -218,13 +305,25 @@ impl Hub {
         &self.inner.pool
     }
 
-    /// The database tag of resume tokens, once known (the first successful read sets it).
+    /// The database tag of resume tokens (the reader reads it again every [`IDENTITY_RECHECK`] and whenever
+    /// the feed becomes readable after it was not).
     pub async fn tag(&self) -> Result<DatabaseTag, StorageError> {
-        if let Some(tag) = self.inner.tag.get() {
-            return Ok(*tag);
+        if let Some(tag) = self.current_tag() {
+            return Ok(tag);
         }
         let id = feed::database_id(&self.inner.pool).await?;
-        Ok(*self.inner.tag.get_or_init(|| DatabaseTag::of(&id)))
+        Ok(*self
+            .inner
+            .tag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(DatabaseTag::of(&id)))
+    }
+
+    /// The database tag as last read, if it has been. A stream whose tag is no longer this one follows a
+    /// database that is not there any more (a failover to another timeline) and must end.
+    pub fn current_tag(&self) -> Option<DatabaseTag> {
+        *self.inner.tag.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Counts a new stream of `caller` against the limits (`guard`: see [`Registration`]).
@@ -283,7 +382,7 @@ impl Hub {
             if !self.inner.watched() {
                 self.inner.rest();
             } else {
-                match self.read_forward().await {
+                match self.read_forward(failing).await {
                     Ok(()) if failing => {
                         tracing::info!("event feed readable again");
                         failing = false;
@@ -352,12 +451,31 @@ impl Hub {
         }
     }
 
-    /// Reads and broadcasts pages until the feed is caught up.
-    async fn read_forward(&self) -> Result<(), StorageError> {
+    /// Reads and broadcasts pages until the feed is caught up; first reads the database's identity if it is not
+    /// known, the last read `failed` (PostgreSQL may be another one now: a standby promoted), or it was last read
+    /// [`IDENTITY_RECHECK`] ago.
+    async fn read_forward(&self, failed: bool) -> Result<(), StorageError> {
         let inner = &self.inner;
-        if inner.tag.get().is_none() {
-            let id = feed::database_id(&inner.pool).await?;
-            let _ = inner.tag.set(DatabaseTag::of(&id));
+        let known = self.current_tag();
+        let due = inner
+            .identity_read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none_or(|at| at.elapsed() >= IDENTITY_RECHECK);
+        if known.is_none() || failed || due {
+            let tag = DatabaseTag::of(&feed::database_id(&inner.pool).await?);
+            *inner.identity_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(std::time::Instant::now());
+            if known.is_some_and(|k| k != tag) {
+                tracing::warn!(
+                    "the database's identity changed (a failover to another timeline, or a restore): open watch \
+                     streams end and resume tokens issued before are refused (clients re-read and watch again)"
+                );
+                // Positions of the other database mean nothing here.
+                *inner.position.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                inner.lag.clear();
+            }
+            *inner.tag.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tag);
         }
         let known = inner.last_position();
         let mut at = match known {
@@ -384,11 +502,14 @@ impl Hub {
             let books = self.books_for(&page.events).await;
             inner.lag.observe(&page.next, page.capped);
             let moved = !page.events.is_empty() || page.next != at;
-            let batch = Batch { from: at, up_to: page.next.clone(), events: page.events, books };
-            at = page.next;
+            let from = std::mem::replace(&mut at, page.next.clone());
             inner.set_position(at.clone());
             // Nothing new, not even a transaction that ended: nothing to tell. No receivers is fine: nobody watches.
             if moved {
+                let contents = Arc::new(Contents::new(page.events, books));
+                let batch = Batch { from, up_to: page.next, contents: Arc::downgrade(&contents) };
+                let budget = inner.settings.batch_memory;
+                inner.retained.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keep(contents, budget);
                 let _ = inner.batches.send(Arc::new(batch));
             }
             if page.caught_up {
@@ -397,22 +518,13 @@ impl Hub {
         }
     }
 
-    /// The books of accounts with events in `events` that someone watches the guard status of; an account whose
-    /// book cannot be read is left out (its watchers read it themselves).
+    /// The books of accounts with events in `events` that can change a guard status and that someone watches
+    /// the guard status of; an account whose book cannot be read is left out (its watchers read it themselves).
     async fn books_for(&self, events: &[FeedEvent]) -> HashMap<Uuid, Arc<Book>> {
-        let mut users: Vec<Uuid> = {
+        let users = {
             let streams = self.inner.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if streams.guard_all == 0 && streams.guard_users.is_empty() {
-                return HashMap::new();
-            }
-            events
-                .iter()
-                .map(|e| e.user_id)
-                .filter(|u| streams.guard_all > 0 || streams.guard_users.contains_key(u))
-                .collect()
+            guard_books_wanted(events, streams.guard_all > 0, |u| streams.guard_users.contains_key(u))
         };
-        users.sort_unstable();
-        users.dedup();
         let pool = &self.inner.pool;
         futures::stream::iter(users)
             .map(|user| async move { (user, crate::storage::book::load(pool, user).await) })
@@ -421,6 +533,20 @@ impl Hub {
             .collect()
             .await
     }
+}
+
+/// The accounts whose books a batch of `events` should carry: those with an event that can change a guard
+/// status (a failed sync or a divergence cannot) and a guard watcher (of every account, or of them).
+fn guard_books_wanted(events: &[FeedEvent], all_watched: bool, watched: impl Fn(&Uuid) -> bool) -> Vec<Uuid> {
+    let mut users: Vec<Uuid> = events
+        .iter()
+        .filter(|e| e.event.event_type.may_change_guards())
+        .map(|e| e.user_id)
+        .filter(|u| all_watched || watched(u))
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    users
 }
 
 /// How recent an event a stream read from the table itself must be for [`show_commits_of`] to report it.
@@ -450,5 +576,71 @@ pub async fn show_alerts_of(market: &MarketView, events: &[FeedEvent]) {
         && let Err(e) = market.refresh().await
     {
         tracing::warn!(error = %error_chain(&e), "cannot refresh the market snapshot for watchers");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::events::EventRow;
+
+    fn event(user: Uuid, event_type: EventType, message: &str) -> FeedEvent {
+        FeedEvent {
+            user_id: user,
+            tx: 1,
+            event: EventRow {
+                event_id: 1,
+                event_type,
+                occurred_at: chrono::Utc::now(),
+                sync_id: None,
+                position_id: None,
+                symbol: None,
+                message: message.to_owned(),
+                details: serde_json::json!({ "error": "broker timeout" }),
+            },
+        }
+    }
+
+    #[test]
+    fn books_are_loaded_only_for_watched_accounts_with_events_that_can_change_a_guard() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let events = vec![
+            event(a, EventType::SyncFailed, "failed"),
+            event(b, EventType::DivergenceDetected, "diverged"),
+            event(b, EventType::SyncCompleted, "synced"),
+            event(c, EventType::SyncFailed, "failed"),
+            event(c, EventType::DivergenceResolved, "resolved"),
+        ];
+        assert_eq!(guard_books_wanted(&events, true, |_| false), vec![b]);
+        assert_eq!(guard_books_wanted(&events, false, |u| *u == b), vec![b]);
+        assert!(guard_books_wanted(&events, false, |u| *u == a || *u == c).is_empty());
+        assert!(guard_books_wanted(&events, false, |_| false).is_empty(), "nobody watches guards");
+        let unknown = [event(a, EventType::Unknown, "a newer kind")];
+        assert_eq!(guard_books_wanted(&unknown, true, |_| false), vec![a], "a kind it does not know might");
+    }
+
+    #[test]
+    fn batch_contents_are_kept_up_to_a_number_of_bytes_the_newest_always() {
+        let user = Uuid::new_v4();
+        let contents = |n: usize| {
+            let events = (0..n).map(|_| event(user, EventType::SyncCompleted, &"x".repeat(100))).collect();
+            Arc::new(Contents::new(events, HashMap::new()))
+        };
+        let one = contents(10).bytes;
+        assert!(one > 10 * 100, "{one}");
+        let mut retained = Retained::default();
+        let (first, second, third) = (contents(10), contents(10), contents(10));
+        let batches: Vec<_> = [&first, &second, &third].iter().map(|c| Arc::downgrade(c)).collect();
+        for c in [first, second, third] {
+            retained.keep(c, 2 * one);
+        }
+        assert_eq!((retained.kept.len(), retained.bytes), (2, 2 * one));
+        assert!(batches[0].upgrade().is_none(), "the oldest is let go of: its streams read the table");
+        assert!(batches[1].upgrade().is_some() && batches[2].upgrade().is_some());
+        let big = contents(100);
+        let big_batch = Arc::downgrade(&big);
+        retained.keep(big, 2 * one);
+        assert_eq!(retained.kept.len(), 1, "the newest is kept even when it alone is over the budget");
+        assert!(big_batch.upgrade().is_some());
     }
 }

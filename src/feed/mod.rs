@@ -20,5 +20,5 @@ pub mod hub;
 pub mod lag;
 pub mod token;
 
-pub use hub::{Batch, Hub, HubError, HubSettings, Per, Registration};
+pub use hub::{Batch, Contents, Hub, HubError, HubSettings, Per, Registration};
 pub use lag::Lag;

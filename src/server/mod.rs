@@ -55,6 +55,8 @@ pub struct Application {
     http_listener: Option<TcpListener>,
     demo_users: Vec<trading_gateway::page::DemoUser>,
     state: AppState,
+    /// Per-caller rate limits: charged by every call, and by watch catch-ups per page.
+    rate_limits: rate::RateLimits,
     verifier: Arc<Verifier>,
     args: ServeArgs,
 }
@@ -92,6 +94,12 @@ impl Application {
             None => None,
         };
         let hub = Hub::new(pool.clone(), market.clone(), hub_settings, cache.clone());
+        let server_args = &args.server;
+        let rate_limits = rate::RateLimits::new(
+            rate::Rate { per_second: server_args.rate_limit_per_user, burst: server_args.rate_limit_user_burst },
+            rate::Rate { per_second: server_args.rate_limit_per_service, burst: server_args.rate_limit_service_burst },
+        );
+        let catch_up = crate::services::CatchUp::new(Arc::new(rate_limits.clone()), streams.catch_up_concurrency);
         Ok(Application {
             listener,
             local_addr,
@@ -106,8 +114,10 @@ impl Application {
                 market,
                 hub,
                 streams,
+                catch_up,
                 stopping: CancellationToken::new(),
             },
+            rate_limits,
             verifier,
             args,
         })
@@ -152,8 +162,17 @@ impl Application {
     /// the background tasks (one stop signal), and lets in-flight calls finish for at most the configured grace
     /// period.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, local_addr, admin_listener, http_listener, demo_users, state, verifier, args } =
-            self;
+        let Application {
+            listener,
+            local_addr,
+            admin_listener,
+            http_listener,
+            demo_users,
+            state,
+            rate_limits,
+            verifier,
+            args,
+        } = self;
         let server_args = &args.server;
         let stop = state.stopping.clone();
         let mut background = Background::new(stop.clone());
@@ -185,10 +204,6 @@ impl Application {
             ),
         );
 
-        let rate_limits = rate::RateLimits::new(
-            rate::Rate { per_second: server_args.rate_limit_per_user, burst: server_args.rate_limit_user_burst },
-            rate::Rate { per_second: server_args.rate_limit_per_service, burst: server_args.rate_limit_service_burst },
-        );
         background.spawn("rate-limit sweeper", rate_limits.clone().forget_idle_until(stop.clone()));
         // The layers every call goes through, outermost first, over gRPC and from the in-process REST gateway.
         let layers = tower::ServiceBuilder::new()

@@ -92,6 +92,12 @@ impl RateLimits {
     }
 }
 
+impl crate::services::Budget for RateLimits {
+    fn charge(&self, caller: &Caller) -> Result<(), Duration> {
+        self.check(caller).map_err(|(_, wait)| wait.max(Duration::from_millis(1)))
+    }
+}
+
 impl Admission for RateLimits {
     fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), tonic::Status> {
         let Some(caller) = request.extensions().get::<Caller>() else { return Ok(()) };

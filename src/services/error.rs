@@ -301,7 +301,8 @@ impl From<ApiError> for Status {
                 let text = match problem {
                     TokenProblem::Malformed => "resume_token is not a resume token of this service",
                     TokenProblem::OtherDatabase => {
-                        "resume_token was issued for another database (a copy, a restore or another deployment)"
+                        "resume_token was issued for another database (a copy, a restore, another deployment, or \
+                         before a failover to a standby)"
                     }
                     TokenProblem::Ahead => {
                         "resume_token is ahead of this database's event log (it was issued elsewhere)"

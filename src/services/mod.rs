@@ -28,7 +28,7 @@ mod stream;
 mod violations;
 
 pub use error::{ApiError, FieldViolation, Precondition};
-pub use stream::StreamSettings;
+pub use stream::{Budget, CatchUp, StreamSettings};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -45,6 +45,8 @@ pub struct AppState {
     pub hub: Hub,
     /// How watch streams behave.
     pub streams: StreamSettings,
+    /// What watch streams' catch-up reads may take (rate budget, concurrent reads).
+    pub catch_up: CatchUp,
     /// The metrics registry (`/metrics` on the admin listener).
     pub metrics: crate::metrics::Metrics,
     /// Cancelled when the server begins shutting down (watch streams then end with UNAVAILABLE).

@@ -431,6 +431,110 @@ async fn a_client_that_stops_reading_is_ended_and_resumes_without_loss() {
 }
 
 #[tokio::test]
+async fn a_client_that_stopped_reading_keeps_its_place_until_its_stream_is_gone() {
+    let app = spawn_app_with(|args| {
+        args.watch.watch_send_timeout = Duration::from_millis(300);
+        args.watch.watch_buffer = 4;
+        args.watch.watch_max_per_user = 1;
+    })
+    .await;
+    let user = Uuid::new_v4();
+    let mine = token(user, &[]);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(16 * 1024)
+        .initial_connection_window_size(16 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::reconciliation_service_client::ReconciliationServiceClient::new(channel);
+    let mut stalled =
+        client.watch_reconciliation_events(authed(events_request("", ""), &mine)).await.unwrap().into_inner();
+    caught_up(&mut stalled).await;
+    let brokers = (0..1500).map(|i| broker(&i.to_string(), "XAUUSD", pb::Side::Buy, "1", "2000", "2000")).collect();
+    app.submit(sync(user, "100000", brokers, vec![])).await.unwrap();
+    // Long past the send timeout: the server has given up on this client (SLOW_CONSUMER is queued for it), but
+    // its transport stream still holds buffers on the server, so it still counts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused = watch_events(&app, events_request("", ""), &mine).await.unwrap_err();
+    assert_eq!(code_and_reason(&refused), (tonic::Code::ResourceExhausted, "TOO_MANY_WATCHES".into()));
+    // Once the client has read its stream to the end, the place is free.
+    let ended = loop {
+        if let Err(status) = next(&mut stalled).await {
+            break status;
+        }
+    };
+    assert_eq!(code_and_reason(&ended), (tonic::Code::ResourceExhausted, "SLOW_CONSUMER".into()));
+    drop(stalled);
+    for _ in 0..100 {
+        if watch_events(&app, events_request("", ""), &mine).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("an ended stream never freed its place");
+}
+
+#[tokio::test]
+async fn a_long_catch_up_pays_for_its_pages_with_the_callers_rate_limit() {
+    // One call per second, none saved up: opening the stream spends it, so each page after the first waits.
+    let app = spawn_app_with(|args| {
+        args.server.rate_limit_per_user = 1;
+        args.server.rate_limit_user_burst = 1;
+    })
+    .await;
+    let user = Uuid::new_v4();
+    // Three pages of events (500 each).
+    let brokers = (0..1200).map(|i| broker(&i.to_string(), "XAUUSD", pb::Side::Buy, "1", "2000", "2000")).collect();
+    app.submit(sync(user, "100000", brokers, vec![])).await.unwrap();
+    // From the table (listing them would spend the caller's rate).
+    let stored: HashSet<i64> = sqlx::query_scalar::<_, i64>("SELECT event_id FROM events WHERE user_id = $1")
+        .bind(user)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(stored.len() > 1000, "{}", stored.len());
+    let request = pb::WatchReconciliationEventsRequest { start: pb::WatchStart::Oldest.into(), ..Default::default() };
+    let started = std::time::Instant::now();
+    let mut stream = watch_events(&app, request, &token(user, &[])).await.unwrap();
+    let (replayed, _) = events_until(&mut stream, |e| e.len() >= stored.len()).await;
+    let took = started.elapsed();
+    assert_once_each(&replayed);
+    assert_eq!(ids(&replayed).into_iter().collect::<HashSet<_>>(), stored);
+    // Two pages paid for at one per second (a lower bound only: a slow machine takes longer, never shorter).
+    assert!(took >= Duration::from_millis(1500), "the replay was not paced: {took:?}");
+}
+
+#[tokio::test]
+async fn streams_read_the_log_when_the_batches_they_came_to_were_let_go_of() {
+    // One byte: the hub keeps only the newest batch's contents, so streams mostly read the table instead.
+    let app = spawn_app_with(|args| args.watch.watch_batch_memory = 1).await;
+    let user = Uuid::new_v4();
+    let mine = token(user, &[]);
+    let mut stream = watch_events(&app, events_request("", ""), &mine).await.unwrap();
+    let mut guards = watch_guards(&app, pb::WatchGuardStatusRequest::default(), &mine).await.unwrap();
+    caught_up(&mut stream).await;
+    for i in 0..5 {
+        let brokers = vec![broker(&i.to_string(), "XAUUSD", pb::Side::Buy, "1", "2000", "2000")];
+        app.submit(sync(user, &(1000 - 100 * i).to_string(), brokers, vec![])).await.unwrap();
+    }
+    let stored = stored_ids(&app, user).await;
+    let (received, _) = events_until(&mut stream, |e| e.len() >= stored.len()).await;
+    assert_once_each(&received);
+    assert_eq!(ids(&received).into_iter().collect::<HashSet<_>>(), stored);
+    // 1,000 down to 600: a 40 % drawdown, CRITICAL, pushed all the same.
+    loop {
+        let (pushed, _) = update(&mut guards).await;
+        if level(&pushed) == pb::DrawdownLevel::Critical {
+            assert!(pushed.status.unwrap().any_positions_should_close);
+            break;
+        }
+    }
+}
+
+#[tokio::test]
 async fn on_shutdown_streams_end_unavailable_and_resume_on_another_replica_without_a_gap() {
     let (mut a, b) = spawn_replicas_with(|_| {}).await;
     let user = Uuid::new_v4();

@@ -167,3 +167,79 @@ async fn postgres_restarted_under_load_loses_no_acknowledged_sync_and_everything
     assert!(writes.slowest_failure < Duration::from_secs(1), "a write took {:?} to fail", writes.slowest_failure);
     assert!(writes.failed.keys().all(|code| code == "Unavailable"));
 }
+
+/// A watch request from now with a one-second heartbeat (so a stream notices a change of database soon).
+fn watch_from(resume_token: &str) -> pb::WatchReconciliationEventsRequest {
+    pb::WatchReconciliationEventsRequest {
+        resume_token: resume_token.into(),
+        heartbeat_interval: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+        ..Default::default()
+    }
+}
+
+/// Retries `call` while PostgreSQL is coming back (UNAVAILABLE), for at most 30 s.
+async fn when_back<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match call().await {
+            Err(status) if status.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test]
+async fn after_a_failover_to_a_new_timeline_streams_end_and_tokens_from_before_are_refused() {
+    let pg = PgCluster::start();
+    let app = pg.serve("failover").await;
+    let user = Uuid::new_v4();
+    let mine = token(user, &[]);
+    let mut stream = app.recon().watch_reconciliation_events(authed(watch_from(""), &mine)).await.unwrap().into_inner();
+    app.submit(sync(user, "1000", vec![], vec![])).await.unwrap();
+    // The token of a message after the event: a position on the old timeline.
+    let before = loop {
+        let message = stream.message().await.unwrap().expect("the stream stays open");
+        if matches!(message.kind, Some(pb::watch_reconciliation_events_response::Kind::Event(_))) {
+            break message.resume_token;
+        }
+    };
+
+    // The standby is promoted: same cluster, same database, a new timeline. Transactions the old primary
+    // committed last may be missing here and their ids handed out again, so no position from before holds.
+    pg.fail_over();
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the stream ended without saying why"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("the stream went on after the failover as if nothing happened");
+    assert_eq!(code_and_reason(&ended), (Code::FailedPrecondition, "RESUME_TOKEN_INVALID".into()), "{ended:?}");
+    assert_eq!(error_info(&ended).2["why"], "other_database");
+
+    let watch = |from: String| {
+        let (mut client, mine) = (app.recon(), mine.clone());
+        async move { client.watch_reconciliation_events(authed(watch_from(&from), &mine)).await }
+    };
+    let refused = when_back(|| watch(before.clone())).await.map(|_| ()).unwrap_err();
+    assert_eq!(code_and_reason(&refused), (Code::FailedPrecondition, "RESUME_TOKEN_INVALID".into()), "{refused:?}");
+    // Watching again from now works, and delivers what is written after.
+    let mut again = when_back(|| watch(String::new())).await.unwrap().into_inner();
+    when_back(|| app.submit(sync(user, "1100", vec![], vec![]))).await.unwrap();
+    loop {
+        let message = again.message().await.unwrap().expect("the new stream stays open");
+        if matches!(message.kind, Some(pb::watch_reconciliation_events_response::Kind::Event(_))) {
+            break;
+        }
+    }
+}

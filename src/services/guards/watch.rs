@@ -10,8 +10,8 @@ use chrono::Utc;
 use tonic::Request;
 use uuid::Uuid;
 
-use crate::feed::Batch;
 use crate::feed::token::{self, Token};
+use crate::feed::{Batch, Contents};
 use crate::pb;
 use crate::services::stream::{self, Common, Delivery, End, Follower, Out, PAGE};
 use crate::services::{ApiError, AppState, decode};
@@ -46,8 +46,8 @@ pub async fn watch_guards(
         }
         (None, Some(Token { position, snapshot_after: None })) => (position, Snapshot::Changed),
     };
-    let (out, delivery) = Out::new(state, &caller);
-    let stream = GuardsWatch { common: opened.start(state, heartbeat, cursor), user, sent: HashMap::new() };
+    let (common, out, delivery) = opened.start(state, &caller, heartbeat, cursor);
+    let stream = GuardsWatch { common, user, sent: HashMap::new() };
     tokio::spawn(stream.run(out, snapshot));
     Ok(delivery)
 }
@@ -83,10 +83,14 @@ impl GuardsWatch {
             }
             (Snapshot::All { mut after }, _) => {
                 let start = self.common.cursor.clone();
+                let mut first = true;
                 loop {
+                    // Each page of accounts is a catch-up page (and each of its accounts a book read).
+                    let permit = self.common.page_permit(out, std::mem::take(&mut first)).await?;
                     let db = &self.common.state.db;
                     let ids =
                         db.run("accounts.ids_after", storage::accounts::ids_after(db.pool()?, after, PAGE)).await?;
+                    drop(permit);
                     for user in &ids {
                         let token = token::encode(
                             self.common.tag,
@@ -123,14 +127,18 @@ impl Follower for GuardsWatch {
 
     /// Re-judges every watched account with events in the table after the cursor, page by page.
     async fn catch_up(&mut self, out: &mut Out<GuardMessage>) -> Result<(), End> {
+        let mut first = true;
         loop {
             out.check()?;
+            let permit = self.common.page_permit(out, std::mem::take(&mut first)).await?;
             let db = &self.common.state.db;
             let page = db.run("feed.page", feed::page(db.pool()?, self.user, &self.common.cursor, PAGE)).await?;
+            drop(permit);
             crate::feed::hub::show_commits_of(&self.common.state.cache, &page.events);
             // The hub does this for its batches, but this page may be ahead of them.
             crate::feed::hub::show_alerts_of(&self.common.state.market, &page.events).await;
-            let changed: HashSet<Uuid> = page.events.iter().map(|e| e.user_id).collect();
+            let changed: HashSet<Uuid> =
+                page.events.iter().filter(|e| e.event.event_type.may_change_guards()).map(|e| e.user_id).collect();
             self.send_changed(out, changed.into_iter().collect(), None, &page.next).await?;
             if page.caught_up {
                 return Ok(());
@@ -139,14 +147,15 @@ impl Follower for GuardsWatch {
     }
 
     /// Re-judges the watched accounts with events in the batch.
-    async fn apply(&mut self, out: &mut Out<GuardMessage>, batch: &Batch) -> Result<(), End> {
-        let changed = batch
+    async fn apply(&mut self, out: &mut Out<GuardMessage>, batch: &Batch, contents: &Contents) -> Result<(), End> {
+        let changed = contents
             .events
             .iter()
             .filter(|e| e.owed_by(&self.common.cursor) && self.user.is_none_or(|u| u == e.user_id))
+            .filter(|e| e.event.event_type.may_change_guards())
             .map(|e| e.user_id)
             .collect();
-        self.send_changed(out, changed, Some(batch), &batch.up_to).await
+        self.send_changed(out, changed, Some(&contents.books), &batch.up_to).await
     }
 }
 
@@ -158,7 +167,7 @@ impl GuardsWatch {
         &mut self,
         out: &mut Out<GuardMessage>,
         mut users: Vec<Uuid>,
-        batch: Option<&Batch>,
+        books: Option<&HashMap<Uuid, Arc<Book>>>,
         to: &FeedPosition,
     ) -> Result<(), End> {
         users.sort_unstable();
@@ -168,7 +177,7 @@ impl GuardsWatch {
         let after = token::encode(self.common.tag, &Token::at(moved.clone()));
         let last = users.len().saturating_sub(1);
         for (i, user) in users.into_iter().enumerate() {
-            let book = batch.and_then(|b| b.books.get(&user)).cloned();
+            let book = books.and_then(|b| b.get(&user)).cloned();
             let token = if i == last { after.clone() } else { before.clone() };
             self.send_status_if_changed(out, user, book, token).await?;
         }

@@ -6,7 +6,7 @@ use tonic::Request;
 
 use super::events::event_types;
 use crate::domain::events::EventType;
-use crate::feed::Batch;
+use crate::feed::{Batch, Contents};
 use crate::pb;
 use crate::services::encode;
 use crate::services::stream::{self, Common, Delivery, End, Follower, Out, PAGE};
@@ -37,8 +37,8 @@ pub async fn watch_events(
     } else {
         state.hub.position().await?
     };
-    let (out, delivery) = Out::new(state, &caller);
-    let stream = EventsWatch { common: opened.start(state, heartbeat, cursor), user, types };
+    let (common, out, delivery) = opened.start(state, &caller, heartbeat, cursor);
+    let stream = EventsWatch { common, user, types };
     tokio::spawn(stream.run(out));
     Ok(delivery)
 }
@@ -71,10 +71,13 @@ impl Follower for EventsWatch {
     }
 
     async fn catch_up(&mut self, out: &mut Out<EventMessage>) -> Result<(), End> {
+        let mut first = true;
         loop {
             out.check()?;
+            let permit = self.common.page_permit(out, std::mem::take(&mut first)).await?;
             let db = &self.common.state.db;
             let page = db.run("feed.page", feed::page(db.pool()?, self.user, &self.common.cursor, PAGE)).await?;
+            drop(permit);
             crate::feed::hub::show_commits_of(&self.common.state.cache, &page.events);
             for event in &page.events {
                 self.offer(out, event, &page.next).await?;
@@ -86,8 +89,8 @@ impl Follower for EventsWatch {
         }
     }
 
-    async fn apply(&mut self, out: &mut Out<EventMessage>, batch: &Batch) -> Result<(), End> {
-        for event in &batch.events {
+    async fn apply(&mut self, out: &mut Out<EventMessage>, batch: &Batch, contents: &Contents) -> Result<(), End> {
+        for event in &contents.events {
             if self.user.is_none_or(|u| u == event.user_id) {
                 self.offer(out, event, &batch.up_to).await?;
             }

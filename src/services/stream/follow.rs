@@ -8,10 +8,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{End, Out};
+use super::{Delivery, End, Out};
 use crate::auth::{Caller, Scope};
 use crate::feed::token::{self, DatabaseTag, Token, TokenProblem};
-use crate::feed::{Batch, Registration};
+use crate::feed::{Batch, Contents, Registration};
 use crate::pb;
 use crate::services::encode::ts;
 use crate::services::{ApiError, AppState, decode};
@@ -35,7 +35,8 @@ pub struct Common {
     pub cursor: FeedPosition,
     batches: broadcast::Receiver<Arc<Batch>>,
     stopping: CancellationToken,
-    _registration: Registration,
+    /// Whose stream it is (its catch-up pages are charged to it).
+    caller: Caller,
 }
 
 /// What woke a following stream.
@@ -47,6 +48,37 @@ enum Wake {
 }
 
 impl Common {
+    /// Waits for the right to read one catch-up page: a token of the caller's rate budget unless this is the
+    /// catch-up's `first` page, then one of the replica's catch-up permits, to be held while the page is read
+    /// (not while it is sent). Gives up on shutdown, on the token's expiry or when the client goes away.
+    pub async fn page_permit<M: Send + 'static>(
+        &self,
+        out: &Out<M>,
+        first: bool,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, End> {
+        let catch_up = &self.state.catch_up;
+        if !first {
+            while let Err(wait) = catch_up.budget.charge(&self.caller) {
+                tracing::debug!(user_id = %self.caller.user_id, wait_ms = wait.as_millis() as u64, "catch-up paced by the rate limit");
+                self.unless_ended(out, tokio::time::sleep(wait)).await?;
+            }
+        }
+        self.unless_ended(out, catch_up.permits.clone().acquire_owned())
+            .await?
+            .map_err(|_| End::Failed(ApiError::ShuttingDown))
+    }
+
+    /// `wait`, unless the stream must end first.
+    async fn unless_ended<M: Send + 'static, T>(&self, out: &Out<M>, wait: impl Future<Output = T>) -> Result<T, End> {
+        tokio::select! {
+            biased;
+            () = self.stopping.cancelled() => Err(End::Failed(ApiError::ShuttingDown)),
+            () = tokio::time::sleep_until(out.expires) => Err(End::Expired),
+            () = out.tx.closed() => Err(End::Gone),
+            value = wait => Ok(value),
+        }
+    }
+
     /// The resume token of the cursor.
     pub fn token(&self) -> String {
         token::encode(self.tag, &Token::at(self.cursor.clone()))
@@ -54,6 +86,11 @@ impl Common {
 
     /// The next thing to do, or the end (shutdown, token expired, client gone).
     async fn next<M: Send + 'static>(&mut self, out: &Out<M>) -> Result<Wake, End> {
+        if self.state.hub.current_tag().is_some_and(|now| now != self.tag) {
+            // PostgreSQL is another database now (a standby promoted): this stream's position, and its tokens,
+            // mean nothing there. The client re-reads and watches again.
+            return Err(End::Failed(ApiError::ResumeTokenInvalid(TokenProblem::OtherDatabase)));
+        }
         let beat = out.last_sent + self.heartbeat;
         tokio::select! {
             biased;
@@ -85,8 +122,8 @@ pub trait Follower {
     fn heartbeat(resume_token: String) -> Self::Message;
     /// Sends what the table holds that the cursor has not read, as far as the feed is readable.
     async fn catch_up(&mut self, out: &mut Out<Self::Message>) -> Result<(), End>;
-    /// Sends what a batch holds that the cursor has not read (the cursor has read the batch's start).
-    async fn apply(&mut self, out: &mut Out<Self::Message>, batch: &Batch) -> Result<(), End>;
+    /// Sends what a batch holds (`contents`) that the cursor has not read (the cursor has read the batch's start).
+    async fn apply(&mut self, out: &mut Out<Self::Message>, batch: &Batch, contents: &Contents) -> Result<(), End>;
 }
 
 /// A stream's life after its first snapshot: catch up from the table, say so with a heartbeat, then follow the
@@ -103,11 +140,14 @@ pub async fn follow<F: Follower>(stream: &mut F, out: &mut Out<F::Message>) -> R
                     continue;
                 }
                 // A batch this stream has not read the start of (it lagged, or its cursor came from a token of
-                // another replica), or one whose owed transactions would not fit: the table instead.
-                if cursor.covers(&batch.from) && cursor.fits_with(&batch.up_to) {
-                    stream.apply(out, &batch).await?;
-                } else {
-                    stream.catch_up(out).await?;
+                // another replica), one whose owed transactions would not fit, or one whose contents the hub has
+                // let go of (memory): the table instead.
+                let contents = batch.contents();
+                match contents {
+                    Some(contents) if cursor.covers(&batch.from) && cursor.fits_with(&batch.up_to) => {
+                        stream.apply(out, &batch, &contents).await?;
+                    }
+                    _ => stream.catch_up(out).await?,
                 }
             }
             Wake::Lagged => stream.catch_up(out).await?,
@@ -169,17 +209,26 @@ pub struct Opened {
 }
 
 impl Opened {
-    /// What the stream's task holds, starting at `cursor`.
-    pub fn start(self, state: &AppState, heartbeat: Duration, cursor: FeedPosition) -> Common {
-        Common {
+    /// The stream, starting at `cursor`: what its task holds, the task's side of the stream and the response
+    /// body (which holds the registration).
+    pub fn start<M: Send + 'static>(
+        self,
+        state: &AppState,
+        caller: &Caller,
+        heartbeat: Duration,
+        cursor: FeedPosition,
+    ) -> (Common, Out<M>, Delivery<M>) {
+        let (out, delivery) = Out::new(state, caller, self.registration);
+        let common = Common {
             state: state.clone(),
             tag: self.tag,
             heartbeat,
             cursor,
             batches: self.batches,
             stopping: state.stopping.clone(),
-            _registration: self.registration,
-        }
+            caller: caller.clone(),
+        };
+        (common, out, delivery)
     }
 }
 

@@ -7,9 +7,12 @@
 //! it is). Its position only moves over what it has examined, and every message carries the token of the point
 //! after it, so a resumed stream continues exactly there.
 //!
-//! Bounds: a stream counts against per-caller and per-replica limits while it is open; it buffers at most
-//! `--watch-buffer` messages; when the client has not read for `--watch-send-timeout` the task ends and the
-//! stream's next (and last) message is RESOURCE_EXHAUSTED (SLOW_CONSUMER). On shutdown every stream ends with
+//! Bounds: a stream counts against per-caller and per-replica limits for as long as its transport stream
+//! lives (the registration is held by the response body, not by the task: a client that stopped reading keeps
+//! its slot until it reads its final status or goes away); it buffers at most `--watch-buffer` messages; when
+//! the client has not read for `--watch-send-timeout` the task ends and the stream's next (and last) message is
+//! RESOURCE_EXHAUSTED (SLOW_CONSUMER). Catching up from the table costs the caller one rate-limit token per page
+//! and runs under a per-replica bound (`--watch-catch-up-concurrency`). On shutdown every stream ends with
 //! UNAVAILABLE (SHUTTING_DOWN).
 
 use std::future::Future as _;
@@ -25,6 +28,7 @@ use tonic::Status;
 
 use super::{ApiError, AppState};
 use crate::auth::{AuthError, Caller};
+use crate::feed::Registration;
 use crate::storage;
 
 mod follow;
@@ -40,14 +44,47 @@ pub struct StreamSettings {
     pub send_timeout: Duration,
     /// Messages buffered per stream.
     pub buffer: usize,
+    /// Catch-up pages read at once on this replica.
+    pub catch_up_concurrency: usize,
+}
+
+/// What a caller's rate limit charges for work a call goes on causing after it was admitted: a watch's
+/// catch-up pages. The server's rate limiter implements it; a limit that is off always admits.
+pub trait Budget: Send + Sync + std::fmt::Debug + 'static {
+    /// Takes one call's worth of `caller`'s budget, or says how long until there is one.
+    fn charge(&self, caller: &Caller) -> Result<(), Duration>;
+}
+
+/// What catching up from the table may take: every page after a catch-up's first costs the caller one
+/// rate-limit token (the first is paid by the call, or is the replica's own doing when a stream fell behind the
+/// broadcast), and at most `--watch-catch-up-concurrency` pages are read at once on this replica, so replays
+/// cannot take the pool from everything else.
+#[derive(Debug, Clone)]
+pub struct CatchUp {
+    budget: std::sync::Arc<dyn Budget>,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl CatchUp {
+    /// Charges `budget`, with `concurrency` page reads at once (at least one).
+    pub fn new(budget: std::sync::Arc<dyn Budget>, concurrency: usize) -> CatchUp {
+        CatchUp { budget, permits: std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))) }
+    }
+
+    /// Page reads that may start now on this replica (for tests and metrics).
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
 }
 
 /// The response body's side of a stream: queued messages, unless the task left an error to deliver first
-/// (when the queue is full because the client stopped reading).
+/// (when the queue is full because the client stopped reading). It holds the stream's registration, so the
+/// stream counts against the limits until the transport lets go of it, whenever the task ended.
 pub struct Delivery<M> {
     rx: mpsc::Receiver<Result<M, Status>>,
     abort: Option<oneshot::Receiver<Status>>,
     ended: bool,
+    _registration: Option<Registration>,
 }
 
 impl<M> futures::Stream for Delivery<M> {
@@ -105,8 +142,9 @@ pub struct Out<M> {
 }
 
 impl<M: Send + 'static> Out<M> {
-    /// A stream for `caller`: the task's side and the response body's.
-    pub fn new(state: &AppState, caller: &Caller) -> (Out<M>, Delivery<M>) {
+    /// A stream for `caller`, counted against the limits by `registration`: the task's side and the response
+    /// body's.
+    pub fn new(state: &AppState, caller: &Caller, registration: Registration) -> (Out<M>, Delivery<M>) {
         let settings = &state.streams;
         let (tx, rx) = mpsc::channel(settings.buffer.max(1));
         let (abort_tx, abort_rx) = oneshot::channel();
@@ -121,7 +159,7 @@ impl<M: Send + 'static> Out<M> {
             expires: Instant::now() + left,
             finished: false,
         };
-        (out, Delivery { rx, abort: Some(abort_rx), ended: false })
+        (out, Delivery { rx, abort: Some(abort_rx), ended: false, _registration: Some(registration) })
     }
 
     /// Whether the stream must end now (shutdown, or the token expired) without waiting for anything.
@@ -216,7 +254,7 @@ mod tests {
             expires: Instant::now() + Duration::from_secs(60),
             finished: false,
         };
-        (out, Delivery { rx, abort: Some(abort_rx), ended: false })
+        (out, Delivery { rx, abort: Some(abort_rx), ended: false, _registration: None })
     }
 
     #[tokio::test]

@@ -68,13 +68,22 @@ struct Horizon {
     running: Vec<i64>,
 }
 
-/// The identity a feed position belongs to: the PostgreSQL cluster (its system identifier) and the database
-/// in it (its oid). Transaction ids mean something only there: a position from another cluster, a restore
-/// into a new one, or a copy of the database (a new oid) is not comparable and must be refused.
+/// The identity a feed position belongs to: the PostgreSQL cluster (its system identifier), the database in
+/// it (its oid) and the timeline the primary writes on. Transaction ids mean something only there: a position
+/// from another cluster, a restore into a new one, or a copy of the database (a new oid) is not comparable and
+/// must be refused; nor is one from before a failover to a standby (same system identifier, a new timeline),
+/// whose last transactions the standby may never have received (asynchronous replication) and whose ids it
+/// then hands out again. The timeline is read from the name of the WAL segment being written (its first 8 hex
+/// digits), which changes the moment a standby is promoted. Timeline 1 (a cluster that never failed over) adds
+/// nothing, so tokens issued before the timeline was part of the identity stay valid.
 pub async fn database_id(pool: &PgPool) -> Result<String, StorageError> {
     Ok(sqlx::query_scalar!(
-        r#"SELECT (s.system_identifier::text || '/' || d.oid::text) AS "id!"
-           FROM pg_control_system() s, pg_database d WHERE d.datname = current_database()"#
+        r#"SELECT (s.system_identifier::text || '/' || d.oid::text
+                   || CASE WHEN t.timeline = 1 THEN '' ELSE '/' || t.timeline::text END) AS "id!"
+           FROM pg_control_system() s, pg_database d,
+                LATERAL (SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint
+                         AS timeline) t
+           WHERE d.datname = current_database()"#
     )
     .fetch_one(pool)
     .await?)

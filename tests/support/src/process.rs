@@ -153,6 +153,18 @@ impl PgCluster {
         self.pg_ctl(&["-m", "immediate", "stop"]);
     }
 
+    /// Makes it what a promoted standby would be: the same cluster (system identifier, databases) on a new
+    /// timeline. Stopped, restarted in standby mode (`standby.signal`, no primary to follow) and promoted, as
+    /// `pg_ctl promote` does to a real standby at failover.
+    pub fn fail_over(&self) {
+        self.pg_ctl(&["-w", "-m", "fast", "stop"]);
+        let signal = self.dir.join("data").join("standby.signal");
+        std::fs::write(&signal, b"").unwrap();
+        self.chown();
+        self.resume();
+        self.pg_ctl(&["-w", "promote"]);
+    }
+
     /// The URL of `database` on it.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable", self.port)
