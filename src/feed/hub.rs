@@ -506,6 +506,7 @@ impl Hub {
             inner.set_position(at.clone());
             // Nothing new, not even a transaction that ended: nothing to tell. No receivers is fine: nobody watches.
             if moved {
+                inner.lag.delivered(page.events.iter().map(|e| e.event.occurred_at));
                 let contents = Arc::new(Contents::new(page.events, books));
                 let batch = Batch { from, up_to: page.next, contents: Arc::downgrade(&contents) };
                 let budget = inner.settings.batch_memory;

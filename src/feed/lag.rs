@@ -14,13 +14,24 @@ use std::time::{Duration, Instant};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use crate::storage::feed::FeedPosition;
 
 /// The reader's lag. Cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Lag {
     inner: Arc<Mutex<State>>,
+    /// Seconds from an event's transaction start (its `occurred_at`, PostgreSQL's `now()`) to this replica's
+    /// broadcast of it: the delivery lag every stream on the replica starts from.
+    delivery: Histogram,
+}
+
+impl Default for Lag {
+    fn default() -> Lag {
+        // 1 ms to ~65 s.
+        Lag { inner: Arc::default(), delivery: Histogram::new(exponential_buckets(0.001, 2.0, 17)) }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +75,16 @@ impl Lag {
         let State { owed, logged, .. } = &mut *state;
         logged.retain(|tx| owed.contains_key(tx));
         state.capped = capped;
+    }
+
+    /// Records the delivery lag of events broadcast now, written at `occurred` (the database's clock; a
+    /// negative difference, clocks apart, counts as zero).
+    pub fn delivered(&self, occurred: impl Iterator<Item = chrono::DateTime<chrono::Utc>>) {
+        let now = chrono::Utc::now();
+        for at in occurred {
+            let seconds = (now - at).to_std().map_or(0.0, |d| d.as_secs_f64());
+            self.delivery.observe(seconds);
+        }
     }
 
     /// The lag now.
@@ -116,6 +137,12 @@ impl Collector for Lag {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
+        self.delivery.encode(encoder.encode_descriptor(
+            "feed_delivery_seconds",
+            "Seconds from an event's writing transaction's start to this replica's broadcast of it to its watch streams",
+            None,
+            self.delivery.metric_type(),
+        )?)?;
         Ok(())
     }
 }

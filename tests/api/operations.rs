@@ -245,6 +245,30 @@ async fn the_admin_listener_counts_calls_and_domain_events_exactly_and_says_read
     assert_eq!(after["trading_monitor_pg_pool_max_connections"], 16.0);
 }
 
+/// Issue 18: `/metrics` shows the watch feed's delivery lag: how long events took to reach this replica's
+/// streams, and what the feed waits for.
+#[tokio::test]
+async fn the_metrics_show_the_watch_feeds_delivery_lag() {
+    let app = spawn_app_with(|args| args.server.admin_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let admin = app.admin.unwrap();
+    let user = Uuid::new_v4();
+    let request = pb::WatchReconciliationEventsRequest::default();
+    let mut stream =
+        app.recon().watch_reconciliation_events(authed(request, &token(user, &[]))).await.unwrap().into_inner();
+    app.submit(sync(user, "1000", vec![], vec![])).await.unwrap();
+    loop {
+        let message = stream.message().await.unwrap().expect("the stream stays open");
+        if matches!(message.kind, Some(pb::watch_reconciliation_events_response::Kind::Event(_))) {
+            break;
+        }
+    }
+    let metrics = scrape(admin).await;
+    let delivered = metrics.get("trading_monitor_feed_delivery_seconds_count").copied().unwrap_or(0.0);
+    assert!(delivered >= 1.0, "the event delivered is counted: {delivered}");
+    assert!(metrics["trading_monitor_feed_delivery_seconds_sum"] >= 0.0);
+    assert!(metrics.contains_key("trading_monitor_feed_oldest_owed_seconds"), "{metrics:?}");
+}
+
 /// Issue 11: per-connection stream limit (SETTINGS_MAX_CONCURRENT_STREAMS) and the metadata size limit.
 #[tokio::test]
 async fn a_connection_holds_at_most_its_streams_and_oversized_metadata_is_refused() {

@@ -2,6 +2,10 @@
 //! whether bytes of a new request head have arrived since, and since when its client has taken none of the
 //! bytes the server is trying to write. The socket reports reads and blocked writes ([`Watched`]), the service
 //! reports requests starting and their responses ending ([`Activity::begin`], [`Tracked`]).
+//!
+//! None of these wakes the connection's task: every change only sets a deadline at least the shortest timeout
+//! away, and the task never sleeps longer than that before it looks again ([`Timeouts::shortest`]), so it is
+//! never late and costs nothing per request.
 
 use std::io;
 use std::pin::Pin;
@@ -14,7 +18,6 @@ use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// A connection's timeouts (see `HttpArgs`).
@@ -48,8 +51,6 @@ pub(crate) struct Activity {
     /// A write is blocked (a fast path for [`Watched`]; the time is in `state`).
     blocked: AtomicBool,
     state: Mutex<State>,
-    /// Wakes the connection's task to recompute its deadline.
-    changed: Notify,
 }
 
 struct State {
@@ -63,6 +64,14 @@ struct State {
     http2: bool,
     /// Since when writes have been blocked, if they are.
     blocked_since: Option<Instant>,
+}
+
+impl Timeouts {
+    /// The shortest of the three: the longest the connection's task sleeps before it looks at the deadline
+    /// again. Anything that happens later sets a deadline at least this far away, so it is not missed.
+    pub(crate) fn shortest(&self) -> Duration {
+        self.header_read.min(self.idle).min(self.send)
+    }
 }
 
 impl Activity {
@@ -79,7 +88,6 @@ impl Activity {
                 http2: false,
                 blocked_since: None,
             }),
-            changed: Notify::new(),
         })
     }
 
@@ -97,7 +105,6 @@ impl Activity {
         state.head_since = None;
         self.head.store(false, Ordering::Release);
         drop(state);
-        self.changed.notify_one();
         RequestGuard(self.clone())
     }
 
@@ -108,8 +115,6 @@ impl Activity {
             state.head_since = None;
             self.head.store(false, Ordering::Release);
         }
-        drop(state);
-        self.changed.notify_one();
     }
 
     /// Bytes arrived from the client.
@@ -121,8 +126,6 @@ impl Activity {
         if self.in_flight.load(Ordering::Acquire) == 0 && state.head_since.is_none() {
             state.head_since = Some(Instant::now());
         }
-        drop(state);
-        self.changed.notify_one();
     }
 
     /// A write could not proceed: the socket's send buffer is full.
@@ -131,20 +134,13 @@ impl Activity {
             return;
         }
         self.state().blocked_since.get_or_insert_with(Instant::now);
-        self.changed.notify_one();
     }
 
-    /// A write went through: the client takes bytes again. (No wake-up: the deadline only moves later, and the
-    /// connection's task checks it again when it fires.)
+    /// A write went through: the client takes bytes again.
     fn write_unblocked(&self) {
         if self.blocked.swap(false, Ordering::AcqRel) {
             self.state().blocked_since = None;
         }
-    }
-
-    /// Resolves when the deadline may have moved.
-    pub(crate) async fn changed(&self) {
-        self.changed.notified().await;
     }
 
     /// When the connection is due to be closed, and why: a blocked write's send timeout, or while no request is

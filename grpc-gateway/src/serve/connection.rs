@@ -71,16 +71,17 @@ pub(crate) async fn serve(
     // Once shut down gracefully: when the connection is dropped if it has not closed by then.
     let mut draining: Option<Instant> = None;
     loop {
+        // The connection's deadline, but no further than the shortest timeout: nothing wakes this task when the
+        // connection's activity changes (that would cost every request a wake-up), and whatever happens from now
+        // on sets a deadline at least that far away.
         let deadline = match draining {
-            Some(at) => Some(at),
-            None => activity.deadline(shared.timeouts).map(|(at, _)| at),
-        };
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+            Some(at) => at,
+            None => {
+                let look_again = Instant::now() + shared.timeouts.shortest();
+                activity.deadline(shared.timeouts).map_or(look_again, |(at, _)| at.min(look_again))
             }
         };
+        let sleep = tokio::time::sleep_until(deadline);
         tokio::select! {
             served = connection.as_mut() => {
                 if let Err(error) = served {
@@ -88,7 +89,6 @@ pub(crate) async fn serve(
                 }
                 return;
             }
-            () = activity.changed(), if draining.is_none() => {}
             _ = stop.wait_for(|stop| *stop), if draining.is_none() => {
                 connection.as_mut().graceful_shutdown();
                 draining = Some(Instant::now() + shared.drain);
