@@ -7,6 +7,7 @@
 #   4. polling instead: 1,000 dashboards calling GetGuardStatus + GetReconciliationStatus every 2 s, same writes
 # Each write is one failed sync (one SYNC_FAILED event) stamped with its send time.
 #   DURATION=30s scripts/bench-watch.sh
+#   SERVER_BIN=path/to/another/trading-monitor scripts/bench-watch.sh     # the same load against another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
@@ -16,8 +17,8 @@ duration="${DURATION:-30s}"
 a_port=50096 b_port=50097 redis_port=6394
 start_redis "$redis_port"
 redis=(--redis-url "redis://127.0.0.1:$redis_port" --cache-key-prefix bench-watch)
-serve target/release/trading-monitor "$a_port" "${redis[@]}"
-serve target/release/trading-monitor "$b_port" "${redis[@]}" --skip-migrations
+serve "${SERVER_BIN:-target/release/trading-monitor}" "$a_port" "${redis[@]}"
+serve "${SERVER_BIN:-target/release/trading-monitor}" "$b_port" "${redis[@]}" --skip-migrations
 b_pid=$last_pid
 
 machine
