@@ -455,7 +455,7 @@ async fn a_client_that_stopped_reading_keeps_its_place_until_its_stream_is_gone(
     app.submit(sync(user, "100000", brokers, vec![])).await.unwrap();
     // Long past the send timeout: the server has given up on this client (SLOW_CONSUMER is queued for it), but
     // its transport stream still holds buffers on the server, so it still counts.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let refused = watch_events(&app, events_request("", ""), &mine).await.unwrap_err();
     assert_eq!(code_and_reason(&refused), (tonic::Code::ResourceExhausted, "TOO_MANY_WATCHES".into()));
     // Once the client has read its stream to the end, the place is free.
