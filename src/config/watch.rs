@@ -32,9 +32,10 @@ pub struct WatchArgs {
     /// from PostgreSQL instead (it loses nothing, it costs a read). About 0.5–1 KB per event.
     #[arg(long, env = "TM_WATCH_BATCH_MEMORY", default_value_t = 32 * 1024 * 1024)]
     pub watch_batch_memory: usize,
-    /// Pages of the event log (500 events, or 500 accounts of an all-accounts snapshot) that watches catching up
-    /// may read at once on this replica; more wait their turn, so replays cannot take the database pool from
-    /// other calls. Each page after a catch-up's first also costs its caller one call of its rate limit.
+    /// Reads of PostgreSQL that watch streams make themselves (catch-up pages of 500 events or of 500 accounts
+    /// of an all-accounts snapshot, and the books of accounts they re-judge) at once on this replica; more wait
+    /// their turn, so replays cannot take the database pool from other calls. Each page after a catch-up's
+    /// first also costs its caller one call of its rate limit.
     #[arg(long, env = "TM_WATCH_CATCH_UP_CONCURRENCY", default_value_t = 4)]
     pub watch_catch_up_concurrency: usize,
     /// The event feed is re-read this often even without a wake-up (writes wake every replica's reader over the

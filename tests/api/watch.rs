@@ -696,6 +696,35 @@ async fn a_guard_watch_of_every_account_sends_each_then_only_the_changed_ones_an
 }
 
 #[tokio::test]
+async fn streams_reading_under_one_catch_up_permit_take_turns_and_all_get_their_updates() {
+    // One read at a time for all the streams of the replica: snapshots, pages and books take turns.
+    let app = spawn_app_with(|args| args.watch.watch_catch_up_concurrency = 1).await;
+    let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    for user in &users {
+        app.submit(sync(*user, "10000", vec![], vec![])).await.unwrap();
+    }
+    let risk = token(Uuid::new_v4(), &[READ_ANY]);
+    let all = pb::WatchGuardStatusRequest { user_id: "-".into(), ..Default::default() };
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(watch_guards(&app, all.clone(), &risk).await.unwrap());
+    }
+    for stream in &mut streams {
+        for _ in &users {
+            update(stream).await;
+        }
+    }
+    app.submit(sync(users[0], "7000", vec![], vec![])).await.unwrap();
+    for stream in &mut streams {
+        let (changed, _) = update(stream).await;
+        assert_eq!(
+            (changed.user_id.as_str(), level(&changed)),
+            (users[0].to_string().as_str(), pb::DrawdownLevel::Critical)
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_held_symbol_never_quoted_is_recorded_stale_and_its_first_quote_clears_it() {
     let app = spawn_app().await;
     let holder = Uuid::new_v4();

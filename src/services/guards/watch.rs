@@ -206,7 +206,10 @@ impl GuardsWatch {
         let state = &self.common.state;
         let book = match book {
             Some(book) => book,
-            None => Arc::new(state.db.run("book.load", storage::book::load(state.db.pool()?, user)).await?),
+            None => {
+                let _permit = self.common.read_permit(out).await?;
+                Arc::new(state.db.run("book.load", storage::book::load(state.db.pool()?, user)).await?)
+            }
         };
         // The later of this server's clock and the database's (which dates the clock's events), so a countdown
         // the database says ran out is judged run out here too.

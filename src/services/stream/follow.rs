@@ -63,7 +63,14 @@ impl Common {
                 self.unless_ended(out, tokio::time::sleep(wait)).await?;
             }
         }
-        self.unless_ended(out, catch_up.permits.clone().acquire_owned())
+        self.read_permit(out).await
+    }
+
+    /// Waits for one of the replica's catch-up permits, to be held while the stream reads PostgreSQL itself (a
+    /// page, or the book of an account it must judge), so that streams never read with more than
+    /// `--watch-catch-up-concurrency` connections of the pool at once.
+    pub async fn read_permit<M: Send + 'static>(&self, out: &Out<M>) -> Result<tokio::sync::OwnedSemaphorePermit, End> {
+        self.unless_ended(out, self.state.catch_up.permits.clone().acquire_owned())
             .await?
             .map_err(|_| End::Failed(ApiError::ShuttingDown))
     }
