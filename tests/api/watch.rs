@@ -380,17 +380,10 @@ async fn streams_are_limited_per_caller_and_a_closed_one_frees_its_place() {
     panic!("a closed stream never freed its place");
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_ended_and_resumes_without_loss() {
-    let app = spawn_app_with(|args| {
-        args.watch.watch_send_timeout = Duration::from_millis(300);
-        args.watch.watch_buffer = 4;
-    })
-    .await;
-    let user = Uuid::new_v4();
-    let mine = token(user, &[]);
-    // A client with small HTTP/2 flow-control windows (tonic's are megabytes), so a client that does not read
-    // holds the server back soon.
+/// A watch of `user`'s events, caught up (with its token), then flooded: 1,500 positions opened, far more than
+/// the stream's buffer and its connection's flow-control windows (16 KiB here; tonic's are megabytes), so a
+/// client that does not read holds the server back soon.
+async fn flooded_watch(app: &TestApp, user: Uuid, mine: &str) -> (Events, String) {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
         .unwrap()
         .initial_stream_window_size(16 * 1024)
@@ -400,11 +393,23 @@ async fn a_client_that_stops_reading_is_ended_and_resumes_without_loss() {
         .unwrap();
     let mut client = pb::reconciliation_service_client::ReconciliationServiceClient::new(channel);
     let mut stream =
-        client.watch_reconciliation_events(authed(events_request("", ""), &mine)).await.unwrap().into_inner();
-    let mut last = caught_up(&mut stream).await;
-    // Far more than the flow-control window and the stream's buffer: 1,500 opened positions.
+        client.watch_reconciliation_events(authed(events_request("", ""), mine)).await.unwrap().into_inner();
+    let caught_up = caught_up(&mut stream).await;
     let brokers = (0..1500).map(|i| broker(&i.to_string(), "XAUUSD", pb::Side::Buy, "1", "2000", "2000")).collect();
     app.submit(sync(user, "100000", brokers, vec![])).await.unwrap();
+    (stream, caught_up)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_ended_and_resumes_without_loss() {
+    let app = spawn_app_with(|args| {
+        args.watch.watch_send_timeout = Duration::from_millis(300);
+        args.watch.watch_buffer = 4;
+    })
+    .await;
+    let user = Uuid::new_v4();
+    let mine = token(user, &[]);
+    let (mut stream, mut last) = flooded_watch(&app, user, &mine).await;
     let stored = stored_ids(&app, user).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -440,19 +445,7 @@ async fn a_client_that_stopped_reading_keeps_its_place_until_its_stream_is_gone(
     .await;
     let user = Uuid::new_v4();
     let mine = token(user, &[]);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
-        .unwrap()
-        .initial_stream_window_size(16 * 1024)
-        .initial_connection_window_size(16 * 1024)
-        .connect()
-        .await
-        .unwrap();
-    let mut client = pb::reconciliation_service_client::ReconciliationServiceClient::new(channel);
-    let mut stalled =
-        client.watch_reconciliation_events(authed(events_request("", ""), &mine)).await.unwrap().into_inner();
-    caught_up(&mut stalled).await;
-    let brokers = (0..1500).map(|i| broker(&i.to_string(), "XAUUSD", pb::Side::Buy, "1", "2000", "2000")).collect();
-    app.submit(sync(user, "100000", brokers, vec![])).await.unwrap();
+    let (mut stalled, _) = flooded_watch(&app, user, &mine).await;
     // Long past the send timeout: the server has given up on this client (SLOW_CONSUMER is queued for it), but
     // its transport stream still holds buffers on the server, so it still counts.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -10,7 +10,6 @@ use secrecy::SecretString;
 use tokio::sync::Semaphore;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
-use trading_monitor::auth::{TokenSpec, mint_hs256};
 use trading_monitor::pb;
 use trading_monitor::pb::guards_service_client::GuardsServiceClient;
 use trading_monitor::pb::reconciliation_service_client::ReconciliationServiceClient;
@@ -36,15 +35,7 @@ pub struct Fed {
 
 /// A token that may write syncs and quotes.
 pub fn writer_auth(secret: &SecretString) -> anyhow::Result<MetadataValue<Ascii>> {
-    let scopes = vec!["trading:sync:write".to_owned()];
-    let spec = TokenSpec {
-        user_id: Uuid::new_v4(),
-        scopes: &scopes,
-        ttl: Duration::from_secs(7200),
-        issuer: None,
-        audience: None,
-    };
-    Ok(format!("Bearer {}", mint_hs256(secret, &spec)?).parse()?)
+    super::seed::bearer(secret, Uuid::new_v4(), &["trading:sync:write".to_owned()])
 }
 
 /// Runs the feeders until `stop`: `quotes_per_sec` batches and `syncs_per_sec` syncs (of users 0..users).

@@ -4,9 +4,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use secrecy::SecretString;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
-use trading_monitor::auth::{TokenSpec, mint_hs256};
 use trading_monitor::pb;
 use trading_monitor::pb::reconciliation_service_client::ReconciliationServiceClient;
 use trading_monitor::samples::{self, BrokerExt};
@@ -110,18 +108,7 @@ pub async fn run(
     shape: Shape,
 ) -> anyhow::Result<()> {
     let Shape { users, positions, book, watch_all } = shape;
-    let scopes = vec!["trading:sync:write".to_owned()];
-    let token = mint_hs256(
-        secret,
-        &TokenSpec {
-            user_id: Uuid::new_v4(),
-            scopes: &scopes,
-            ttl: Duration::from_secs(3600),
-            issuer: None,
-            audience: None,
-        },
-    )?;
-    let auth: MetadataValue<_> = format!("Bearer {token}").parse()?;
+    let auth = super::feed::writer_auth(secret)?;
     let users: Vec<Uuid> = (0..users).map(|_| Uuid::new_v4()).collect();
     let deadline = Instant::now() + duration;
     let watcher = if watch_all { Some(watch_everyone(secret, channels[0].clone(), deadline).await?) } else { None };
@@ -166,15 +153,7 @@ async fn watch_everyone(
     channel: Channel,
     deadline: Instant,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<u64>>> {
-    let scopes = vec!["trading:read:any".to_owned()];
-    let spec = TokenSpec {
-        user_id: Uuid::new_v4(),
-        scopes: &scopes,
-        ttl: Duration::from_secs(3600),
-        issuer: None,
-        audience: None,
-    };
-    let auth: MetadataValue<_> = format!("Bearer {}", mint_hs256(secret, &spec)?).parse()?;
+    let auth = super::seed::bearer(secret, Uuid::new_v4(), &["trading:read:any".to_owned()])?;
     let mut request =
         tonic::Request::new(pb::WatchReconciliationEventsRequest { user_id: "-".into(), ..Default::default() });
     request.metadata_mut().insert("authorization", auth);

@@ -24,14 +24,20 @@ pub fn user_id(i: usize) -> Uuid {
     Uuid::from_u128(0xbe0c_0000_0000_4000_8000_0000_0000_0000 + i as u128)
 }
 
+/// `authorization` metadata for every loadgen call: a bearer token of `user_id` with `scopes`, valid for two
+/// hours (longer than any run).
+pub fn bearer(secret: &SecretString, user_id: Uuid, scopes: &[String]) -> anyhow::Result<MetadataValue<Ascii>> {
+    let spec = TokenSpec { user_id, scopes, ttl: Duration::from_secs(7200), issuer: None, audience: None };
+    Ok(format!("Bearer {}", mint_hs256(secret, &spec)?).parse()?)
+}
+
 /// Ids and tokens (no scopes: each reads its own data) of `n` users.
 pub fn users(n: usize, secret: &SecretString) -> anyhow::Result<Users> {
     let mut ids = Vec::with_capacity(n);
     let mut auth = Vec::with_capacity(n);
     for i in 0..n {
         let id = user_id(i);
-        let spec = TokenSpec { user_id: id, scopes: &[], ttl: Duration::from_secs(7200), issuer: None, audience: None };
-        auth.push(format!("Bearer {}", mint_hs256(secret, &spec)?).parse()?);
+        auth.push(bearer(secret, id, &[])?);
         ids.push(id);
     }
     Ok(Users { ids, auth })
@@ -70,15 +76,7 @@ pub fn seed_sync(i: usize) -> pb::SubmitBrokerSyncRequest {
 
 /// Submits one sync per user (8 at a time) and the quotes P&L conversion needs.
 pub async fn seed(channel: Channel, secret: &SecretString, n: usize) -> anyhow::Result<()> {
-    let scopes = vec!["trading:sync:write".to_owned()];
-    let spec = TokenSpec {
-        user_id: Uuid::new_v4(),
-        scopes: &scopes,
-        ttl: Duration::from_secs(3600),
-        issuer: None,
-        audience: None,
-    };
-    let auth: MetadataValue<Ascii> = format!("Bearer {}", mint_hs256(secret, &spec)?).parse()?;
+    let auth = super::feed::writer_auth(secret)?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..8 {
